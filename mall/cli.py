@@ -1,0 +1,301 @@
+"""mall serve | worker | migrate | admin create | demo | check | drill"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mall import db
+from mall import redis as mall_redis
+from mall.config import ConfigError, Settings, get_settings, set_settings
+from mall.domains import domain_modules
+
+log = logging.getLogger("mall.cli")
+
+
+@dataclass
+class CheckReport:
+    """What `mall check NAME` prints; `ok=False` makes the command exit non-zero."""
+
+    name: str
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+
+    def fail(self, line: str) -> None:
+        self.ok = False
+        self.lines.append("MISMATCH " + line)
+
+
+CheckFn = Callable[[], Awaitable[CheckReport]]
+DrillFn = Callable[[list[str]], Coroutine[Any, Any, int]]
+
+
+def _checks() -> dict[str, CheckFn]:
+    found: dict[str, CheckFn] = {}
+    for module in domain_modules("tasks"):
+        found.update(getattr(module, "CHECKS", {}))
+    return found
+
+
+def _drills() -> dict[str, DrillFn]:
+    found: dict[str, DrillFn] = {}
+    for module in domain_modules("tasks"):
+        found.update(getattr(module, "DRILLS", {}))
+    return found
+
+
+@contextmanager
+def embedded_redis(settings: Settings) -> Any:
+    """Start the embedded redis-server unless MALL_REDIS_URL points elsewhere."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = mall_redis.EmbeddedRedis(settings.data_dir)
+    url = server.start()
+    settings.redis_url = url
+    os.environ["MALL_REDIS_URL"] = url  # uvicorn workers inherit it
+    try:
+        yield url
+    finally:
+        server.stop()
+        settings.redis_url = None
+        os.environ.pop("MALL_REDIS_URL", None)
+
+
+@asynccontextmanager
+async def resources(settings: Settings) -> AsyncIterator[None]:
+    await db.init_db(settings)
+    assert settings.redis_url
+    mall_redis.connect(settings.redis_url)
+    try:
+        yield
+    finally:
+        await mall_redis.close()
+        await db.close_db()
+
+
+async def _migrate(settings: Settings) -> None:
+    await db.migrate(settings)
+    await db.close_db()
+
+
+def _admin_password_file(settings: Settings) -> Path:
+    return settings.data_dir / "dev-admin-password.txt"
+
+
+async def _seed_demo(settings: Settings) -> tuple[str, str]:
+    """Seed demo data and a dev admin; returns its login."""
+    from mall.members import service as members_service
+    from mall.members.models import Staff
+
+    async with resources(settings):
+        pw_file = _admin_password_file(settings)
+        if await Staff.filter(username="admin").exists() and pw_file.exists():
+            password = pw_file.read_text().strip()
+        else:
+            password = secrets.token_urlsafe(9)
+            if await Staff.filter(username="admin").exists():
+                from mall.kit.security import hash_password
+
+                await Staff.filter(username="admin").update(password_hash=hash_password(password))
+            else:
+                await members_service.create_staff("admin", password, "admin")
+            pw_file.parent.mkdir(parents=True, exist_ok=True)
+            pw_file.write_text(password + "\n")
+            pw_file.chmod(0o600)
+        for module in domain_modules("demo"):
+            await module.seed()
+    return "admin", password
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    if args.workers:
+        settings.workers = args.workers
+    settings.check_safe()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with embedded_redis(settings):
+        asyncio.run(_migrate(settings))
+        if args.demo:
+            username, password = asyncio.run(_seed_demo(settings))
+            print(f"demo data ready; dev admin login: {username} / {password}", flush=True)
+        print(f"mall serving on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
+        os.environ["MALL_DATA_DIR"] = str(settings.data_dir)
+        uvicorn.run(
+            "mall.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="info",
+            access_log=False,
+        )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.kit.jobs import Runner
+
+    async def run() -> None:
+        async with resources(settings):
+            runner = Runner()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, runner.stop.set)
+            runner.start()
+            print(f"mall worker running {len(runner.tasks)} jobs and consumers", flush=True)
+            await runner.stop.wait()
+            await runner.close()
+
+    with embedded_redis(settings):
+        asyncio.run(run())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(_migrate(settings))
+    print("migrations applied")
+    return 0
+
+
+def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.members import service as members_service
+
+    async def run() -> None:
+        async with resources(settings):
+            staff = await members_service.create_staff(args.username, args.password, args.role)
+            print(f"created {staff.role} {staff.username} (id {staff.id})")
+
+    with embedded_redis(settings):
+        asyncio.run(_migrate(settings))
+        asyncio.run(run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded_redis(settings):
+        asyncio.run(_migrate(settings))
+        username, password = asyncio.run(_seed_demo(settings))
+    print(f"demo data ready; dev admin login: {username} / {password}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    checks = _checks()
+    names = list(checks) if args.name == "all" else [args.name]
+    unknown = [n for n in names if n not in checks]
+    if unknown:
+        print(
+            f"unknown check {unknown[0]!r}; known: {', '.join(sorted(checks)) or 'none'}",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> bool:
+        ok = True
+        async with resources(settings):
+            for name in names:
+                report = await checks[name]()
+                print(f"== check {report.name}: {'OK' if report.ok else 'FAILED'}")
+                for line in report.lines:
+                    print("  " + line)
+                ok = ok and report.ok
+        return ok
+
+    with embedded_redis(settings):
+        return 0 if asyncio.run(run()) else 1
+
+
+def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
+    drills = _drills()
+    if args.name not in drills:
+        print(
+            f"unknown drill {args.name!r}; known: {', '.join(sorted(drills)) or 'none'}",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(drills[args.name](args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mall", description=__doc__)
+    parser.add_argument(
+        "--data-dir", type=Path, help="data folder (SQLite, embedded Redis, uploads)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--data-dir", type=Path, dest="data_dir_sub")
+    serve.add_argument(
+        "--demo", action="store_true", help="seed demo data and print a dev admin login"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run background jobs and stream consumers")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("admin", help="staff accounts")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create", help="create a staff account")
+    create.add_argument("--username", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--role", choices=["admin", "ops"], default="ops")
+    create.set_defaults(func=cmd_admin_create)
+
+    demo = sub.add_parser("demo", help="seed demo data")
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser(
+        "check", help="consistency checks (ledger, seckill, ...); non-zero on mismatch"
+    )
+    check.add_argument("name", help="check name, or 'all'")
+    check.set_defaults(func=cmd_check)
+
+    drill = sub.add_parser("drill", help="rehearse a hot path against a running service")
+    drill.add_argument("name")
+    drill.add_argument("rest", nargs=argparse.REMAINDER)
+    drill.set_defaults(func=cmd_drill)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    data_dir = getattr(args, "data_dir_sub", None) or args.data_dir
+    if data_dir:
+        settings.data_dir = data_dir
+        os.environ["MALL_DATA_DIR"] = str(data_dir)
+    set_settings(settings)
+    try:
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

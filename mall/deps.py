@@ -1,0 +1,62 @@
+"""`Annotated` dependency aliases, so route signatures read like sentences."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+
+from mall.errors import FORBIDDEN, UNAUTHORIZED
+from mall.i18n import get_locale
+from mall.members import service as members_service
+from mall.members.models import Member, Staff
+from mall.redis import get_redis
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _current_member(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Member:
+    if credentials is None or not credentials.credentials:
+        raise UNAUTHORIZED()
+    member = await members_service.member_from_token(credentials.credentials)
+    request.state.member_id = member.id
+    return member
+
+
+async def _current_staff(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Staff:
+    if credentials is None or not credentials.credentials:
+        raise UNAUTHORIZED()
+    staff = await members_service.staff_from_token(credentials.credentials)
+    request.state.staff_id = staff.id
+    return staff
+
+
+async def _admin_staff(staff: Staff = Depends(_current_staff)) -> Staff:
+    if staff.role != "admin":
+        raise FORBIDDEN()
+    return staff
+
+
+def _redis() -> Redis:
+    return get_redis()
+
+
+CurrentMember = Annotated[Member, Depends(_current_member)]
+CurrentStaff = Annotated[Staff, Depends(_current_staff)]
+AdminStaff = Annotated[Staff, Depends(_admin_staff)]
+RedisClient = Annotated[Redis, Depends(_redis)]
+Locale = Annotated[str, Depends(get_locale)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        description="A retry with the same key returns the first answer and changes nothing.",
+    ),
+]

@@ -1,0 +1,145 @@
+"""One error base, rendered by one handler as `{"error": {"code", "message"}}`.
+
+Codes are stable UPPER_SNAKE strings; every code is declared once with `ErrorCode`
+so `/api/v1/errors` can list them and tests can check each has a translation."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mall.i18n import _, translate
+
+log = logging.getLogger("mall.errors")
+
+REGISTRY: dict[str, ErrorCode] = {}
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    message: str
+
+    def __post_init__(self) -> None:
+        REGISTRY[self.code] = self
+
+    def __call__(self, **params: Any) -> MallError:
+        return MallError(self, **params)
+
+
+class MallError(Exception):
+    def __init__(
+        self, error: ErrorCode, *, fields: list[dict[str, Any]] | None = None, **params: Any
+    ):
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+        self.params = params
+        self.fields = fields
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def body(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "code": self.error.code,
+            "message": translate(self.error.message, **self.params),
+        }
+        if self.fields:
+            payload["fields"] = self.fields
+        extra = {k: v for k, v in self.params.items() if isinstance(v, (int, str, float, bool))}
+        if extra:
+            payload["details"] = extra
+        return {"error": payload}
+
+
+VALIDATION_ERROR = ErrorCode("VALIDATION_ERROR", 422, _("Some fields are invalid"))
+NOT_FOUND = ErrorCode("NOT_FOUND", 404, _("Not found"))
+METHOD_NOT_ALLOWED = ErrorCode("METHOD_NOT_ALLOWED", 405, _("Method not allowed"))
+INTERNAL_ERROR = ErrorCode("INTERNAL_ERROR", 500, _("Something went wrong on our side"))
+SERVICE_UNAVAILABLE = ErrorCode(
+    "SERVICE_UNAVAILABLE", 503, _("The service is busy; please try again shortly")
+)
+UNAUTHORIZED = ErrorCode("UNAUTHORIZED", 401, _("Please log in"))
+TOKEN_INVALID = ErrorCode("TOKEN_INVALID", 401, _("Your login is invalid; please log in again"))
+TOKEN_EXPIRED = ErrorCode("TOKEN_EXPIRED", 401, _("Your login has expired; please log in again"))
+FORBIDDEN = ErrorCode("FORBIDDEN", 403, _("You are not allowed to do this"))
+RATE_LIMITED = ErrorCode("RATE_LIMITED", 429, _("Too many requests; please slow down"))
+IDEMPOTENCY_IN_PROGRESS = ErrorCode(
+    "IDEMPOTENCY_IN_PROGRESS", 409, _("The same request is still being processed")
+)
+IDEMPOTENCY_KEY_REUSED = ErrorCode(
+    "IDEMPOTENCY_KEY_REUSED", 422, _("This Idempotency-Key was used for a different request")
+)
+
+_HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 401: UNAUTHORIZED, 403: FORBIDDEN}
+
+
+def request_id(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    if not rid:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+    return str(rid)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(MallError)
+    async def _mall_error(request: Request, exc: MallError) -> JSONResponse:
+        headers = (
+            {"Retry-After": str(exc.params["retry_after"])} if "retry_after" in exc.params else None
+        )
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "message": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in exc.errors()
+        ]
+        return JSONResponse(MallError(VALIDATION_ERROR, fields=fields).body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = _HTTP_CODES.get(exc.status_code)
+        if error is None:
+            body = {"error": {"code": f"HTTP_{exc.status_code}", "message": str(exc.detail)}}
+        else:
+            body = MallError(error).body()
+        return JSONResponse(
+            body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("redis unavailable path=%s: %s", request.url.path, exc)
+        return JSONResponse(
+            MallError(SERVICE_UNAVAILABLE).body(), status_code=503, headers={"Retry-After": "1"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request)
+        log.exception("unhandled error request_id=%s path=%s", rid, request.url.path)
+        body = MallError(INTERNAL_ERROR).body()
+        body["error"]["request_id"] = rid
+        return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})

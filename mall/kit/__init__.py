@@ -1,0 +1,1 @@
+"""Small shared tools: money, clock, pagination, idempotency, rate limits, images, jobs."""

