@@ -1,0 +1,1 @@
+"""Categories (a tree), products with SKUs, stock, on/off shelf, images."""

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mall.catalog import service
+from mall.catalog.schemas import CategoryNode, ProductDetail, ProductSummary
+from mall.kit.pagination import Page
+from mall.members import service as members_service
+from mall.members.models import Member
+
+router = APIRouter(prefix="/api/v1", tags=["catalog"])
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _optional_member(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Member | None:
+    """Anonymous browsing works; a token that is sent must be valid (so a member never
+    silently sees the anonymous price because of an expired login)."""
+    if credentials is None or not credentials.credentials:
+        return None
+    member = await members_service.member_from_token(credentials.credentials)
+    request.state.member_id = member.id
+    return member
+
+
+OptionalMember = Annotated[Member | None, Depends(_optional_member)]
+
+
+@router.get("/catalog/categories", response_model=list[CategoryNode])
+async def categories() -> list[CategoryNode]:
+    """The category tree, each level ordered by `sort_order`."""
+    return await service.category_tree()
+
+
+@router.get("/catalog/products", response_model=Page[ProductSummary])
+async def products(
+    member: OptionalMember,
+    category: Annotated[
+        int | None, Query(description="a category id; includes its sub-categories")
+    ] = None,
+    q: Annotated[str | None, Query(max_length=50, description="search by name")] = None,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[ProductSummary]:
+    """Products on the shelf, newest first, each with its list price and the price this
+    member pays today (fen). Pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = await service.browse_products(
+        member, category_id=category, q=q, cursor=cursor, size=size
+    )
+    return Page[ProductSummary](items=items, next_cursor=next_cursor)
+
+
+@router.get("/catalog/products/{product_id}", response_model=ProductDetail)
+async def product(product_id: int, member: OptionalMember) -> ProductDetail:
+    """Detail with SKUs and images; `PRODUCT_NOT_FOUND` when it is off the shelf."""
+    return await service.product_detail(product_id, member)
