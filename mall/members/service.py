@@ -102,7 +102,14 @@ async def bind_phone(member: Member, code: str) -> Member:
     info = await wechat.get_phone_number(
         code, openid=None if member.openid.startswith("dev_") else member.openid
     )
-    phone = info.pure_phone_number or info.phone_number
+    # mainland numbers are kept bare (order binding matches them); others keep their prefix
+    country = info.country_code.lstrip("+")
+    if not info.pure_phone_number:
+        phone = info.phone_number[:20]
+    elif country in ("", "86"):
+        phone = info.pure_phone_number
+    else:
+        phone = f"+{country}{info.pure_phone_number}"[:20]
     await Member.filter(id=member.id).update(phone=phone)
     member.phone = phone
     return member

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +21,27 @@ import httpx
 from mall.config import get_settings
 from mall.errors import ErrorCode
 from mall.i18n import _
+from mall.kit import clock
 from mall.redis import get_redis
 
 log = logging.getLogger("mall.wechat")
+
+_SECRET_QUERY = re.compile(r"\b(secret|access_token|js_code)=[^&\s\"']*")
+
+
+class _RedactSecrets(logging.Filter):
+    """httpx logs every request URL at INFO; ours carry the app secret, login codes and
+    access tokens in the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_QUERY.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactSecrets())
 
 WECHAT_CODE_INVALID = ErrorCode(
     "WECHAT_CODE_INVALID", 400, _("The WeChat login code is invalid or expired; please try again")
@@ -45,8 +65,9 @@ WECHAT_NOT_CONFIGURED = ErrorCode(
 )
 
 TOKEN_ERRORS = {40001, 40014, 42001}
-_TOKEN_KEY = "wechat:stable_token"
-_TOKEN_LOCK = "wechat:stable_token:lock"
+# Refresh this long before WeChat's expiry: the platform renews 5 min early and both
+# tokens work during that overlap.
+TOKEN_REFRESH_MARGIN = 300
 
 
 class WeChatAPIError(Exception):
@@ -74,7 +95,8 @@ class PhoneInfo:
 
 
 _http: httpx.AsyncClient | None = None
-_local_token: tuple[str, float] | None = None
+# appid -> (token, refresh_at as clock epoch seconds); Redis holds the shared copy.
+_local_tokens: dict[str, tuple[str, float]] = {}
 
 
 def http() -> httpx.AsyncClient:
@@ -88,11 +110,11 @@ def http() -> httpx.AsyncClient:
 
 
 async def aclose() -> None:
-    global _http, _local_token
+    global _http
     if _http is not None:
         await _http.aclose()
     _http = None
-    _local_token = None
+    _local_tokens.clear()
 
 
 def _parse(response: httpx.Response) -> dict[str, Any]:
@@ -113,25 +135,33 @@ async def _request(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         response = await http().request(method, url, **kwargs)
     except httpx.HTTPError as exc:
         log.warning("wechat %s unreachable: %s", url.split("?")[0], type(exc).__name__)
-        raise WECHAT_BUSY() from None
+        raise WECHAT_BUSY(retry_after=1) from None
     if response.status_code >= 500:
-        raise WECHAT_BUSY()
-    return _parse(response)
+        log.warning("wechat %s HTTP %s", url.split("?")[0], response.status_code)
+        raise WECHAT_BUSY(retry_after=1)
+    try:
+        return _parse(response)
+    except WeChatAPIError as exc:
+        # errmsg carries WeChat's rid, which WeChat support asks for; it holds no secrets
+        log.warning("wechat %s errcode=%s errmsg=%s", url, exc.errcode, exc.errmsg)
+        raise
 
 
 def _client_error(exc: WeChatAPIError) -> Exception:
     mapping = {
         40029: WECHAT_CODE_INVALID,
         40163: WECHAT_CODE_USED,
-        45011: WECHAT_RATE_LIMITED,
         45009: WECHAT_RATE_LIMITED,
-        -1: WECHAT_BUSY,
         40226: WECHAT_USER_BLOCKED,
         43101: WECHAT_USER_REFUSED,
     }
+    if exc.errcode == 45011:  # per-minute quota
+        return WECHAT_RATE_LIMITED(retry_after=60)
+    if exc.errcode == -1:
+        return WECHAT_BUSY(retry_after=1)
     error = mapping.get(exc.errcode)
     if error is None:
-        log.error("wechat errcode=%s", exc.errcode)
+        log.error("wechat errcode=%s errmsg=%s", exc.errcode, exc.errmsg)
         return WECHAT_ERROR(errcode=exc.errcode)
     return error()
 
@@ -182,57 +212,83 @@ async def _fetch_stable_token() -> tuple[str, int]:
     return str(data["access_token"]), int(data.get("expires_in", 7200))
 
 
-async def access_token(*, refresh: bool = False) -> str:
-    """A stable_token shared through Redis by every process, refreshed ~5 min before
-    expiry, fetched by one caller at a time (single flight)."""
-    global _local_token
-    now = time.time()
-    if not refresh and _local_token and _local_token[1] > now:
-        return _local_token[0]
+def _token_key(appid: str) -> str:
+    return f"wechat:{appid}:stable_token"
+
+
+def _usable(raw: str | bytes | None, stale: str | None) -> tuple[str, float] | None:
+    if not raw:
+        return None
+    try:
+        entry = json.loads(raw)
+        token, refresh_at = str(entry["token"]), float(entry["refresh_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if token == stale or refresh_at <= clock.now().timestamp():
+        return None
+    return token, refresh_at
+
+
+async def access_token(*, stale: str | None = None) -> str:
+    """The stable_token, shared through Redis by every process and refreshed
+    TOKEN_REFRESH_MARGIN seconds before it expires; one caller fetches at a time.
+
+    `stale` is a token WeChat just refused (40001/40014/42001): any other cached token is
+    used, so many callers hitting the same refusal cause one fetch, not one each."""
+    appid, _secret = _require_config()
+    local = _local_tokens.get(appid)
+    if local and local[0] != stale and local[1] > clock.now().timestamp():
+        return local[0]
     redis = get_redis()
-    if not refresh:
-        cached = await redis.get(_TOKEN_KEY)
-        if cached:
-            ttl = await redis.ttl(_TOKEN_KEY)
-            _local_token = (str(cached), now + max(ttl, 0))
-            return str(cached)
-    for _attempt in range(50):
-        if await redis.set(_TOKEN_LOCK, "1", nx=True, ex=10):
+    key = _token_key(appid)
+    lock = key + ":lock"
+    lock_seconds = int(get_settings().wechat_timeout_seconds) + 5
+    deadline = time.monotonic() + lock_seconds + 1  # outlive a crashed holder's lock
+    owner = secrets.token_hex(8)
+    while True:
+        found = _usable(await redis.get(key), stale)
+        if found:
+            _local_tokens[appid] = found
+            return found[0]
+        if await redis.set(lock, owner, nx=True, ex=lock_seconds):
             try:
-                if not refresh:
-                    cached = await redis.get(_TOKEN_KEY)
-                    if cached:
-                        return str(cached)
+                found = _usable(await redis.get(key), stale)
+                if found:
+                    _local_tokens[appid] = found
+                    return found[0]
                 token, expires_in = await _fetch_stable_token()
-                keep = max(expires_in - 300, 30)
-                await redis.set(_TOKEN_KEY, token, ex=keep)
-                _local_token = (token, now + keep)
+                refresh_at = clock.now().timestamp() + max(
+                    expires_in - TOKEN_REFRESH_MARGIN, min(expires_in, 30)
+                )
+                entry = json.dumps({"token": token, "refresh_at": refresh_at})
+                await redis.set(key, entry, ex=max(expires_in, 1))
+                _local_tokens[appid] = (token, refresh_at)
                 return token
             finally:
-                await redis.delete(_TOKEN_LOCK)
-        await asyncio.sleep(0.1)
-        cached = await redis.get(_TOKEN_KEY)
-        if cached and not refresh:
-            return str(cached)
-    raise WECHAT_BUSY()
+                if await redis.get(lock) == owner:
+                    await redis.delete(lock)
+        if time.monotonic() > deadline:
+            raise WECHAT_BUSY(retry_after=1)
+        await asyncio.sleep(0.05)
 
 
 async def invalidate_token() -> None:
-    global _local_token
-    _local_token = None
-    await get_redis().delete(_TOKEN_KEY)
+    """Forget the cached token everywhere (e.g. after rotating the app secret)."""
+    appid, _secret = _require_config()
+    _local_tokens.pop(appid, None)
+    await get_redis().delete(_token_key(appid))
 
 
 async def call_with_token(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST with `?access_token=`; on 40001/40014/42001 refetch once and retry once."""
+    """POST with `?access_token=`; on 40001/40014/42001 get a fresh token once and retry
+    once. A second refusal is raised, never retried again."""
     token = await access_token()
     try:
         return await _request("POST", path, params={"access_token": token}, json=body)
     except WeChatAPIError as exc:
         if exc.errcode not in TOKEN_ERRORS:
             raise
-    await invalidate_token()
-    token = await access_token(refresh=True)
+    token = await access_token(stale=token)
     return await _request("POST", path, params={"access_token": token}, json=body)
 
 
@@ -245,6 +301,9 @@ async def get_phone_number(code: str, openid: str | None = None) -> PhoneInfo:
     except WeChatAPIError as exc:
         raise _client_error(exc) from None
     info = data.get("phone_info") or {}
+    if not info.get("purePhoneNumber") and not info.get("phoneNumber"):
+        log.error("wechat getuserphonenumber replied without phone_info")
+        raise WECHAT_ERROR(errcode=-1)
     return PhoneInfo(
         phone_number=str(info.get("phoneNumber", "")),
         pure_phone_number=str(info.get("purePhoneNumber", "")),
