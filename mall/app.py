@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,7 +62,7 @@ class RequestContext:
             if name == b"accept-language":
                 accept = value.decode("latin-1")
             elif name == b"x-request-id":
-                rid = value.decode("latin-1")[:64]
+                rid = _client_request_id(value)
         i18n.set_locale(i18n.negotiate(accept))
         rid = rid or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
@@ -77,10 +79,22 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            # label by route template (never the raw path) so label sets stay bounded
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(scope["method"], template, str(status)).inc()
-            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _client_request_id(raw: bytes) -> str | None:
+    """A caller's X-Request-ID, if it is a short safe token (it goes into headers and logs)."""
+    text = raw.decode("latin-1")
+    return text if _REQUEST_ID.fullmatch(text) else None
 
 
 def create_app(settings: Settings | None = None, *, manage_resources: bool = True) -> FastAPI:
@@ -96,7 +110,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
                 raise RuntimeError(
                     "MALL_REDIS_URL is not set (mall serve starts an embedded Redis)"
                 )
-            await db.init_db(settings)
+            await db.init_db(settings, global_fallback=True)
             mall_redis.connect(settings.redis_url)
             if settings.run_jobs_in_process:
                 runner = Runner()
@@ -134,17 +148,10 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     @app.get("/readyz", tags=["health"])
     async def readyz() -> dict[str, str]:
         """Database and Redis are reachable."""
-        checks: dict[str, str] = {}
-        try:
-            await db.ping_db()
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = type(exc).__name__
-        try:
-            await mall_redis.get_redis().ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = type(exc).__name__
+        checks = {
+            "database": await _probe(db.ping_db),
+            "redis": await _probe(lambda: mall_redis.get_redis().ping()),
+        }
         if any(v != "ok" for v in checks.values()):
             raise MallError(SERVICE_UNAVAILABLE, **checks)  # type: ignore[arg-type]
         return {"status": "ok", **checks}
@@ -164,9 +171,6 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
 
     for module in domain_modules("router"):
         app.include_router(module.router)
-    from mall.admin.router import router as admin_router
-
-    app.include_router(admin_router)
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/static/uploads", StaticFiles(directory=settings.uploads_dir), name="uploads")
@@ -174,6 +178,19 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
+
+
+READY_PROBE_SECONDS = 2.0
+
+
+async def _probe(check: Callable[[], Awaitable[object]]) -> str:
+    """Returns "ok" or the error's class name; bounded so a readiness probe answers fast."""
+    try:
+        async with asyncio.timeout(READY_PROBE_SECONDS):
+            await check()
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
 
 
 def _all_error_codes() -> list[ErrorCode]:
