@@ -53,6 +53,59 @@ class Settings(BaseSettings):
 
     idempotency_ttl_seconds: int = 24 * 3600
 
+    # --- blindbox: a draw decided in Redis but not recorded this long after (a crashed
+    # request) is settled by the sweeper; the sweeper and the reconciler run this often.
+    blindbox_inflight_stale_seconds: int = 300
+    blindbox_sweep_interval_seconds: float = 60.0
+    blindbox_reconcile_interval_seconds: float = 600.0
+
+    # --- points: order binding lets a member guess wrong this often per window ---
+    points_bind_max_failures: int = 5
+    points_bind_window_seconds: int = 10 * 60
+    # the lot expiry and birthday jobs run this often
+    points_job_interval_seconds: float = 3600.0
+
+    # --- seckill (flash sales) ---
+    # per member per item: at most N attempts per window (decided inside the attempt Lua)
+    seckill_attempts_per_window: int = 5
+    seckill_attempt_window_ms: int = 1000
+    # cash-priced wins go back to stock when unpaid after this long
+    seckill_payment_seconds: int = 15 * 60
+    # the warm job loads sessions starting within this horizon into Redis
+    seckill_warm_ahead_seconds: int = 3600
+    # stream entries pending this long on a (dead) consumer are claimed by another
+    seckill_claim_idle_seconds: int = 30
+    # an item answered sold_out is remembered in-process this long (no Redis call)
+    seckill_sold_out_cache_seconds: float = 1.0
+    # Redis keys of items whose session ended this long ago are retired
+    seckill_retire_after_seconds: int = 7 * 24 * 3600
+
+    # pointsmall: a Redis reservation not written to the database within this many
+    # seconds is returned by the reconciler; the reconciler runs this often.
+    pointsmall_reservation_ttl_seconds: int = 60
+    pointsmall_reconcile_interval_seconds: float = 30.0
+
+    # --- coupons and the touch cap ---
+    # relative validity of a new template unless ops set another (calendar months)
+    coupon_default_valid_months: int = 3
+    # expiry reminders: coupons expiring within this many days, sent once a day after
+    # this Asia/Shanghai hour, on this WeChat subscribe-message template ("" = off)
+    coupon_reminder_days: int = 7
+    coupon_reminder_local_hour: int = 10
+    coupon_expiry_template_id: str = ""
+    coupon_reminder_page: str = "pages/coupons/index"
+    # one-to-one touches per member per Asia/Shanghai calendar month, every kind shared
+    touch_cap_per_month: int = 2
+
+    # --- orders: an unpaid order closes this long after it was placed (stock, coupon,
+    # points and wallet come back); the closing job runs this often; if WeChat Pay cannot
+    # be asked whether it was paid, the order is closed anyway this long after its deadline.
+    order_payment_minutes: int = 15
+    order_close_interval_seconds: float = 30.0
+    order_close_force_after_seconds: int = 30 * 60
+    # shipped orders complete themselves (and earn points) this many days after shipping
+    order_auto_complete_days: int = 10
+
     @property
     def database_dsn(self) -> str:
         if self.database_url:

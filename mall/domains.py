@@ -10,10 +10,12 @@ from types import ModuleType
 DOMAINS: tuple[str, ...] = (
     "audit",
     "members",
+    "addresses",
     "wechat",
     "catalog",
     "points",
     "pointsmall",
+    "touch",
     "coupons",
     "seckill",
     "blindbox",

@@ -1,0 +1,1 @@
+"""Coupons: templates, gift packs, claims, the coupon's life, expiry reminders."""
