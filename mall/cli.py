@@ -9,7 +9,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,21 +55,34 @@ def _drills() -> dict[str, DrillFn]:
 
 
 @contextmanager
-def embedded_redis(settings: Settings) -> Any:
-    """Start the embedded redis-server unless MALL_REDIS_URL points elsewhere."""
+def embedded_redis(settings: Settings) -> Iterator[str]:
+    """Start the embedded redis-server unless MALL_REDIS_URL points elsewhere.
+
+    If another `mall` command already runs it for this data folder (e.g. `mall check`
+    next to `mall serve`), use that one and leave stopping it to its owner."""
     if settings.redis_url:
         yield settings.redis_url
         return
     server = mall_redis.EmbeddedRedis(settings.data_dir)
-    url = server.start()
+    owner = not server.running()
+    if owner:
+        url = server.start()
+    else:
+        url = server.url
+        log.info("using the embedded Redis already running at %s", url)
+    previous_env = os.environ.get("MALL_REDIS_URL")
     settings.redis_url = url
-    os.environ["MALL_REDIS_URL"] = url  # uvicorn workers inherit it
+    os.environ["MALL_REDIS_URL"] = url  # uvicorn worker processes read it
     try:
         yield url
     finally:
-        server.stop()
+        if owner:
+            server.stop()
         settings.redis_url = None
-        os.environ.pop("MALL_REDIS_URL", None)
+        if previous_env is None:
+            os.environ.pop("MALL_REDIS_URL", None)
+        else:
+            os.environ["MALL_REDIS_URL"] = previous_env
 
 
 @asynccontextmanager
@@ -128,6 +141,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers:
         settings.workers = args.workers
     settings.check_safe()
+    if args.demo:
+        _refuse_demo_in_production(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with embedded_redis(settings):
         asyncio.run(_migrate(settings))
@@ -136,16 +151,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"demo data ready; dev admin login: {username} / {password}", flush=True)
         print(f"mall serving on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
         os.environ["MALL_DATA_DIR"] = str(settings.data_dir)
-        uvicorn.run(
-            "mall.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level="info",
-            access_log=False,
-        )
+        try:
+            uvicorn.run(
+                "mall.app:create_app",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level="info",
+                access_log=False,
+            )
+        except KeyboardInterrupt:
+            # uvicorn shut down gracefully, then re-raised the SIGINT/SIGTERM it caught
+            pass
+    print("mall stopped", flush=True)
     return 0
+
+
+def _refuse_demo_in_production(settings: Settings) -> None:
+    if settings.env == "production":
+        raise ConfigError("refusing to seed demo data and a dev admin with MALL_ENV=production")
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -162,7 +187,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             await runner.stop.wait()
             await runner.close()
 
+    settings.check_safe()
     with embedded_redis(settings):
+        if settings.is_sqlite:
+            # the zero-setup default: the worker may start before `mall serve` ever ran
+            asyncio.run(_migrate(settings))
         asyncio.run(run())
     return 0
 
@@ -188,6 +217,7 @@ def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    _refuse_demo_in_production(settings)
     with embedded_redis(settings):
         asyncio.run(_migrate(settings))
         username, password = asyncio.run(_seed_demo(settings))
@@ -233,46 +263,49 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    data_help = "data folder (SQLite, embedded Redis, uploads); default MALL_DATA_DIR"
     parser = argparse.ArgumentParser(prog="mall", description=__doc__)
-    parser.add_argument(
-        "--data-dir", type=Path, help="data folder (SQLite, embedded Redis, uploads)"
-    )
+    parser.add_argument("--data-dir", type=Path, help=data_help)
+    # the same option after the subcommand (`mall serve --data-dir X`) wins
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, dest="data_dir_sub", help=data_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
+    def add(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
+        found: argparse.ArgumentParser = parent.add_parser(name, help=help, parents=[common])
+        return found
+
+    serve = add(sub, "serve", "run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
-    serve.add_argument("--data-dir", type=Path, dest="data_dir_sub")
     serve.add_argument(
         "--demo", action="store_true", help="seed demo data and print a dev admin login"
     )
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run background jobs and stream consumers")
+    worker = add(sub, "worker", "run background jobs and stream consumers")
     worker.set_defaults(func=cmd_worker)
 
-    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate = add(sub, "migrate", "apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
 
     admin = sub.add_parser("admin", help="staff accounts")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    create = admin_sub.add_parser("create", help="create a staff account")
+    create = add(admin_sub, "create", "create a staff account")
     create.add_argument("--username", required=True)
     create.add_argument("--password", required=True)
     create.add_argument("--role", choices=["admin", "ops"], default="ops")
     create.set_defaults(func=cmd_admin_create)
 
-    demo = sub.add_parser("demo", help="seed demo data")
+    demo = add(sub, "demo", "seed demo data")
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser(
-        "check", help="consistency checks (ledger, seckill, ...); non-zero on mismatch"
-    )
+    check = add(sub, "check", "consistency checks (ledger, seckill, ...); non-zero on mismatch")
     check.add_argument("name", help="check name, or 'all'")
     check.set_defaults(func=cmd_check)
 
-    drill = sub.add_parser("drill", help="rehearse a hot path against a running service")
+    drill = add(sub, "drill", "rehearse a hot path against a running service")
     drill.add_argument("name")
     drill.add_argument("rest", nargs=argparse.REMAINDER)
     drill.set_defaults(func=cmd_drill)
@@ -290,11 +323,23 @@ def main(argv: list[str] | None = None) -> int:
         settings.data_dir = data_dir
         os.environ["MALL_DATA_DIR"] = str(data_dir)
     set_settings(settings)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args, settings))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds the stack like Ctrl-C, so `finally` blocks stop the embedded
+    # redis-server (the default action would kill us and orphan it).
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import pkgutil
 from typing import Any
 
 from tortoise import Tortoise, connections
 
 from mall.config import Settings
 from mall.domains import model_module_names
+
+log = logging.getLogger("mall.db")
+
+MIGRATIONS_PACKAGE = "mall.migrations"
 
 
 def tortoise_config(settings: Settings) -> dict[str, Any]:
@@ -20,7 +27,7 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
             "models": {
                 "models": model_module_names(),
                 "default_connection": "default",
-                "migrations": "mall.migrations",
+                "migrations": MIGRATIONS_PACKAGE,
             }
         },
         "use_tz": True,
@@ -28,19 +35,44 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def init_db(settings: Settings) -> None:
-    await Tortoise.init(config=tortoise_config(settings))
+async def init_db(settings: Settings, *, global_fallback: bool = False) -> None:
+    """`global_fallback=True` lets other tasks see the connections: uvicorn runs the
+    lifespan in one task and each request in another."""
+    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=global_fallback)
+
+
+def _has_migrations() -> bool:
+    """True when `mall.migrations` holds at least one migration module."""
+    try:
+        spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError:
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(
+        not is_pkg and name[0] not in "_~"
+        for _finder, name, is_pkg in pkgutil.iter_modules(spec.submodule_search_locations)
+    )
 
 
 async def migrate(settings: Settings) -> None:
-    """Apply Tortoise migrations (the tool's own executor)."""
+    """Apply Tortoise migrations (the tool's own executor).
+
+    Until migration files are generated, create missing tables from the models instead,
+    so a checkout without migrations still starts."""
+    if not _has_migrations():
+        log.warning("no migrations in %s; creating missing tables from models", MIGRATIONS_PACKAGE)
+        await init_db(settings)
+        await Tortoise.generate_schemas(safe=True)
+        return
     from tortoise.migrations.api import migrate as run_migrations
 
     await run_migrations(config=tortoise_config(settings))
 
 
 async def close_db() -> None:
-    await connections.close_all()
+    # also clears the global fallback, so a later init (tests, CLI) starts clean
+    await Tortoise.close_connections()
 
 
 async def ping_db() -> bool:

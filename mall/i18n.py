@@ -60,7 +60,8 @@ def negotiate(accept_language: str | None, default: str = DEFAULT_LOCALE) -> str
                 quality = float(params.strip()[2:])
             except ValueError:
                 quality = 0.0
-        ranked.append((-quality, index, tag.strip().lower().replace("_", "-")))
+        if quality > 0:  # q=0 means "not acceptable"
+            ranked.append((-quality, index, tag.strip().lower().replace("_", "-")))
     for _q, _i, tag in sorted(ranked):
         if tag.startswith("zh"):
             return "zh_CN"

@@ -5,17 +5,22 @@ and Lua script loading.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 from functools import cache
 from pathlib import Path
 
 import redis as redis_sync
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 _client: Redis | None = None
@@ -24,9 +29,18 @@ _client: Redis | None = None
 def connect(url: str) -> Redis:
     """Create the process-wide client (decoded strings, bounded pool)."""
     global _client
-    _client = Redis.from_url(
-        url, decode_responses=True, max_connections=512, health_check_interval=30
+    # A blocking pool waits for a free connection under a burst instead of failing.
+    # One quick retry, then fail fast: an outage answers 503 at once, not after seconds.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=256,
+        timeout=5,
+        health_check_interval=30,
+        socket_connect_timeout=1,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
     )
+    _client = Redis(connection_pool=pool)
     return _client
 
 
@@ -91,10 +105,12 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir.resolve() / "redis"
-        # unix socket paths are limited to ~100 bytes; fall back to a short path.
+        # unix socket paths are limited to ~100 bytes; fall back to a short path that is
+        # still the same for every process using this data folder.
         self.socket = self.dir / "redis.sock"
         if len(str(self.socket)) > 100:
-            self.socket = Path("/tmp") / f"mall-redis-{os.getpid()}.sock"
+            digest = hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
+            self.socket = Path(tempfile.gettempdir()) / f"mall-redis-{digest}.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,6 +126,10 @@ class EmbeddedRedis:
                 client.close()
         except (redis_sync.ConnectionError, redis_sync.TimeoutError, OSError):
             return False
+
+    def running(self) -> bool:
+        """A redis-server (e.g. another `mall` command's) already answers on the socket."""
+        return self.socket.exists() and self._ping()
 
     def start(self, timeout: float = 10.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +153,14 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Own session: a Ctrl-C in the terminal reaches only mall, which then stops redis
+        # after the app has shut down (and the AOF is flushed).
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _can_tie_to_parent() else None,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -158,3 +185,21 @@ class EmbeddedRedis:
             proc.kill()
             proc.wait()
         self.process = None
+        self.socket.unlink(missing_ok=True)  # left behind only after a kill
+
+
+def _can_tie_to_parent() -> bool:
+    # the parent-death signal fires when the forking *thread* exits, so only tie the
+    # server to the main thread
+    return (
+        sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+    )
+
+
+def _die_with_parent() -> None:
+    """In the redis-server child (Linux): get SIGTERM when the mall process dies, even
+    by SIGKILL, so no orphan keeps the socket and the data folder busy."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -1,0 +1,199 @@
+"""Health, readiness, metrics, request ids and the error envelope for the unexpected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from mall import redis as mall_redis
+from mall.app import create_app
+from mall.config import Settings
+from tests.conftest import MemberLogin
+
+
+@pytest.fixture
+def redis_down(tmp_path: Path) -> Iterator[None]:
+    """Point mall.redis at a socket nobody listens on, then restore the real client."""
+    real = mall_redis.get_redis()
+    dead = Redis(
+        unix_socket_path=str(tmp_path / "closed.sock"),
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),  # fail at once; the default retries with backoff
+    )
+    mall_redis.set_client(dead)
+    try:
+        yield
+    finally:
+        mall_redis.set_client(real)
+
+
+@pytest.fixture
+def scratch_app(settings: Settings) -> FastAPI:
+    """A fresh app (same database and Redis) to hang throwaway routes on."""
+    app = create_app(settings, manage_resources=False)
+
+    @app.get("/test/boom/{n}")
+    async def boom(n: int) -> dict[str, Any]:
+        raise RuntimeError(f"secret detail {n}: password=hunter2")
+
+    @app.get("/test/redis")
+    async def uses_redis() -> dict[str, Any]:
+        return {"value": await mall_redis.get_redis().get("anything")}
+
+    return app
+
+
+@pytest.fixture
+async def scratch(scratch_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=scratch_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, 0 if absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        if found == labels:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+async def test_readyz_checks_database_and_redis(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+async def test_readyz_is_503_when_redis_is_unreachable(
+    client: httpx.AsyncClient, redis_down: None
+) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    error = r.json()["error"]
+    assert error["code"] == "SERVICE_UNAVAILABLE"
+    assert error["details"]["database"] == "ok"
+    assert error["details"]["redis"] != "ok"
+    assert "Traceback" not in r.text
+
+
+async def test_redis_outage_in_a_route_is_a_retryable_503(
+    scratch: httpx.AsyncClient, redis_down: None
+) -> None:
+    r = await scratch.get("/test/redis", headers={"Accept-Language": "en"})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_readyz_recovers_when_redis_is_back(client: httpx.AsyncClient) -> None:
+    # the previous test's outage left nothing behind
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_metrics_count_requests_by_route_template(
+    client: httpx.AsyncClient, member_headers: MemberLogin
+) -> None:
+    headers = await member_headers("alice")
+    before = (await client.get("/metrics")).text
+    for _ in range(3):
+        assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+    assert (await client.get("/api/v1/me")).status_code == 401
+    assert (await client.get("/no/such/page/12345")).status_code == 404
+
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    after = r.text
+    assert "# TYPE mall_http_requests_total counter" in after
+    ok = {"method": "GET", "route": "/api/v1/me", "status": "200"}
+    assert _sample(after, "mall_http_requests_total", **ok) - _sample(
+        before, "mall_http_requests_total", **ok
+    ) == pytest.approx(3)
+    denied = {"method": "GET", "route": "/api/v1/me", "status": "401"}
+    assert _sample(after, "mall_http_requests_total", **denied) >= 1
+    latency = {"method": "GET", "route": "/api/v1/me"}
+    assert _sample(after, "mall_http_request_seconds_count", **latency) >= 3
+    # unknown paths share one label instead of growing the label set
+    assert "/no/such/page" not in after
+    assert _sample(after, "mall_http_requests_total", method="GET", route="unmatched", status="404")
+
+
+async def test_metrics_label_path_parameters_by_template(
+    scratch: httpx.AsyncClient,
+) -> None:
+    await scratch.get("/test/boom/7")
+    await scratch.get("/test/boom/8")
+    text = (await scratch.get("/metrics")).text
+    labels = {"method": "GET", "route": "/test/boom/{n}", "status": "500"}
+    assert _sample(text, "mall_http_requests_total", **labels) >= 2
+    assert "/test/boom/7" not in text
+
+
+async def test_unknown_error_is_500_with_request_id_and_no_traceback(
+    scratch: httpx.AsyncClient,
+) -> None:
+    r = await scratch.get("/test/boom/1", headers={"Accept-Language": "en"})
+    assert r.status_code == 500
+    error = r.json()["error"]
+    assert error["code"] == "INTERNAL_ERROR"
+    assert error["message"] == "Something went wrong on our side"
+    assert re.fullmatch(r"[0-9a-f]{32}", error["request_id"])
+    assert r.headers["x-request-id"] == error["request_id"]
+    for leak in ("Traceback", "RuntimeError", "secret detail", "hunter2", "boom"):
+        assert leak not in r.text
+
+
+async def test_unknown_error_keeps_the_callers_request_id(scratch: httpx.AsyncClient) -> None:
+    r = await scratch.get("/test/boom/2", headers={"X-Request-ID": "trace-abc.123"})
+    assert r.status_code == 500
+    assert r.json()["error"]["request_id"] == "trace-abc.123"
+    assert r.json()["error"]["message"] == "服务器开小差了，请稍后再试"
+
+
+async def test_unknown_route_uses_the_error_envelope(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/nothing-here", headers={"Accept-Language": "en"})
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "NOT_FOUND", "message": "Not found"}}
+
+    r = await client.delete("/healthz")
+    assert r.status_code == 405
+    assert r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_validation_errors_name_the_fields(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/auth/wechat-login", json={})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert any(f["field"].endswith("code") for f in error["fields"])
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+
+    r = await client.get("/healthz")
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+
+    # ids that are too long or carry odd characters are replaced, not echoed into logs
+    for bad in (b"x" * 65, b"abc def", "abc\u00e9".encode("latin-1"), b"a,b"):
+        r = await client.get("/healthz", headers={b"X-Request-ID": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), bad
