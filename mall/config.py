@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "dev-secret-change-me-0123456789abcdef"
@@ -97,6 +97,31 @@ class Settings(BaseSettings):
     # one-to-one touches per member per Asia/Shanghai calendar month, every kind shared
     touch_cap_per_month: int = 2
 
+    # --- wallet: WeChat Pay v3 (direct merchant, JSAPI) and stored value ---
+    # Secrets: the APIv3 key is a SecretStr and key files are read by mall.wechat.pay
+    # only, so neither shows up in reprs or logs.
+    wechatpay_mchid: str = ""
+    wechatpay_api_base: str = "https://api.mch.weixin.qq.com"
+    wechatpay_private_key_path: Path | None = None  # merchant apiclient_key.pem
+    wechatpay_serial: str = ""  # merchant API certificate serial number
+    wechatpay_apiv3_key: SecretStr = SecretStr("")  # 32 characters
+    wechatpay_public_key_path: Path | None = None  # WeChat Pay public key (public-key mode)
+    wechatpay_public_key_id: str = ""  # PUB_KEY_ID_...
+    wechatpay_notify_url: str = ""  # https://<host>/api/v1/wechat/pay-notify
+    # platform-certificate serial -> PEM path (certificate or public key), for merchants
+    # still on, or migrating from, platform certificates
+    wechatpay_platform_certs: dict[str, Path] = Field(default_factory=dict)
+    # the mini-program appid payments are made under; "" means MALL_WECHAT_APPID
+    wechatpay_appid: str = ""
+    wechatpay_timeout_seconds: float = 10.0
+    # spending order of stored value: principal (refundable cash) or bonus first
+    wallet_spend_order: Literal["principal_first", "bonus_first"] = "principal_first"
+    # a top-up not paid within this many seconds is closed
+    wallet_topup_expire_seconds: int = 15 * 60
+    # the poll job asks WeChat Pay about top-ups pending longer than this
+    wallet_query_after_seconds: int = 120
+    wallet_poll_interval_seconds: float = 60.0
+
     # --- orders: an unpaid order closes this long after it was placed (stock, coupon,
     # points and wallet come back); the closing job runs this often; if WeChat Pay cannot
     # be asked whether it was paid, the order is closed anyway this long after its deadline.
@@ -105,6 +130,19 @@ class Settings(BaseSettings):
     order_close_force_after_seconds: int = 30 * 60
     # shipped orders complete themselves (and earn points) this many days after shipping
     order_auto_complete_days: int = 10
+
+    # --- segments (crowd packs, auto tags, campaigns) ---
+    # the auto-tag job runs this often; "repeat_buyer" needs this many purchases
+    segments_auto_tag_interval_seconds: float = 3600.0
+    segments_repeat_buyer_min_purchases: int = 5
+    # campaigns to at most this many members run inside the request; bigger ones are
+    # queued and run by the campaign job (every N seconds), this many sends at a time
+    segments_inline_campaign_max: int = 500
+    segments_campaign_interval_seconds: float = 10.0
+    segments_campaign_concurrency: int = 8
+
+    # --- referral: a new member may bind a share code this many days after joining ---
+    referral_bind_days: int = 7
 
     @property
     def database_dsn(self) -> str:
