@@ -21,7 +21,10 @@ DOMAINS: tuple[str, ...] = (
     "blindbox",
     "wallet",
     "orders",
+    "segments",
+    "referral",
     "admin",
+    "console",
 )
 
 

@@ -1,0 +1,1 @@
+"""Members' delivery addresses, used by physical redemptions and orders."""

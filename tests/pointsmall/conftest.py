@@ -1,0 +1,89 @@
+"""Helpers for points mall tests: items through the ops API, members with points."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from mall.kit.security import issue_token
+from mall.members import service as members_service
+from mall.members.models import Staff
+from mall.points import service as points_service
+from mall.pointsmall import service as pm_service
+
+MakeItem = Callable[..., Awaitable[dict[str, Any]]]
+NewMember = Callable[..., Awaitable[tuple[int, dict[str, str]]]]
+
+
+@pytest.fixture
+async def ops() -> dict[str, str]:
+    """An ops login without the password round trip (argon2 is slow on purpose)."""
+    staff = await Staff.create(
+        username=f"ops_{secrets.token_hex(3)}", password_hash="-", role="ops"
+    )
+    token = issue_token(staff.id, "staff", 3600, role="ops")
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def make_item(client: httpx.AsyncClient, ops: dict[str, str]) -> MakeItem:
+    async def make(**fields: Any) -> dict[str, Any]:
+        body = {
+            "name": "Mug",
+            "kind": "voucher",
+            "points_price": 100,
+            "total_stock": 10,
+            "on_shelf": True,
+            **fields,
+        }
+        r = await client.post("/api/admin/v1/points-mall/items", json=body, headers=ops)
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    return make
+
+
+@pytest.fixture
+def new_member() -> NewMember:
+    """`await new_member(points=1000)` -> (member id, Authorization headers)."""
+
+    async def make(points: int = 0, name: str | None = None) -> tuple[int, dict[str, str]]:
+        member, _new = await members_service.login_with_wechat(
+            f"dev:{name or 'm' + secrets.token_hex(4)}"
+        )
+        if points:
+            await points_service.earn(
+                member.id, points, idempotency_key=f"test-grant:{member.id}", reason="test"
+            )
+        token = members_service.tokens_for(member).token
+        return member.id, {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+async def add_address(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
+    r = await client.post(
+        "/api/v1/addresses",
+        json={"name": "张三", "phone": "13800138000", "region": "上海市 徐汇区", "detail": "1号"},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    address_id: int = r.json()["id"]
+    return address_id
+
+
+async def redis_stock(item_id: int) -> int | None:
+    return (await pm_service.redis_stock([item_id])).get(item_id)
+
+
+async def db_stock(item_id: int) -> int:
+    return (await pm_service.get_item(item_id)).stock
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": secrets.token_hex(8)}
