@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mall.blindbox import service
+from mall.blindbox.schemas import DrawOut, MyDrawOut, SeriesCard, SeriesDetail
+from mall.deps import CurrentMember, IdempotencyKey
+from mall.kit import idempotency
+from mall.kit.pagination import Page
+from mall.members import service as members_service
+
+router = APIRouter(prefix="/api/v1", tags=["blind boxes"])
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _member_id_if_logged_in(
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> int | None:
+    if credentials is None or not credentials.credentials:
+        return None
+    return (await members_service.member_from_token(credentials.credentials)).id
+
+
+@router.get("/blind-boxes", response_model=list[SeriesCard])
+async def series_on_offer() -> list[SeriesCard]:
+    """Series on sale now or announced, with their cost, cap, age rule and guarantee."""
+    return await service.list_on_offer()
+
+
+@router.get("/blind-boxes/draws", response_model=Page[MyDrawOut])
+async def my_draws(
+    member: CurrentMember,
+    series_id: int | None = None,
+    cursor: str | None = None,
+    size: int = Query(default=20, ge=1, le=100),
+) -> Page[MyDrawOut]:
+    """The member's own draws, newest first."""
+    rows, next_cursor = await service.my_draws(member.id, series_id, cursor, size)
+    return Page[MyDrawOut](
+        items=[MyDrawOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/blind-boxes/{series_id}", response_model=SeriesDetail)
+async def series_detail(
+    series_id: int, member_id: int | None = Depends(_member_id_if_logged_in)
+) -> SeriesDetail:
+    """Before any draw: each prize's value, current probability (sold-out prizes drop
+    out, the rest re-normalize), stock left, the tiers, the guarantee and the daily cap.
+    With a member token it also shows the member's draws today and guarantee count."""
+    return await service.disclose(series_id, member_id)
+
+
+@router.post("/blind-boxes/{series_id}/draw", response_model=DrawOut)
+async def draw(series_id: int, member: CurrentMember, key: IdempotencyKey = None) -> DrawOut:
+    """Spend the series' points cost for one draw. A retry with the same
+    `Idempotency-Key` returns the first answer and draws nothing."""
+
+    async def work() -> DrawOut:
+        return await service.draw(member.id, series_id)
+
+    result = await idempotency.run(
+        f"blindbox.draw:{member.id}", key, idempotency.fingerprint(series_id), work
+    )
+    return DrawOut.model_validate(result)

@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TIER_PATTERN = r"^[a-z0-9_]+$"
+
+# --- shopper -----------------------------------------------------------------
+
+
+class GuaranteeOut(BaseModel):
+    tier: str
+    every: int
+    active: bool = Field(description="False while every prize of the tier is sold out")
+    text: str
+
+
+class SeriesCard(BaseModel):
+    id: int
+    name: str
+    cover_image: str
+    points_cost: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+    is_open: bool = Field(description="Drawing is possible now (on sale and inside its window)")
+    sold_out: bool
+    daily_draw_cap: int | None
+    min_age: int
+    allow_minors: bool
+    guarantee: GuaranteeOut | None
+
+
+class PrizeDisclosure(BaseModel):
+    id: int
+    name: str
+    image: str
+    kind: str
+    tier: str
+    value_fen: int
+    weight: int
+    effective_weight: int = Field(description="weight, or 0 while sold out")
+    probability: float = Field(description="effective_weight / total_weight")
+    stock_left: int | None = Field(description="None means unlimited")
+    sold_out: bool
+
+
+class TierDisclosure(BaseModel):
+    tier: str
+    probability: float
+    prizes: int
+
+
+class MyStatus(BaseModel):
+    draws_today: int
+    draws_left_today: int | None
+    pity_count: int = Field(description="draws since your last prize of the guaranteed tier")
+    guarantee_in: int | None = Field(description="the guarantee fires on this draw at the latest")
+
+
+class SeriesDetail(SeriesCard):
+    description: str
+    rules: str
+    total_weight: int
+    prizes: list[PrizeDisclosure]
+    tiers: list[TierDisclosure]
+    sold_out_rule: str
+    me: MyStatus | None = None
+
+
+class PrizeWon(BaseModel):
+    id: int
+    name: str
+    image: str
+    kind: str
+    tier: str
+    value_fen: int
+    coupon_template_id: int | None
+
+
+class DrawOut(BaseModel):
+    draw_id: str
+    seq: int
+    series_id: int
+    prize: PrizeWon
+    guaranteed: bool
+    pity_before: int
+    pity_after: int
+    points_spent: int
+    points_balance: int
+    draws_today: int
+    fulfilment_status: str
+    fulfilment_note: str
+    created_at: datetime
+
+
+class MyDrawOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    draw_id: str
+    series_id: int
+    prize_id: int
+    prize_name: str
+    tier: str
+    value_fen: int
+    points_cost: int
+    guaranteed: bool
+    fulfilment_status: str
+    created_at: datetime
+
+
+# --- admin -------------------------------------------------------------------
+
+
+class PrizeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    image: str = Field(default="", max_length=512)
+    kind: Literal["item", "coupon"] = "item"
+    coupon_template_id: int | None = Field(default=None, ge=1)
+    tier: str = Field(min_length=1, max_length=16, pattern=TIER_PATTERN, examples=["rare"])
+    weight: int = Field(ge=0, le=1_000_000, description="relative chance; 0 parks the prize")
+    stock: int | None = Field(default=None, ge=0, le=10_000_000, description="None = unlimited")
+    value_fen: int = Field(default=0, ge=0, le=10_000_000_00)
+
+    @model_validator(mode="after")
+    def _coupon_needs_template(self) -> PrizeIn:
+        if self.kind == "coupon" and self.coupon_template_id is None:
+            raise ValueError("a coupon prize needs coupon_template_id")
+        if self.kind == "item" and self.coupon_template_id is not None:
+            raise ValueError("only a coupon prize has coupon_template_id")
+        return self
+
+
+class PrizePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    coupon_template_id: int | None = Field(default=None, ge=1)
+    tier: str | None = Field(default=None, min_length=1, max_length=16, pattern=TIER_PATTERN)
+    weight: int | None = Field(default=None, ge=0, le=1_000_000)
+    value_fen: int | None = Field(default=None, ge=0, le=10_000_000_00)
+
+
+class _SeriesFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cover_image: str | None = Field(default=None, max_length=512)
+    description: str | None = Field(default=None, max_length=10_000)
+    rules: str | None = Field(default=None, max_length=10_000)
+    status: Literal["draft", "on_sale", "off_sale"] | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    daily_draw_cap: int | None = Field(default=None, ge=1, le=10_000)
+    # under-8s may never buy blind boxes (SAMR 2023)
+    min_age: int | None = Field(default=None, ge=8, le=100)
+    allow_minors: bool | None = None
+    guarantee_tier: str | None = Field(
+        default=None, min_length=1, max_length=16, pattern=TIER_PATTERN
+    )
+    guarantee_every: int | None = Field(default=None, ge=2, le=10_000)
+
+
+class SeriesIn(_SeriesFields):
+    name: str = Field(min_length=1, max_length=64)
+    points_cost: int = Field(ge=1, le=100_000_000)
+    prizes: list[PrizeIn] = Field(default_factory=list, max_length=200)
+
+
+class SeriesPatch(_SeriesFields):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    points_cost: int | None = Field(default=None, ge=1, le=100_000_000)
+
+
+class StockAdjustIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delta: int = Field(ge=-10_000_000, le=10_000_000, description="units to add (or take away)")
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class AdminPrizeOut(BaseModel):
+    id: int
+    name: str
+    image: str
+    kind: str
+    coupon_template_id: int | None
+    tier: str
+    weight: int
+    value_fen: int
+    stock: int | None = Field(description="units ever allotted; None = unlimited")
+    stock_left: int | None = Field(description="live figure from Redis")
+    drawn: int
+
+
+class AdminSeriesOut(BaseModel):
+    id: int
+    name: str
+    cover_image: str
+    description: str
+    rules: str
+    points_cost: int
+    status: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    daily_draw_cap: int | None
+    min_age: int
+    allow_minors: bool
+    guarantee_tier: str | None
+    guarantee_every: int | None
+    draws: int
+    prizes: list[AdminPrizeOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AdminDrawOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    draw_id: str
+    seq: int
+    series_id: int
+    member_id: int
+    prize_id: int
+    prize_name: str
+    tier: str
+    value_fen: int
+    points_cost: int
+    random_value: int
+    probability_table: dict[str, object]
+    guaranteed: bool
+    pity_before: int
+    pity_after: int
+    points_entry_key: str
+    business_day: date
+    fulfilment_status: str
+    created_at: datetime
