@@ -14,6 +14,7 @@ from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from mall import pricing
 from mall.audit import service as audit_service
 from mall.audit.service import Actor
 from mall.catalog.models import Category, Product, Sku
@@ -38,6 +39,7 @@ from mall.i18n import _
 from mall.kit import clock
 from mall.kit import images as kit_images
 from mall.kit.pagination import cursor_page
+from mall.points import service as points_service
 
 if TYPE_CHECKING:
     from mall.members.models import Member
@@ -73,8 +75,11 @@ MAX_CATEGORY_DEPTH = 3
 
 async def price_today(list_price_fen: int, member: Member | None) -> int:
     """The price `member` (None: an anonymous shopper) pays today for an item listed at
-    `list_price_fen`. The pricing domain replaces this body (member day, level prices)."""
-    return list_price_fen
+    `list_price_fen`: member day or level price from the rules document."""
+    if member is None:
+        return list_price_fen
+    rules = await points_service.get_rules()
+    return pricing.price_today(list_price_fen, member.level, clock.now(), rules.pricing)
 
 
 # --- categories ----------------------------------------------------------------

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.pricing.rules import PricingRules
+
 # --- the rules document ------------------------------------------------------
 # One JSON document, versioned in the database, edited at /api/admin/v1/rules.
 # Other domains add their own section as another field of `Rules` with defaults
@@ -72,6 +74,8 @@ class Rules(_Section):
     sign_in: SignInRules = Field(default_factory=SignInRules)
     levels: list[Level] = Field(default_factory=_default_levels, min_length=1, max_length=50)
     expiry: ExpiryRules = Field(default_factory=ExpiryRules)
+    # member day, level prices, points as cash, shipping (see mall.pricing)
+    pricing: PricingRules = Field(default_factory=PricingRules)
 
     @model_validator(mode="after")
     def _levels_consistent(self) -> Rules:

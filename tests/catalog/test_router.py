@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 
 from mall.catalog import service
 from mall.catalog.schemas import CategoryIn, ProductIn
+from mall.kit import clock
 from mall.members.models import Member
 from tests.conftest import MemberLogin
 
@@ -96,6 +98,7 @@ async def test_product_shape_anonymous_and_logged_in(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:
     ids = await seed()
+    clock.set_now(datetime(2026, 3, 10, 4, 0, tzinfo=UTC))  # not member day
     anonymous = (await client.get("/api/v1/catalog/products")).json()["items"]
     member = await member_headers("alice")
     logged_in = await client.get("/api/v1/catalog/products", headers=member)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -8,6 +9,7 @@ from mall.catalog import service
 from mall.catalog.models import Sku
 from mall.catalog.schemas import CategoryIn, CategoryPatch, ProductIn, SkuIn
 from mall.errors import MallError
+from mall.kit import clock
 from mall.members.models import Member
 
 
@@ -78,10 +80,19 @@ async def test_deleted_sku_cannot_be_reserved_and_lookups_404() -> None:
     assert err.value.code == "PRODUCT_NOT_FOUND"
 
 
-async def test_price_today_is_list_price_for_now() -> None:
+async def test_price_today_follows_member_day_and_level() -> None:
     member = await Member.create(openid="o_price")
+    gold = await Member.create(openid="o_gold", level=2)
+    # the 17th in Shanghai: level prices only (level 0 pays list price, level 2 pays 95%)
+    clock.set_now(datetime(2026, 3, 17, 4, 0, tzinfo=UTC))
     assert await service.price_today(12345, None) == 12345
     assert await service.price_today(12345, member) == 12345
+    assert await service.price_today(10000, gold) == 9500
+    # the 18th (member day): 95% for level 0, 90% for level 2; anonymous shoppers pay list
+    clock.set_now(datetime(2026, 3, 17, 16, 0, tzinfo=UTC))  # 00:00 on the 18th in Shanghai
+    assert await service.price_today(10000, None) == 10000
+    assert await service.price_today(10000, member) == 9500
+    assert await service.price_today(10000, gold) == 9000
 
 
 async def test_category_tree_depth_and_cycles() -> None:
