@@ -1,0 +1,127 @@
+"""Shopper routes for stored value, and WeChat Pay's notification endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from mall.config import get_settings
+from mall.deps import CurrentMember, IdempotencyKey, RedisClient
+from mall.kit import idempotency, ratelimit
+from mall.wallet import service
+from mall.wallet.schemas import (
+    EntryOut,
+    PlanOut,
+    RequestPaymentOut,
+    ShopperPlanOut,
+    TopUpCreatedOut,
+    TopUpIn,
+    TopUpOut,
+    WalletOut,
+)
+from mall.wechat import pay as wechat_pay
+
+log = logging.getLogger("mall.wallet")
+
+router = APIRouter(prefix="/api/v1", tags=["wallet"])
+
+
+@router.get("/wallet", response_model=WalletOut)
+async def my_wallet(
+    member: CurrentMember,
+    cursor: str | None = None,
+    size: int = Query(default=20, ge=1, le=100),
+) -> WalletOut:
+    """Stored-value balance (principal and bonus apart) and the entries, newest first."""
+    balance = await service.get_balance(member.id)
+    entries, next_cursor = await service.entries_page(member.id, cursor, size)
+    return WalletOut(
+        principal_fen=balance.principal_fen,
+        bonus_fen=balance.bonus_fen,
+        total_fen=balance.total_fen,
+        spend_order=get_settings().wallet_spend_order,
+        entries=[EntryOut.model_validate(e) for e in entries],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/wallet/plans", response_model=list[ShopperPlanOut])
+async def plans(member: CurrentMember) -> list[ShopperPlanOut]:
+    """Top-up plans on offer (pay `amount_fen`, get `bonus_fen` on top)."""
+    return [
+        ShopperPlanOut(**PlanOut.model_validate(plan).model_dump(), left_for_you=left)
+        for plan, left in await service.plans_for_member(member.id)
+    ]
+
+
+@router.post("/wallet/top-ups", response_model=TopUpCreatedOut, status_code=201)
+async def create_top_up(
+    body: TopUpIn, member: CurrentMember, key: IdempotencyKey = None
+) -> TopUpCreatedOut:
+    """Start a top-up: returns the parameters for `wx.requestPayment`. The balance is
+    credited once WeChat Pay confirms the payment (poll `GET /wallet/top-ups/{id}`).
+    Asking again for the same plan while a top-up is open returns that one."""
+    await ratelimit.hit(f"wallet.topup:{member.id}", 10, 60)
+
+    async def work() -> TopUpCreatedOut:
+        top_up, params = await service.create_top_up(member.id, body.plan_id)
+        return TopUpCreatedOut(
+            top_up=TopUpOut.model_validate(top_up), payment=RequestPaymentOut(**params)
+        )
+
+    answer = await idempotency.run(
+        f"wallet.topup:{member.id}", key, idempotency.fingerprint(body.plan_id), work
+    )
+    return TopUpCreatedOut.model_validate(answer)
+
+
+@router.get("/wallet/top-ups/{top_up_id}", response_model=TopUpOut)
+async def top_up_status(top_up_id: int, member: CurrentMember, redis: RedisClient) -> TopUpOut:
+    """A top-up's state. While pending, WeChat Pay is asked (at most every few seconds),
+    so a payment whose notification is late is credited now."""
+    top_up = await service.get_top_up(top_up_id, member_id=member.id)
+    if top_up.status == "pending" and await redis.set(
+        f"wallet:ask:{top_up.id}", "1", nx=True, ex=3
+    ):
+        try:
+            top_up = await service.refresh_top_up(top_up)
+        except Exception as exc:  # the stored state is still a correct answer
+            log.warning("top-up %s not refreshed: %s", top_up.out_trade_no, type(exc).__name__)
+    return TopUpOut.model_validate(top_up)
+
+
+def _fail(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+
+
+@router.post(
+    "/wechat/pay-notify",
+    tags=["wechat"],
+    status_code=204,
+    responses={
+        204: {"description": "verified and handled"},
+        401: {"description": '`{"code":"FAIL"}`: signature, timestamp or decryption failed'},
+        500: {"description": '`{"code":"FAIL"}`: verified but not handled; WeChat retries'},
+    },
+)
+async def pay_notify(request: Request) -> Response:
+    """WeChat Pay v3 notifications (payments and refunds). No bearer token: the
+    `Wechatpay-*` signature is verified, stale or probe requests are refused, the
+    resource is decrypted and handed to the domain the `out_trade_no` belongs to."""
+    body = await request.body()
+    try:
+        notification = wechat_pay.open_notification(request.headers, body)
+    except wechat_pay.VerificationError as exc:
+        log.warning("wechatpay notification refused: %s", exc)
+        return _fail(401, "签名验证失败")
+    except Exception:
+        log.exception("wechatpay notification could not be read")
+        return _fail(500, "失败")
+    try:
+        await wechat_pay.dispatch(notification)
+    except Exception:
+        log.exception("wechatpay notification %s not handled", notification.id)
+        return _fail(500, "处理失败")
+    return Response(status_code=204)

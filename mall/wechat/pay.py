@@ -1,0 +1,597 @@
+"""WeChat Pay API v3 (direct merchant, JSAPI), written on httpx + cryptography.
+
+Contract notes (shared/docs/wechat.md section 6):
+- requests are signed over `METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nBODY\\n`, so the JSON
+  body is serialized once and the very bytes signed are sent (`content=`, never `json=`);
+- responses and notifications are verified over `TIMESTAMP\\nNONCE\\nBODY\\n` with the key
+  named by `Wechatpay-Serial` (`PUB_KEY_ID_...` = the WeChat Pay public key, otherwise a
+  platform-certificate serial); timestamps more than 5 minutes off and
+  `WECHATPAY/SIGNTEST/` probes are refused;
+- notification resources are AEAD_AES_256_GCM-encrypted with the APIv3 key.
+
+Payments are routed by the first letter of `out_trade_no`: a verified SUCCESS payment
+goes to `PAYMENT_HANDLERS[prefix]`, a refund notification to `REFUND_HANDLERS[prefix]`
+("T" wallet top-up, "O" mall order). Handlers are idempotent and check amount, appid
+and mchid against their own record; raising makes the notification answer 5xx so
+WeChat retries. Key material never leaves this module and is never logged."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from mall.config import get_settings
+from mall.errors import ErrorCode, MallError
+from mall.i18n import _
+from mall.kit import clock
+
+log = logging.getLogger("mall.wechat.pay")
+
+PAY_NOT_CONFIGURED = ErrorCode(
+    "PAY_NOT_CONFIGURED", 503, _("WeChat Pay is not configured on this server")
+)
+PAY_SIGN_ERROR = ErrorCode(
+    "PAY_SIGN_ERROR",
+    502,
+    _("WeChat Pay refused our request signature; check the merchant key and serial number"),
+)
+PAY_REQUEST_INVALID = ErrorCode(
+    "PAY_REQUEST_INVALID", 502, _("WeChat Pay rejected the request ({wechat_code})")
+)
+PAY_ORDER_PAID = ErrorCode("PAY_ORDER_PAID", 409, _("This payment has already been made"))
+PAY_ORDER_CLOSED = ErrorCode("PAY_ORDER_CLOSED", 409, _("This payment has been closed"))
+PAY_ORDER_NOT_FOUND = ErrorCode("PAY_ORDER_NOT_FOUND", 404, _("WeChat Pay has no such payment"))
+PAY_NOT_ENOUGH = ErrorCode(
+    "PAY_NOT_ENOUGH", 409, _("The merchant account does not hold enough money for this refund")
+)
+PAY_REFUSED = ErrorCode("PAY_REFUSED", 409, _("WeChat Pay refused this request ({wechat_code})"))
+PAY_RATE_LIMITED = ErrorCode(
+    "PAY_RATE_LIMITED", 429, _("WeChat Pay is limiting requests; please try again shortly")
+)
+PAY_BUSY = ErrorCode("PAY_BUSY", 503, _("WeChat Pay is busy; please try again"))
+PAY_RESPONSE_INVALID = ErrorCode(
+    "PAY_RESPONSE_INVALID", 502, _("WeChat Pay's answer could not be verified")
+)
+
+# WeChat's error code -> ours (unlisted 4xx -> PAY_REQUEST_INVALID, 5xx -> PAY_BUSY)
+_ERRORS: dict[str, ErrorCode] = {
+    "SIGN_ERROR": PAY_SIGN_ERROR,
+    "ORDERPAID": PAY_ORDER_PAID,
+    "ORDER_CLOSED": PAY_ORDER_CLOSED,
+    "ORDER_NOT_EXIST": PAY_ORDER_NOT_FOUND,
+    "RESOURCE_NOT_EXISTS": PAY_ORDER_NOT_FOUND,
+    "NOT_ENOUGH": PAY_NOT_ENOUGH,
+    "NO_AUTH": PAY_REFUSED,
+    "OUT_TRADE_NO_USED": PAY_REFUSED,
+    "RULE_LIMIT": PAY_REFUSED,
+    "TRADE_ERROR": PAY_REFUSED,
+    "USER_ACCOUNT_ABNORMAL": PAY_REFUSED,
+    "FREQUENCY_LIMITED": PAY_RATE_LIMITED,
+    "RATELIMIT_EXCEEDED": PAY_RATE_LIMITED,
+    "SYSTEM_ERROR": PAY_BUSY,
+}
+# a refusal that will not change on retry (the caller may undo its side of the work)
+FINAL_ERRORS = frozenset(
+    {PAY_REQUEST_INVALID, PAY_ORDER_PAID, PAY_ORDER_CLOSED, PAY_ORDER_NOT_FOUND, PAY_REFUSED}
+)
+
+SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
+SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """A payment as WeChat Pay reports it (query or notification)."""
+
+    out_trade_no: str
+    transaction_id: str
+    trade_state: str  # SUCCESS | REFUND | NOTPAY | CLOSED | REVOKED | USERPAYING | PAYERROR
+    amount_total_fen: int
+    payer_openid: str
+    mchid: str
+    appid: str
+    success_time: datetime | None
+    trade_state_desc: str = ""
+    attach: str = ""
+
+    @classmethod
+    def from_wechat(cls, data: Mapping[str, Any]) -> PaymentResult:
+        amount = data.get("amount") or {}
+        payer = data.get("payer") or {}
+        return cls(
+            out_trade_no=str(data.get("out_trade_no", "")),
+            transaction_id=str(data.get("transaction_id") or ""),
+            trade_state=str(data.get("trade_state", "")),
+            amount_total_fen=int(amount.get("total") or 0),
+            payer_openid=str(payer.get("openid") or ""),
+            mchid=str(data.get("mchid", "")),
+            appid=str(data.get("appid", "")),
+            success_time=_parse_time(data.get("success_time")),
+            trade_state_desc=str(data.get("trade_state_desc") or ""),
+            attach=str(data.get("attach") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """A refund as WeChat Pay reports it (create, query or notification)."""
+
+    out_refund_no: str
+    refund_id: str
+    out_trade_no: str
+    transaction_id: str
+    status: str  # SUCCESS | PROCESSING | CLOSED | ABNORMAL
+    refund_fen: int
+    total_fen: int
+    mchid: str
+    success_time: datetime | None
+    user_received_account: str = ""
+
+    @classmethod
+    def from_wechat(cls, data: Mapping[str, Any]) -> RefundResult:
+        amount = data.get("amount") or {}
+        return cls(
+            out_refund_no=str(data.get("out_refund_no", "")),
+            refund_id=str(data.get("refund_id") or ""),
+            out_trade_no=str(data.get("out_trade_no", "")),
+            transaction_id=str(data.get("transaction_id") or ""),
+            # the create/query answer says `status`, the notification `refund_status`
+            status=str(data.get("status") or data.get("refund_status") or ""),
+            refund_fen=int(amount.get("refund") or 0),
+            total_fen=int(amount.get("total") or 0),
+            mchid=str(data.get("mchid", "")),
+            success_time=_parse_time(data.get("success_time")),
+            user_received_account=str(data.get("user_received_account") or ""),
+        )
+
+
+PaymentHandler = Callable[[PaymentResult], Awaitable[None]]
+RefundHandler = Callable[[RefundResult], Awaitable[None]]
+PAYMENT_HANDLERS: dict[str, PaymentHandler] = {}
+REFUND_HANDLERS: dict[str, RefundHandler] = {}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+class _Keys:
+    """The loaded key material; its repr never shows any of it."""
+
+    def __init__(
+        self,
+        private_key: rsa.RSAPrivateKey,
+        verifiers: dict[str, rsa.RSAPublicKey],
+        apiv3_key: bytes,
+    ) -> None:
+        self.private_key = private_key
+        self.verifiers = verifiers
+        self.apiv3_key = apiv3_key
+
+    def __repr__(self) -> str:
+        return f"<WeChat Pay keys for serials {sorted(self.verifiers)}>"
+
+
+_keys_cache: tuple[tuple[Any, ...], _Keys] | None = None
+
+
+def _file_stamp(path: Path) -> tuple[str, int]:
+    return str(path), path.stat().st_mtime_ns
+
+
+def _load_public_key(path: Path) -> rsa.RSAPublicKey:
+    """A PEM public key or X.509 certificate (platform certificates come as those)."""
+    data = path.read_bytes()
+    if b"CERTIFICATE" in data:
+        key: Any = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{path} does not hold an RSA public key")
+    return key
+
+
+def keys() -> _Keys:
+    """The merchant key, the verification keys by serial and the APIv3 key, loaded
+    once and again whenever a file or setting changes (key rotation)."""
+    global _keys_cache
+    s = get_settings()
+    apiv3 = s.wechatpay_apiv3_key.get_secret_value().encode()
+    if not s.wechatpay_mchid or not s.wechatpay_private_key_path or not s.wechatpay_serial:
+        raise PAY_NOT_CONFIGURED()
+    if len(apiv3) != 32:
+        raise PAY_NOT_CONFIGURED()
+    try:
+        stamp: tuple[Any, ...] = (
+            _file_stamp(s.wechatpay_private_key_path),
+            _file_stamp(s.wechatpay_public_key_path) if s.wechatpay_public_key_path else None,
+            s.wechatpay_public_key_id,
+            tuple(sorted((k, _file_stamp(p)) for k, p in s.wechatpay_platform_certs.items())),
+            apiv3,
+        )
+        if _keys_cache is not None and _keys_cache[0] == stamp:
+            return _keys_cache[1]
+        private = serialization.load_pem_private_key(
+            s.wechatpay_private_key_path.read_bytes(), password=None
+        )
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError("the merchant key is not an RSA key")
+        verifiers = {
+            serial: _load_public_key(path) for serial, path in s.wechatpay_platform_certs.items()
+        }
+        if s.wechatpay_public_key_path and s.wechatpay_public_key_id:
+            verifiers[s.wechatpay_public_key_id] = _load_public_key(s.wechatpay_public_key_path)
+    except (OSError, ValueError) as exc:
+        log.error("WeChat Pay keys could not be loaded: %s", type(exc).__name__)
+        raise PAY_NOT_CONFIGURED() from None
+    if not verifiers:
+        raise PAY_NOT_CONFIGURED()
+    loaded = _Keys(private, verifiers, apiv3)
+    _keys_cache = (stamp, loaded)
+    return loaded
+
+
+def pay_appid() -> str:
+    s = get_settings()
+    return s.wechatpay_appid or s.wechat_appid
+
+
+def is_configured() -> bool:
+    try:
+        keys()
+    except MallError:
+        return False
+    return bool(pay_appid())
+
+
+def sign(message: bytes) -> str:
+    """SHA256withRSA (PKCS#1 v1.5) with the merchant key, base64."""
+    raw = keys().private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(raw).decode()
+
+
+# --- verification ----------------------------------------------------------------------
+
+
+class VerificationError(Exception):
+    """A response or notification failed verification; the message says why (no secrets)."""
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower(), "")
+    return value
+
+
+def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
+    """Check `Wechatpay-Signature` over `TIMESTAMP\\nNONCE\\nBODY\\n`; raises VerificationError."""
+    signature = _header(headers, "Wechatpay-Signature")
+    serial = _header(headers, "Wechatpay-Serial")
+    timestamp = _header(headers, "Wechatpay-Timestamp")
+    nonce = _header(headers, "Wechatpay-Nonce")
+    if not signature or not serial or not timestamp or not nonce:
+        raise VerificationError("missing Wechatpay-* headers")
+    if signature.startswith(SIGNTEST_PREFIX):
+        raise VerificationError("signature probe")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise VerificationError("bad timestamp") from None
+    if abs(clock.now().timestamp() - sent_at) > MAX_CLOCK_SKEW_SECONDS:
+        raise VerificationError("timestamp more than 5 minutes off")
+    key = keys().verifiers.get(serial)
+    if key is None:
+        raise VerificationError(f"unknown serial {serial[:40]!r}")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
+        key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except (ValueError, InvalidSignature):
+        raise VerificationError("signature does not match") from None
+
+
+def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """Open an AEAD_AES_256_GCM resource with the APIv3 key."""
+    if resource.get("algorithm") != "AEAD_AES_256_GCM":
+        raise VerificationError("unsupported algorithm")
+    try:
+        plain = AESGCM(keys().apiv3_key).decrypt(
+            str(resource["nonce"]).encode(),
+            base64.b64decode(str(resource["ciphertext"])),
+            str(resource.get("associated_data") or "").encode(),
+        )
+        data = json.loads(plain)
+    except (KeyError, ValueError, InvalidTag):
+        raise VerificationError("resource does not decrypt") from None
+    if not isinstance(data, dict):
+        raise VerificationError("resource is not an object")
+    return data
+
+
+# --- requests ------------------------------------------------------------------------
+
+_http: httpx.AsyncClient | None = None
+
+
+def http() -> httpx.AsyncClient:
+    global _http
+    s = get_settings()
+    if _http is None or str(_http.base_url).rstrip("/") != s.wechatpay_api_base.rstrip("/"):
+        _http = httpx.AsyncClient(
+            base_url=s.wechatpay_api_base, timeout=s.wechatpay_timeout_seconds
+        )
+    return _http
+
+
+async def aclose() -> None:
+    global _http
+    if _http is not None:
+        await _http.aclose()
+    _http = None
+
+
+def authorization(method: str, url: str, body: bytes) -> str:
+    """The Authorization header for `method url` carrying exactly `body`."""
+    s = get_settings()
+    timestamp = str(int(clock.now().timestamp()))
+    nonce = secrets.token_hex(16).upper()
+    message = b"\n".join([method.encode(), url.encode(), timestamp.encode(), nonce.encode(), body])
+    signature = sign(message + b"\n")
+    return (
+        f'{SIGNATURE_TYPE} mchid="{s.wechatpay_mchid}",nonce_str="{nonce}",'
+        f'signature="{signature}",timestamp="{timestamp}",serial_no="{s.wechatpay_serial}"'
+    )
+
+
+async def _request(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one signed request; returns the verified JSON body ({} for 204)."""
+    s = get_settings()
+    keys()  # refuse early when unconfigured
+    body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+    headers = {
+        "Authorization": authorization(method, url, body),
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "User-Agent": "mall-wechatpay/1",
+    }
+    if s.wechatpay_public_key_id:
+        headers["Wechatpay-Serial"] = s.wechatpay_public_key_id
+    path = url.split("?")[0]
+    try:
+        response = await http().request(method, url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        log.warning("wechatpay %s %s unreachable: %s", method, path, type(exc).__name__)
+        raise PAY_BUSY(retry_after=1) from None
+    if response.status_code >= 300:
+        raise _error(method, path, response)
+    try:
+        verify_signature(response.headers, response.content)
+    except VerificationError as exc:
+        log.error("wechatpay %s %s answer not verified: %s", method, path, exc)
+        raise PAY_RESPONSE_INVALID() from None
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        raise PAY_RESPONSE_INVALID() from None
+    if not isinstance(data, dict):
+        raise PAY_RESPONSE_INVALID()
+    return data
+
+
+def _error(method: str, path: str, response: httpx.Response) -> MallError:
+    try:
+        data = json.loads(response.content)
+        code = str(data.get("code", "")) if isinstance(data, dict) else ""
+        message = str(data.get("message", "")) if isinstance(data, dict) else ""
+    except ValueError:
+        code, message = "", ""
+    error = _ERRORS.get(code)
+    if error is None:
+        error = PAY_BUSY if response.status_code >= 500 or not code else PAY_REQUEST_INVALID
+        if response.status_code == 429:
+            error = PAY_RATE_LIMITED
+    level = logging.ERROR if error in (PAY_SIGN_ERROR, PAY_REQUEST_INVALID) else logging.WARNING
+    log.log(
+        level,
+        "wechatpay %s %s HTTP %s code=%s message=%s",
+        method,
+        path,
+        response.status_code,
+        code or "-",
+        message[:200],
+    )
+    if error in (PAY_BUSY, PAY_RATE_LIMITED):
+        return error(retry_after=1, wechat_code=code or str(response.status_code))
+    return error(wechat_code=code or str(response.status_code))
+
+
+# --- the API ---------------------------------------------------------------------------
+
+
+def request_payment_params(prepay_id: str) -> dict[str, str]:
+    """What `wx.requestPayment` takes; paySign covers appId, timeStamp, nonceStr, package."""
+    timestamp = str(int(clock.now().timestamp()))
+    nonce = secrets.token_hex(16)
+    package = f"prepay_id={prepay_id}"
+    message = f"{pay_appid()}\n{timestamp}\n{nonce}\n{package}\n".encode()
+    return {
+        "timeStamp": timestamp,
+        "nonceStr": nonce,
+        "package": package,
+        "signType": "RSA",
+        "paySign": sign(message),
+    }
+
+
+async def create_jsapi_payment(
+    *,
+    out_trade_no: str,
+    description: str,
+    amount_fen: int,
+    openid: str,
+    expires_at: datetime,
+    attach: str = "",
+) -> dict[str, str]:
+    """Open a JSAPI payment; returns the `wx.requestPayment` parameters."""
+    s = get_settings()
+    appid = pay_appid()
+    if not appid or not s.wechatpay_notify_url:
+        raise PAY_NOT_CONFIGURED()
+    payload: dict[str, Any] = {
+        "appid": appid,
+        "mchid": s.wechatpay_mchid,
+        "description": description[:127],
+        "out_trade_no": out_trade_no,
+        "time_expire": expires_at.astimezone(clock.SHANGHAI).isoformat(timespec="seconds"),
+        "notify_url": s.wechatpay_notify_url,
+        "amount": {"total": amount_fen, "currency": "CNY"},
+        "payer": {"openid": openid},
+    }
+    if attach:
+        payload["attach"] = attach[:128]
+    data = await _request("POST", "/v3/pay/transactions/jsapi", payload)
+    prepay_id = str(data.get("prepay_id") or "")
+    if not prepay_id:
+        raise PAY_RESPONSE_INVALID()
+    return request_payment_params(prepay_id)
+
+
+async def query_payment(out_trade_no: str) -> PaymentResult | None:
+    """The payment's state at WeChat Pay; None when WeChat never heard of it."""
+    mchid = get_settings().wechatpay_mchid
+    url = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={quote(mchid)}"
+    try:
+        data = await _request("GET", url)
+    except MallError as exc:
+        if exc.error is PAY_ORDER_NOT_FOUND:
+            return None
+        raise
+    return PaymentResult.from_wechat(data)
+
+
+async def close_payment(out_trade_no: str) -> None:
+    """Close an unpaid payment (WeChat answers 204)."""
+    await _request(
+        "POST",
+        f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close",
+        {"mchid": get_settings().wechatpay_mchid},
+    )
+
+
+async def refund(
+    *, out_trade_no: str, out_refund_no: str, refund_fen: int, total_fen: int, reason: str = ""
+) -> RefundResult:
+    """Refund part or all of a payment; the same out_refund_no is one refund however often
+    it is sent."""
+    payload: dict[str, Any] = {
+        "out_trade_no": out_trade_no,
+        "out_refund_no": out_refund_no,
+        "amount": {"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+    }
+    if reason:
+        payload["reason"] = reason[:80]
+    if get_settings().wechatpay_notify_url:
+        payload["notify_url"] = get_settings().wechatpay_notify_url
+    data = await _request("POST", "/v3/refund/domestic/refunds", payload)
+    return RefundResult.from_wechat(data)
+
+
+async def query_refund(out_refund_no: str) -> RefundResult | None:
+    try:
+        data = await _request("GET", f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}")
+    except MallError as exc:
+        if exc.error is PAY_ORDER_NOT_FOUND:
+            return None
+        raise
+    return RefundResult.from_wechat(data)
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    event_type: str
+    resource: dict[str, Any]
+
+
+def open_notification(headers: Mapping[str, str], body: bytes) -> Notification:
+    """Verify and decrypt a notification; raises VerificationError."""
+    verify_signature(headers, body)
+    try:
+        envelope = json.loads(body)
+        resource = envelope["resource"]
+        event_type = str(envelope["event_type"])
+    except (ValueError, KeyError, TypeError):
+        raise VerificationError("malformed notification") from None
+    if not isinstance(resource, dict):
+        raise VerificationError("malformed notification")
+    return Notification(str(envelope.get("id", "")), event_type, decrypt_resource(resource))
+
+
+class UnhandledNotification(Exception):
+    """Verified, but nobody could take it; WeChat should retry."""
+
+
+def _handler(handlers: Mapping[str, Any], out_trade_no: str) -> Any:
+    prefix = out_trade_no[:1]
+    if prefix not in handlers:
+        from mall.domains import domain_modules
+
+        domain_modules("service")  # services register their handlers at import
+    return handlers.get(prefix)
+
+
+async def dispatch(notification: Notification) -> None:
+    """Hand a verified notification to its domain. Raises to make WeChat retry."""
+    event = notification.event_type
+    if event.startswith("TRANSACTION."):
+        result = PaymentResult.from_wechat(notification.resource)
+        if result.trade_state != "SUCCESS":
+            log.info("wechatpay %s for %s ignored", result.trade_state, result.out_trade_no)
+            return
+        await dispatch_payment(result)
+    elif event.startswith("REFUND."):
+        refund_result = RefundResult.from_wechat(notification.resource)
+        handler = _handler(REFUND_HANDLERS, refund_result.out_trade_no)
+        if handler is None:
+            raise UnhandledNotification(f"no refund handler for {refund_result.out_trade_no!r}")
+        await handler(refund_result)
+    else:
+        log.info("wechatpay notification %s (%s) ignored", notification.id, event)
+
+
+async def dispatch_payment(result: PaymentResult) -> None:
+    """Give a SUCCESS payment (from a notification or a query) to its domain's handler."""
+    handler = _handler(PAYMENT_HANDLERS, result.out_trade_no)
+    if handler is None:
+        raise UnhandledNotification(f"no payment handler for {result.out_trade_no!r}")
+    await handler(result)
