@@ -32,6 +32,8 @@ from mall.kit.jobs import Runner
 
 log = logging.getLogger("mall.app")
 
+HOT_ROUTERS = ("mall.seckill.router",)
+
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
     "mall_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY
@@ -169,7 +171,9 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             for e in sorted(_all_error_codes(), key=lambda e: e.code)
         ]
 
-    for module in domain_modules("router"):
+    # Starlette matches routes in order: the flash-sale attempt goes right after health.
+    routers = sorted(domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
+    for module in routers:
         app.include_router(module.router)
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)

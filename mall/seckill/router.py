@@ -1,0 +1,97 @@
+"""Shopper routes for flash sales. The attempt route is the hot path: the member id comes
+straight from the signed token (no database read) and one Lua call decides."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mall.errors import IDEMPOTENCY_KEY_REUSED, UNAUTHORIZED
+from mall.kit import clock
+from mall.kit.security import decode_token
+from mall.seckill import service
+from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut
+
+router = APIRouter(prefix="/api/v1", tags=["seckill"])
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _member_id(
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> int:
+    if credentials is None or not credentials.credentials:
+        raise UNAUTHORIZED()
+    return int(decode_token(credentials.credentials, "member")["sub"])
+
+
+# A signed member token is enough for seckill reads and attempts (no member row loaded).
+MemberId = Annotated[int, Depends(_member_id)]
+
+
+@router.get("/seckill/sessions", response_model=list[SessionOut])
+async def sessions() -> list[SessionOut]:
+    """Current and upcoming flash sales with their items and the stock left."""
+    return await service.open_sessions()
+
+
+# Verified member tokens -> (member id, expiry): a member taps many times in a burst and
+# the HMAC check is the largest cost left on this path. Expiry is still checked each time.
+_verified: dict[str, tuple[int, int]] = {}
+_VERIFIED_MAX = 50_000
+
+
+def _bearer_member_id(authorization: str | None) -> int:
+    scheme, _sep, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise UNAUTHORIZED()
+    known = _verified.get(token)
+    if known is not None and known[1] > clock.now().timestamp():
+        return known[0]
+    payload = decode_token(token, "member")
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    member_id = int(payload["sub"])
+    _verified[token] = (member_id, int(payload["exp"]))
+    return member_id
+
+
+@router.post(
+    "/seckill/items/{item_id}/attempt",
+    response_model=AttemptOut,
+    openapi_extra={
+        "security": [{"HTTPBearer": []}],
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 128},
+                "description": "A retry with the same key returns the same win.",
+            }
+        ],
+    },
+)
+async def attempt(item_id: int, request: Request) -> Response:
+    """Try to win one unit. Every answer is 200 with `result`: `won` (poll the reservation),
+    `sold_out`, `limit_reached`, `not_started`, `ended` or `rate_limited`. A retry with the
+    same `Idempotency-Key` returns the same win. Redis unreachable: 503, nothing changed.
+
+    The hot path: headers are read directly (no dependency tree) and the answer is
+    serialized once, since most answers in a burst are the same `sold_out`."""
+    headers = request.headers
+    member_id = _bearer_member_id(headers.get("authorization"))
+    key = headers.get("idempotency-key")
+    if key is not None and len(key) > 128:
+        raise IDEMPOTENCY_KEY_REUSED()
+    answer = await service.attempt(item_id, member_id, key)
+    return Response(service.answer_json(answer), media_type="application/json")
+
+
+@router.get("/seckill/reservations/{reservation_id}", response_model=ReservationOut)
+async def reservation(reservation_id: str, member_id: MemberId) -> ReservationOut:
+    """Status of your win: pending (being persisted), confirmed, pending_payment, paid,
+    expired (unpaid in time) or released (e.g. not enough points)."""
+    return await service.reservation(member_id, reservation_id)

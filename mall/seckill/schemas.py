@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+AttemptResult = Literal["won", "sold_out", "limit_reached", "not_started", "ended", "rate_limited"]
+ReservationStatus = Literal[
+    "pending", "confirmed", "pending_payment", "paid", "expired", "released"
+]
+SessionState = Literal["upcoming", "live", "ended", "closed"]
+
+
+class AttemptOut(BaseModel):
+    result: AttemptResult
+    reservation_id: str | None = None
+    message: str
+    retry_after_ms: int | None = None
+
+
+class ReservationOut(BaseModel):
+    reservation_id: str
+    item_id: int
+    status: ReservationStatus
+    points_price: int | None = None
+    cash_price_fen: int | None = None
+    pay_deadline: datetime | None = None
+    release_reason: str | None = None
+
+
+class ItemOut(BaseModel):
+    id: int
+    title: str
+    product_id: int | None
+    image_url: str
+    points_price: int
+    cash_price_fen: int
+    stock: int
+    stock_left: int
+    per_member_limit: int
+
+
+class SessionOut(BaseModel):
+    id: int
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    state: SessionState
+    items: list[ItemOut]
+
+
+# --- ops ---------------------------------------------------------------------------
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=100)
+    product_id: int | None = Field(default=None, ge=1)
+    image_url: str = Field(default="", max_length=512)
+    points_price: int = Field(default=0, ge=0, le=100_000_000)
+    cash_price_fen: int = Field(default=0, ge=0, le=100_000_000)
+    stock: int = Field(ge=0, le=10_000_000)
+    per_member_limit: int = Field(default=1, ge=1, le=1000)
+
+
+class ItemPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=100)
+    product_id: int | None = Field(default=None, ge=1)
+    image_url: str | None = Field(default=None, max_length=512)
+    points_price: int | None = Field(default=None, ge=0, le=100_000_000)
+    cash_price_fen: int | None = Field(default=None, ge=0, le=100_000_000)
+    stock: int | None = Field(default=None, ge=0, le=10_000_000)
+    per_member_limit: int | None = Field(default=None, ge=1, le=1000)
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    items: list[ItemIn] = Field(default_factory=list, max_length=50)
+
+
+class SessionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+
+
+class AdminItemOut(ItemOut):
+    sold: int
+    warm: bool
+    held: int
+    backlog: int
+
+
+class AdminSessionOut(BaseModel):
+    id: int
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    state: SessionState
+    closed_at: datetime | None
+    created_at: datetime
+    items: list[AdminItemOut] = Field(default_factory=list)
+
+
+class WinnerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    reservation_id: str
+    member_id: int
+    status: str
+    release_reason: str
+    points_price: int
+    cash_price_fen: int
+    pay_deadline: datetime | None
+    won_at: datetime
+
+
+class ItemCheckOut(BaseModel):
+    item_id: int
+    title: str
+    initial: int
+    redis_stock: int | None
+    held: int
+    backlog: int
+    returns_due: int
+    ok: bool
+    problems: list[str]
