@@ -1,0 +1,127 @@
+"""Ops: find orders, ship them, complete them, refund them (every write audited)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from mall.deps import CurrentStaff, IdempotencyKey
+from mall.kit import idempotency
+from mall.orders import service
+from mall.orders.models import STATUSES
+from mall.orders.schemas import AdminOrderOut, AdminOrderPage, AdminRefundIn, CancelIn, ShipIn
+
+router = APIRouter(tags=["admin: orders"])
+
+_STATUS_PATTERN = "^(" + "|".join(STATUSES) + ")$"
+
+
+async def _out(order_id: int) -> AdminOrderOut:
+    out = await service.order_out(await service.get_order(order_id), admin=True)
+    assert isinstance(out, AdminOrderOut)
+    return out
+
+
+@router.get("/orders", response_model=AdminOrderPage)
+async def list_orders(
+    _staff: CurrentStaff,
+    status: str | None = Query(default=None, pattern=_STATUS_PATTERN),
+    member_id: int | None = None,
+    number: str | None = Query(default=None, max_length=33, description="order number prefix"),
+    tracking_no: str | None = Query(default=None, max_length=64),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    size: int = Query(default=50, ge=1, le=100),
+) -> AdminOrderPage:
+    """Orders newest first, filtered by status, member, number (prefix, with or without
+    the WeChat Pay "O"), tracking number and creation time [since, until)."""
+    items, next_cursor = await service.search_orders(
+        status=status,
+        member_id=member_id,
+        number=number,
+        tracking_no=tracking_no,
+        since=since,
+        until=until,
+        cursor=cursor,
+        size=size,
+    )
+    return AdminOrderPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/orders/{order_id}", response_model=AdminOrderOut)
+async def get_order(order_id: int, _staff: CurrentStaff) -> AdminOrderOut:
+    return await _out(order_id)
+
+
+@router.post("/orders/{order_id}/ship", response_model=AdminOrderOut)
+async def ship(order_id: int, body: ShipIn, staff: CurrentStaff) -> AdminOrderOut:
+    """paid -> shipped with the carrier and tracking number (required for express)."""
+    await service.ship(
+        order_id,
+        shipping_company=body.shipping_company,
+        tracking_no=body.tracking_no,
+        staff=staff,
+    )
+    return await _out(order_id)
+
+
+@router.post("/orders/{order_id}/complete", response_model=AdminOrderOut)
+async def complete(order_id: int, staff: CurrentStaff) -> AdminOrderOut:
+    """shipped (or paid, e.g. picked up in store) -> completed; order-to-points are granted."""
+    await service.complete(order_id, staff=staff)
+    return await _out(order_id)
+
+
+@router.post("/orders/{order_id}/cancel", response_model=AdminOrderOut)
+async def cancel(
+    order_id: int, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+) -> Any:
+    """Cancel an order that has not shipped (a paid one is refunded in full)."""
+
+    async def work() -> AdminOrderOut:
+        await service.cancel(
+            order_id,
+            reason=body.reason,
+            staff=staff,
+            request_key=f"staff:{staff.id}:{idempotency_key}" if idempotency_key else None,
+        )
+        return await _out(order_id)
+
+    return await idempotency.run(
+        f"admin.orders.cancel:{staff.id}",
+        idempotency_key,
+        idempotency.fingerprint(order_id, body.model_dump()),
+        work,
+    )
+
+
+@router.post("/orders/{order_id}/refund", response_model=AdminOrderOut)
+async def refund(
+    order_id: int, body: AdminRefundIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+) -> Any:
+    """Refund lines (or everything left) of a paid, shipped or completed order: cash back
+    through WeChat Pay, stored value to the wallet, spent points back, earned points
+    reversed pro rata, the coupon back on a full refund while valid, and the units back
+    in stock unless `restock` is false. Send an `Idempotency-Key`."""
+    lines = [(ln.line_id, ln.quantity) for ln in body.lines] if body.lines is not None else None
+
+    async def work() -> AdminOrderOut:
+        await service.refund(
+            order_id,
+            lines,
+            reason=body.reason,
+            staff=staff,
+            restock=body.restock,
+            request_key=f"staff:{staff.id}:{idempotency_key}" if idempotency_key else None,
+        )
+        return await _out(order_id)
+
+    return await idempotency.run(
+        f"admin.orders.refund:{staff.id}",
+        idempotency_key,
+        idempotency.fingerprint(order_id, body.model_dump()),
+        work,
+    )

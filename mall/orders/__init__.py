@@ -1,0 +1,1 @@
+"""Checkout. So far only the price preview; orders themselves are still to come."""
