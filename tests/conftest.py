@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from tortoise import Tortoise, connections
+from tortoise.migrations.api import migrate as run_migrations
 
 from mall import redis as mall_redis
 from mall.config import Settings, set_settings
-from mall.db import tortoise_config
+from mall.db import _has_migrations, tortoise_config
 from mall.kit import clock
 
 _tmp = Path(tempfile.mkdtemp(prefix="mall-test-"))
@@ -34,7 +35,7 @@ def settings() -> Settings:
             env="test",
             data_dir=_tmp / "data",
             database_url=os.environ.get("MALL_TEST_DATABASE_URL")
-            or f"sqlite://{_tmp / 'test.sqlite3'}",
+            or f"sqlite://{_tmp / 'test.sqlite3'}?synchronous=NORMAL",
             redis_url=os.environ.get("MALL_TEST_REDIS_URL"),
             secret_key="test-secret-" + secrets.token_hex(16),
             wechat_appid="",
@@ -65,8 +66,16 @@ async def database(settings: Settings, redis_url: str) -> AsyncIterator[None]:
         # a fresh database per run, dropped at the end
         base, _sep, _name = settings.database_dsn.rpartition("/")
         config["connections"]["default"] = f"{base}/mall_test_{secrets.token_hex(4)}"
-    await Tortoise.init(config=config, _create_db=is_pg)
-    await Tortoise.generate_schemas()
+    if _has_migrations():
+        # the schema comes from the real migrations, so both databases prove them
+        if is_pg:
+            await Tortoise.init(config=config, _create_db=True)
+            await Tortoise.close_connections()
+        await run_migrations(config=config)
+        await Tortoise.init(config=config)
+    else:
+        await Tortoise.init(config=config, _create_db=is_pg)
+        await Tortoise.generate_schemas()
     mall_redis.connect(redis_url)
     try:
         yield

@@ -23,7 +23,7 @@ class Category(Model):
 
 
 class Product(Model):
-    """What a shopper browses. Prices are integer fen; `deleted_at` hides it everywhere
+    """What a shopper browses. Prices are integer fen — `deleted_at` hides it everywhere
     but keeps the row, so orders that point at it still resolve."""
 
     id = fields.BigIntField(primary_key=True)

@@ -89,7 +89,7 @@ class GiftPack(Model):
 
 
 class GiftPackIssue(Model):
-    """One pack given to one member; `issue_key` is unique, so a pack is given once per key
+    """One pack given to one member — `issue_key` is unique, so a pack is given once per key
     ("join" for the new-member pack, the ops request's key otherwise)."""
 
     id = fields.BigIntField(primary_key=True)

@@ -49,7 +49,7 @@ class PointsEntry(Model):
 
 
 class PointsLot(Model):
-    """Points earned together, with their own expiry; spent soonest-expiring first."""
+    """Points earned together, with their own expiry — spent soonest-expiring first."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -107,7 +107,7 @@ class PointsHold(Model):
 
 
 class SignIn(Model):
-    """One member's sign-in on one Asia/Shanghai day; the unique pair decides races."""
+    """One member's sign-in on one Asia/Shanghai day — the unique pair decides races."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -164,7 +164,7 @@ class LevelChange(Model):
 
 
 class PointsRulesVersion(Model):
-    """The earning rules document; every save is a new version, the newest is in force."""
+    """The earning rules document — every save is a new version, the newest is in force."""
 
     id = fields.BigIntField(primary_key=True)
     version = fields.IntField(unique=True)

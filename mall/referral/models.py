@@ -69,7 +69,7 @@ class CommissionEntry(Model):
 
 
 class ReferralRulesVersion(Model):
-    """Promoter levels and their commission rates; every save is a new version."""
+    """Promoter levels and their commission rates — every save is a new version."""
 
     id = fields.BigIntField(primary_key=True)
     version = fields.IntField(unique=True)

@@ -46,7 +46,7 @@ class SeckillSession(Model):
 
 
 class SeckillItem(Model):
-    """A unit on sale. `stock` is the total put on sale; `sold` counts units held by
+    """A unit on sale. `stock` is the total put on sale — `sold` counts units held by
     orders and is the database's own guard against oversell (`sold < stock`)."""
 
     id = fields.BigIntField(primary_key=True)

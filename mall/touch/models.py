@@ -24,7 +24,7 @@ class SubscribeGrant(Model):
 
 
 class TouchLog(Model):
-    """Append-only record of one-to-one touches; `delta` is +1 for a touch, -1 when a
+    """Append-only record of one-to-one touches — `delta` is +1 for a touch, -1 when a
     touch was given back because the message did not go out. Redis decides the cap;
     this log re-seeds it and shows ops who was touched, why, and when."""
 

@@ -85,7 +85,7 @@ class WalletEntry(Model):
 
 
 class TopUpPlan(Model):
-    """Pay `amount_fen`, get `bonus_fen` on top; at most `per_member_limit` times."""
+    """Pay `amount_fen`, get `bonus_fen` on top — at most `per_member_limit` times."""
 
     id = fields.BigIntField(primary_key=True)
     name = fields.CharField(max_length=64)
