@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("name")
     drill.add_argument("rest", nargs=argparse.REMAINDER)
     drill.set_defaults(func=cmd_drill)
+
+    # `mall bench [--seconds --connections --members --workers]` is dispatched in main()
+    add(sub, "bench", "benchmark the hot paths against /healthz (needs wrk)")
     return parser
 
 
@@ -316,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own options; it starts its own server
+        from mall import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = get_settings()
     data_dir = getattr(args, "data_dir_sub", None) or args.data_dir
