@@ -62,7 +62,7 @@ from mall.orders.schemas import (
     RefundOut,
 )
 from mall.points import service as points_service
-from mall.pricing import DEFAULT_RULES, CartLine, PricingInput, PricingRules, price_cart
+from mall.pricing import CartLine, PricingInput, PricingRules, price_cart
 
 log = logging.getLogger("mall.orders")
 
@@ -179,8 +179,8 @@ def _new_number() -> str:
 
 
 async def pricing_rules() -> PricingRules:
-    """Today: the defaults. To move into the points domain's rules document."""
-    return DEFAULT_RULES
+    """The pricing section of the rules document ops edit (`/api/admin/v1/rules`)."""
+    return (await points_service.get_rules()).pricing
 
 
 async def _ancestors() -> dict[int, list[int]]:
@@ -1010,7 +1010,7 @@ async def refund(
             wanted[line_id] += quantity
         wanted = dict(wanted)
     allowed = (PAID,) if staff is None else (PAID, SHIPPED, COMPLETED)
-    return await _refund_paid(
+    done = await _refund_paid(
         order_id,
         wanted,
         kind="refund",
@@ -1021,6 +1021,12 @@ async def refund(
         staff=staff,
         member_id=member_id,
     )
+    order = await get_order(order_id)
+    if order.status == COMPLETED or order.completed_at is not None:
+        await _referral_event(
+            "on_order_refunded", order_id, order.member_id, done.money_fen, refund_ref=done.id
+        )
+    return done
 
 
 async def ship(
@@ -1087,7 +1093,19 @@ async def complete(
             await audit_service.record(
                 staff, "order.complete", f"order:{order.id}", earned_points=earned
             )
+    await _referral_event("on_order_completed", order.id, order.member_id, base)
     return await get_order(order.id)
+
+
+async def _referral_event(name: str, order_id: int, member_id: int, fen: int, **kw: Any) -> None:
+    """Promoter commission after the order's own commit; idempotent per order event, so a
+    failure here is logged and a retry (or `mall check referral`) finds it."""
+    from mall.referral import service as referral_service  # referral reads orders
+
+    try:
+        await getattr(referral_service, name)(order_id, member_id, fen, **kw)
+    except Exception:
+        log.exception("referral %s failed for order %s", name, order_id)
 
 
 # --- jobs ---------------------------------------------------------------------------
