@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import socket
 import tempfile
 import threading
 from collections import Counter
@@ -46,7 +45,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,6 +60,7 @@ from starlette.routing import Route
 from mall.config import Settings
 from mall.kit import clock
 from mall.wechat import pay as wechat_pay
+from tests.threaded_server import ThreadedServer
 
 NOTIFY_PATH = "/api/v1/wechat/pay-notify"
 
@@ -677,50 +676,16 @@ class FakePay:
         return await self._serve("refund_query", request, work)
 
 
-class FakePayServer:
+class FakePayServer(ThreadedServer):
     """Serves a FakePay with uvicorn on 127.0.0.1 (a free port) in a daemon thread."""
 
     def __init__(self, fake: FakePay | None = None) -> None:
         self.fake = fake or FakePay()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
+        super().__init__(self.fake.app, "fake-pay")
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.fake.app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-pay", daemon=True
-        )
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started:
-                break
-            if not self._thread.is_alive():
-                raise RuntimeError("fake WeChat Pay server failed to start")
-            threading.Event().wait(0.01)
-        else:
-            raise RuntimeError("fake WeChat Pay server did not start in 5 s")
-        self.url = f"http://127.0.0.1:{port}"
+        super().start()
         self.fake.base_url = self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 _server: FakePayServer | None = None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +41,7 @@ from starlette.routing import Route
 from mall.config import Settings
 from mall.kit import clock
 from mall.wechat import client as wechat_client
+from tests.threaded_server import ThreadedServer
 
 CODE_TTL = 300
 TOKEN_TTL = 7200
@@ -523,50 +522,16 @@ class FakeWeChat:
             raise _Refused(47001)
 
 
-class FakeWeChatServer:
+class FakeWeChatServer(ThreadedServer):
     """Serves a FakeWeChat with uvicorn on 127.0.0.1 in a daemon thread."""
 
     def __init__(self, fake: FakeWeChat | None = None) -> None:
         self.fake = fake or FakeWeChat()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
+        super().__init__(self.fake.app, "fake-wechat")
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.fake.app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,  # leave the tests' logging alone
-            log_level="warning",
-            access_log=False,  # request lines carry secrets and codes
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-wechat", daemon=True
-        )
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started:
-                break
-            if not self._thread.is_alive():
-                raise RuntimeError("fake WeChat server failed to start")
-            threading.Event().wait(0.01)
-        else:
-            raise RuntimeError("fake WeChat server did not start in 5 s")
-        self.url = f"http://127.0.0.1:{port}"
+        super().start()
         self.fake.base_url = self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 _server: FakeWeChatServer | None = None
