@@ -55,7 +55,7 @@ class Coupon(Model):
     member: Any = fields.ForeignKeyField("models.Member", related_name="coupons")
     member_id: int
     claim_id = fields.CharField(max_length=96, unique=True)
-    source = fields.CharField(max_length=16)  # claim | pack | new_member
+    source = fields.CharField(max_length=16)  # claim | pack | new_member | blind_box | points_mall
     status = fields.CharField(max_length=16, default="usable", db_index=True)
     valid_from = fields.DatetimeField()
     expires_at = fields.DatetimeField(db_index=True)  # exclusive

@@ -207,6 +207,40 @@ async def claim(member_id: int, template_id: int, claim_id: str | None = None) -
         raise
 
 
+# --- grants from other domains ----------------------------------------------------
+
+
+async def grant(member_id: int, template_id: int, *, grant_key: str, source: str) -> Coupon:
+    """Give one coupon of a template as a prize or a redemption (blind box, points mall),
+    once per `grant_key`. The template's quantity is decided in Redis like a claim; its
+    per-member limit does not apply (the member paid for it). Joins the caller's
+    transaction; the Redis win is given back if the row cannot be written."""
+    claim_id = f"grant:{grant_key}"[:191]
+    existing = await Coupon.get_or_none(claim_id=claim_id)
+    if existing is not None:
+        return existing
+    template = await CouponTemplate.get_or_none(id=template_id)
+    if template is None or _window_over(template, clock.now()):
+        raise COUPON_NOT_CLAIMABLE()
+    status, _n = await _take(template_id, member_id, 1, shopper=False)
+    if status != "ok":
+        raise _LOSS.get(status, COUPON_NOT_CLAIMABLE)()
+    try:
+        valid_from, expires_at = validity_for(template, clock.now())
+        async with in_transaction():
+            return await Coupon.create(
+                template_id=template_id,
+                member_id=member_id,
+                claim_id=claim_id,
+                source=source,
+                valid_from=valid_from,
+                expires_at=expires_at,
+            )
+    except BaseException:
+        await _give_back(template_id, member_id, 1)
+        raise
+
+
 # --- gift packs -----------------------------------------------------------------
 
 
