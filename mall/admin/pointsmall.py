@@ -193,7 +193,8 @@ async def ship(redemption_id: int, body: ShipIn, staff: CurrentStaff) -> AdminRe
 async def cancel(
     redemption_id: int, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
-    """Cancel a redemption not yet shipped (vouchers too): points and stock come back."""
+    """Cancel a redemption not yet shipped (vouchers too): points and stock come back.
+    Redemptions that issued coupons cannot be cancelled (REDEMPTION_NOT_CANCELLABLE)."""
 
     async def work() -> AdminRedemptionOut:
         return _redemption_out(await service.cancel(redemption_id, staff=staff, reason=body.reason))

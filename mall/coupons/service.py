@@ -241,6 +241,12 @@ async def grant(member_id: int, template_id: int, *, grant_key: str, source: str
         raise
 
 
+async def return_grant(template_id: int, member_id: int) -> None:
+    """Give a granted coupon's quantity back in Redis after the caller's transaction
+    rolled the coupon row back (Redis is not part of the transaction)."""
+    await _give_back(template_id, member_id, 1)
+
+
 # --- gift packs -----------------------------------------------------------------
 
 

@@ -39,6 +39,8 @@ class PointsMallItem(Model):
     level_required = fields.IntField(default=0)
     # gated activities: the balance a member must hold, separate from the price
     min_points_balance = fields.IntField(default=0)
+    # vouchers: the coupons template each unit issues; None keeps the voucher code
+    coupon_template_id = fields.BigIntField(null=True)
     status = fields.CharField(max_length=8, default="draft")
     on_shelf_at = fields.DatetimeField(null=True)
     off_shelf_at = fields.DatetimeField(null=True)
@@ -72,6 +74,8 @@ class PointsMallRedemption(Model):
     spend_key = fields.CharField(max_length=128)
     period_label = fields.CharField(max_length=16, default="")
     voucher_code = fields.CharField(max_length=32, null=True, unique=True)
+    # coupons granted in the redemption's transaction (coupon-voucher items only)
+    coupon_ids: list[int] | None = fields.JSONField(null=True)  # type: ignore[assignment]
     address: dict[str, Any] | None = fields.JSONField(null=True)  # type: ignore[assignment]
     carrier = fields.CharField(max_length=32, default="")
     tracking_number = fields.CharField(max_length=64, default="")

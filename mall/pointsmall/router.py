@@ -53,7 +53,8 @@ async def get_item(item_id: int, member: CurrentMember) -> ItemOut:
     responses={
         409: {
             "description": "NOT_ENOUGH_POINTS, ITEM_OFF_SHELF, OUT_OF_STOCK, REDEEM_LIMIT_REACHED, "
-            "REDEEM_PERIOD_LIMIT_REACHED, POINTS_THRESHOLD_NOT_MET, ACTIVITY_FULL; nothing is spent"
+            "REDEEM_PERIOD_LIMIT_REACHED, POINTS_THRESHOLD_NOT_MET, ACTIVITY_FULL, and for "
+            "coupon vouchers COUPON_SOLD_OUT, COUPON_NOT_CLAIMABLE; nothing is spent"
         },
         403: {"description": "LEVEL_TOO_LOW"},
         422: {"description": "ADDRESS_REQUIRED, ONE_PLACE_PER_ENTRY"},
@@ -64,7 +65,8 @@ async def redeem(
 ) -> Any:
     """Redeem an item with points. Send an `Idempotency-Key`: a retry returns the same
     redemption. Physical gifts need `address_id` (from `/api/v1/addresses`); vouchers
-    come back with `voucher_code`."""
+    come back with `voucher_code`, or with `coupon_ids` when the item issues coupons
+    (they are in `/api/v1/coupons`)."""
 
     async def work() -> RedemptionOut:
         redemption = await service.redeem(

@@ -3,7 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from mall.addresses.schemas import AddressSnapshot
 
@@ -41,6 +48,12 @@ class ItemFields(BaseModel):
         ge=0,
         description="Gated activities: the balance a member must hold to join, besides the price.",
     )
+    coupon_template_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="Vouchers only: each unit redeemed issues one coupon of this template "
+        "(`/api/admin/v1/coupon-templates`); without it a voucher gets a voucher code.",
+    )
     on_shelf_at: datetime | None = Field(default=None, description="Shelf window start.")
     off_shelf_at: datetime | None = Field(default=None, description="Shelf window end.")
     sort_order: int = Field(default=0, description="Higher first among equals.")
@@ -58,6 +71,12 @@ class ItemCreate(ItemFields):
     kind: ItemKind = "gift"
     total_stock: int = Field(ge=0, le=10_000_000, examples=[200])
     on_shelf: bool = Field(default=False, description="Put on the shelf right away.")
+
+    @model_validator(mode="after")
+    def _coupon_for_vouchers(self) -> ItemCreate:
+        if self.coupon_template_id is not None and self.kind != "voucher":
+            raise ValueError("coupon_template_id is for items of kind voucher")
+        return self
 
     model_config = ConfigDict(
         extra="forbid",
@@ -102,6 +121,9 @@ class ItemPatch(BaseModel):
     limit_period: LimitPeriod | None = None
     level_required: int | None = Field(default=None, ge=0, le=100)
     min_points_balance: int | None = Field(default=None, ge=0)
+    coupon_template_id: int | None = Field(
+        default=None, ge=1, description="null takes the coupon off (back to voucher codes)."
+    )
     on_shelf_at: datetime | None = None
     off_shelf_at: datetime | None = None
     sort_order: int | None = None
@@ -150,6 +172,7 @@ class AdminItemOut(BaseModel):
     limit_period: str
     level_required: int
     min_points_balance: int
+    coupon_template_id: int | None
     status: str
     on_shelf_at: datetime | None
     off_shelf_at: datetime | None
@@ -179,6 +202,9 @@ class ItemOut(BaseModel):
     limit_period: str
     level_required: int
     min_points_balance: int
+    coupon_template_id: int | None = Field(
+        default=None, description="Vouchers that issue a coupon of this template."
+    )
     on_shelf: bool
     off_shelf_at: datetime | None
     affordable: bool = Field(description="The member's balance covers the price (and threshold).")
@@ -216,6 +242,10 @@ class RedemptionOut(BaseModel):
     points_spent: int
     status: str
     voucher_code: str | None
+    coupon_ids: list[int] = Field(
+        default_factory=list,
+        description="Coupons issued by this redemption (see `/api/v1/coupons`).",
+    )
     address: AddressSnapshot | None
     carrier: str
     tracking_number: str
@@ -223,6 +253,11 @@ class RedemptionOut(BaseModel):
     cancelled_at: datetime | None
     cancel_reason: str
     created_at: datetime
+
+    @field_validator("coupon_ids", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return [] if value is None else value
 
 
 class AdminRedemptionOut(RedemptionOut):

@@ -6,7 +6,10 @@ that expires; then one database transaction spends the points, writes the
 redemption (unique reservation id) and decrements the database stock conditionally;
 then a second Lua call confirms the reservation. If the transaction fails, the
 reservation is given back at once; if the process dies in between, the reconciler
-gives it back after it expires. The database is the record of truth."""
+gives it back after it expires. The database is the record of truth.
+
+A voucher item with a coupon template grants one coupon per unit inside that same
+transaction, so a coupon failure (template sold out, inactive) spends nothing."""
 
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from tortoise.transactions import in_transaction
 from mall.addresses import service as addresses_service
 from mall.audit import service as audit_service
 from mall.config import get_settings
-from mall.errors import IDEMPOTENCY_IN_PROGRESS, VALIDATION_ERROR, ErrorCode
+from mall.coupons import service as coupons_service
+from mall.errors import IDEMPOTENCY_IN_PROGRESS, VALIDATION_ERROR, ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock
 from mall.kit.pagination import cursor_page
@@ -82,6 +86,9 @@ STOCK_BELOW_ZERO = ErrorCode(
     "STOCK_BELOW_ZERO", 409, _("Stock cannot go below zero: {available} units are left")
 )
 ITEM_ARCHIVED = ErrorCode("ITEM_ARCHIVED", 409, _("This item is archived and cannot change"))
+ITEM_COUPON_TEMPLATE_UNKNOWN = ErrorCode(
+    "ITEM_COUPON_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
+)
 
 _PKG = "mall.pointsmall"
 _STATUS_AFTER_REDEEM = {"gift": "awaiting_shipment", "voucher": "issued", "activity": "enrolled"}
@@ -206,7 +213,19 @@ async def redis_stock(item_ids: Sequence[int]) -> dict[int, int]:
     return {i: int(v) for i, v in zip(item_ids, values, strict=True) if v is not None}
 
 
+async def _check_coupon_template(template_id: int | None) -> None:
+    if template_id is None:
+        return
+    try:
+        await coupons_service.get_template(template_id)
+    except MallError as exc:
+        if exc.code == coupons_service.TEMPLATE_NOT_FOUND.code:
+            raise ITEM_COUPON_TEMPLATE_UNKNOWN(template_id=template_id) from None
+        raise
+
+
 async def create_item(data: ItemCreate, staff: Staff) -> PointsMallItem:
+    await _check_coupon_template(data.coupon_template_id)
     fields = data.model_dump(exclude={"on_shelf", "total_stock"})
     async with in_transaction():
         item = await PointsMallItem.create(
@@ -262,6 +281,8 @@ async def update_item(item_id: int, patch: ItemPatch, staff: Staff) -> PointsMal
                 for err in exc.errors()
             ]
         ) from None
+    if "coupon_template_id" in changes:
+        await _check_coupon_template(merged.coupon_template_id)
     old_period = item.limit_period
     async with in_transaction():
         for name in changes:
@@ -416,6 +437,7 @@ def _item_out(
         limit_period=item.limit_period,
         level_required=item.level_required,
         min_points_balance=item.min_points_balance,
+        coupon_template_id=item.coupon_template_id,
         on_shelf=is_on_shelf(item, now),
         off_shelf_at=item.off_shelf_at,
         affordable=affordable,
@@ -512,14 +534,21 @@ async def _reserve(item: PointsMallItem, member_id: int, quantity: int, resv: st
     raise OUT_OF_STOCK()  # the item could not be loaded; nothing was held
 
 
-async def _settle(item_id: int, resv: str, label: str) -> None:
-    """After a failed database write: confirm if the row exists after all, else give back."""
+async def _settle(
+    item_id: int, resv: str, label: str, member_id: int, coupon_wins: list[int]
+) -> None:
+    """After a failed database write: confirm if the row exists after all, else give back
+    the reservation and the coupon template quantity the rolled-back grants took."""
     keys = item_keys(item_id, label)
     try:
         if await PointsMallRedemption.exists(reservation_id=resv):
             await script(_PKG, "confirm")(keys=keys, args=[resv])
         else:
             await script(_PKG, "release")(keys=keys, args=[resv])
+            for template_id in coupon_wins:
+                # grant() gives its Redis win back only if its own row fails; these rows
+                # were written and then rolled back with ours. No public give-back yet.
+                await coupons_service.return_grant(template_id, member_id)
     except Exception:
         log.exception(
             "could not settle reservation %s of item %s; the reconciler will", resv, item_id
@@ -561,10 +590,13 @@ async def redeem(
         raise points_service.NOT_ENOUGH_POINTS(balance=balance, cost=cost)
 
     label = await _reserve(item, member.id, quantity, resv)
+    coupon_wins: list[int] = []
     try:
-        redemption = await _write(item, member.id, quantity, cost, resv, label, address)
+        redemption = await _write(
+            item, member.id, quantity, cost, resv, label, address, coupon_wins
+        )
     except BaseException:
-        await asyncio.shield(_settle(item.id, resv, label))
+        await asyncio.shield(_settle(item.id, resv, label, member.id, coupon_wins))
         raise
     if not await script(_PKG, "confirm")(keys=item_keys(item.id, label), args=[resv]):
         # the reconciler gave it back before we got here: its stock check will say so
@@ -580,8 +612,13 @@ async def _write(
     resv: str,
     label: str,
     address: dict[str, Any] | None,
+    coupon_wins: list[int] | None = None,
 ) -> PointsMallRedemption:
+    """`coupon_wins` collects the template of each coupon granted, for the give-back if
+    the transaction does not commit."""
+    coupon_wins = [] if coupon_wins is None else coupon_wins
     spend_key = f"pointsmall:redeem:{resv}"
+    template_id = item.coupon_template_id if item.kind == "voucher" else None
     async with in_transaction():
         # Member row first, the hot item row last: short item locks, one lock order.
         entry = await points_service.spend(
@@ -596,6 +633,16 @@ async def _write(
         before = entry.balance_after + cost
         if item.min_points_balance and before < item.min_points_balance:
             raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=before)
+        coupon_ids: list[int] | None = None
+        if template_id is not None:
+            # each grant joins this transaction; COUPON_SOLD_OUT etc. roll it all back
+            coupon_ids = []
+            for i in range(quantity):
+                coupon = await coupons_service.grant(
+                    member_id, template_id, grant_key=f"pointsmall:{resv}:{i}", source="points_mall"
+                )
+                coupon_wins.append(template_id)
+                coupon_ids.append(coupon.id)
         redemption = await PointsMallRedemption.create(
             reservation_id=resv,
             item_id=item.id,
@@ -607,7 +654,8 @@ async def _write(
             status=_STATUS_AFTER_REDEEM[item.kind],
             spend_key=spend_key,
             period_label=label,
-            voucher_code=_voucher_code() if item.kind == "voucher" else None,
+            voucher_code=_voucher_code() if item.kind == "voucher" and not template_id else None,
+            coupon_ids=coupon_ids,
             address=address,
         )
         taken = await PointsMallItem.filter(id=item.id, stock__gte=quantity).update(
@@ -657,12 +705,14 @@ async def cancel(
     reason: str = "",
 ) -> PointsMallRedemption:
     """Cancel before shipping: a reversing points entry, stock and limits back.
-    Cancelling an already cancelled redemption returns it unchanged."""
+    Cancelling an already cancelled redemption returns it unchanged. A redemption that
+    issued coupons is never cancelled: the coupons domain has no way to void a coupon,
+    and the member must not keep usable coupons with the points back."""
     redemption = await get_redemption(redemption_id, member_id)
     if redemption.status == "cancelled":
         return redemption
     allowed = STAFF_CANCELLABLE if staff is not None else MEMBER_CANCELLABLE
-    if redemption.status not in allowed:
+    if redemption.status not in allowed or redemption.coupon_ids:
         raise REDEMPTION_NOT_CANCELLABLE()
     by = f"staff:{staff.username}" if staff is not None else "member"
     async with in_transaction():
@@ -739,6 +789,7 @@ _CSV_HEADER = [
     "points_spent",
     "status",
     "voucher_code",
+    "coupon_ids",
     "recipient",
     "phone",
     "region",
@@ -805,6 +856,7 @@ async def export_csv(
                     r.points_spent,
                     r.status,
                     r.voucher_code,
+                    " ".join(str(c) for c in r.coupon_ids or []),
                     address.get("name"),
                     address.get("phone"),
                     address.get("region"),

@@ -1,0 +1,227 @@
+"""Voucher items that issue a coupon template: the grant rides in the redemption's
+transaction, so a coupon failure spends nothing and gives the stock back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from mall.cli import CheckReport
+from mall.coupons import service as coupons_service
+from mall.coupons.models import Coupon
+from mall.coupons.tasks import CHECKS as COUPON_CHECKS
+from mall.members.models import Member
+from mall.points import service as points_service
+from mall.points.tasks import CHECKS as POINTS_CHECKS
+from mall.pointsmall import service as pm_service
+from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
+from mall.pointsmall.tasks import CHECKS
+from tests.coupons.helpers import make_template
+from tests.pointsmall.conftest import MakeItem, NewMember, db_stock, key, redis_stock
+
+
+async def _checks_pass(*, pointsmall: bool = True) -> None:
+    reports: list[CheckReport] = [
+        await POINTS_CHECKS["ledger"](),
+        await COUPON_CHECKS["coupons"](),
+    ]
+    if pointsmall:
+        reports.append(await CHECKS["pointsmall"]())
+    for report in reports:
+        assert report.ok, report.lines
+
+
+async def _redeem(
+    client: httpx.AsyncClient,
+    item_id: int,
+    headers: dict[str, str],
+    idem: dict[str, str] | None = None,
+    **body: Any,
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/points-mall/items/{item_id}/redeem",
+        json=body,
+        headers={**headers, **(idem or key())},
+    )
+
+
+async def _issued_in_redis(template_id: int) -> int:
+    counts = await coupons_service.redis_counts(template_id)
+    assert counts is not None
+    return counts[0]
+
+
+async def test_ops_set_only_existing_templates_on_vouchers(
+    client: httpx.AsyncClient, ops: dict[str, str], make_item: MakeItem
+) -> None:
+    template = await make_template()
+    base = {"name": "券", "points_price": 100, "total_stock": 5}
+    r = await client.post(
+        "/api/admin/v1/points-mall/items",
+        json={**base, "kind": "voucher", "coupon_template_id": template.id + 999},
+        headers=ops,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "ITEM_COUPON_TEMPLATE_UNKNOWN"
+    r = await client.post(
+        "/api/admin/v1/points-mall/items",
+        json={**base, "kind": "gift", "coupon_template_id": template.id},
+        headers=ops,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert await PointsMallItem.all().count() == 0
+
+    item = await make_item(kind="voucher", coupon_template_id=template.id)
+    assert item["coupon_template_id"] == template.id
+    url = f"/api/admin/v1/points-mall/items/{item['id']}"
+    r = await client.patch(url, json={"coupon_template_id": template.id + 999}, headers=ops)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "ITEM_COUPON_TEMPLATE_UNKNOWN"
+    assert (await pm_service.get_item(item["id"])).coupon_template_id == template.id
+    # taking the template off brings back the voucher code
+    r = await client.patch(url, json={"coupon_template_id": None}, headers=ops)
+    assert r.status_code == 200 and r.json()["coupon_template_id"] is None
+
+
+async def test_redeeming_gives_usable_coupons_once(
+    client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    # the template's per-member limit of 1 does not apply: the member paid for them
+    template = await make_template(total_quantity=10, per_member_limit=1)
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    member_id, headers = await new_member(points=500)
+    idem = key()
+    r = await _redeem(client, item["id"], headers, idem, quantity=2)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "issued" and body["voucher_code"] is None
+    assert len(body["coupon_ids"]) == 2
+    assert await points_service.get_balance(member_id) == 300
+
+    mine = (await client.get("/api/v1/coupons?status=usable", headers=headers)).json()["items"]
+    assert sorted(c["id"] for c in mine) == sorted(body["coupon_ids"])
+    assert {(c["template_id"], c["source"], c["status"]) for c in mine} == {
+        (template.id, "points_mall", "usable")
+    }
+    shown = await client.get(f"/api/v1/points-mall/redemptions/{body['id']}", headers=headers)
+    assert shown.json()["coupon_ids"] == body["coupon_ids"]
+
+    # a replay (same key) through HTTP, and past the idempotency record through the service
+    again = await _redeem(client, item["id"], headers, idem, quantity=2)
+    assert again.status_code == 201 and again.json()["coupon_ids"] == body["coupon_ids"]
+    member = await Member.get(id=member_id)
+    replay = await pm_service.redeem(member, item["id"], 2, None, idem["Idempotency-Key"])
+    assert replay.id == body["id"]
+    assert await Coupon.filter(member_id=member_id).count() == 2
+    assert await points_service.get_balance(member_id) == 300
+    assert await _issued_in_redis(template.id) == 2
+    assert await redis_stock(item["id"]) == 8 and await db_stock(item["id"]) == 8
+    await _checks_pass()
+
+
+async def test_sold_out_template_spends_nothing_and_gives_everything_back(
+    client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    template = await make_template(total_quantity=1)
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    member_id, headers = await new_member(points=1000)
+
+    # two units, one coupon left: the first grant is rolled back with the rest
+    r = await _redeem(client, item["id"], headers, quantity=2)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_SOLD_OUT"
+    assert await points_service.get_balance(member_id) == 1000
+    assert await PointsMallRedemption.all().count() == 0
+    assert await Coupon.all().count() == 0
+    assert await redis_stock(item["id"]) == 10 and await db_stock(item["id"]) == 10
+    assert await _issued_in_redis(template.id) == 0  # the rolled-back win came back
+    await _checks_pass()
+
+    # so the last coupon can still be redeemed, and after it the template is sold out
+    r = await _redeem(client, item["id"], headers)
+    assert r.status_code == 201, r.text
+    r = await _redeem(client, item["id"], headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_SOLD_OUT"
+    assert await points_service.get_balance(member_id) == 900
+    assert await redis_stock(item["id"]) == 9 and await db_stock(item["id"]) == 9
+    assert await Coupon.all().count() == 1
+    await _checks_pass()
+
+
+async def test_inactive_template_spends_nothing(
+    client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    template = await make_template()
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    await coupons_service.update_template(template.id, {"active": False})
+    member_id, headers = await new_member(points=100)
+    r = await _redeem(client, item["id"], headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_NOT_CLAIMABLE"
+    assert await points_service.get_balance(member_id) == 100
+    assert await redis_stock(item["id"]) == 10 and await db_stock(item["id"]) == 10
+    await _checks_pass()
+
+
+async def test_failure_after_the_grants_gives_the_coupon_quantity_back(
+    client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    """The item row refusing the units (database stock short of Redis) rolls back
+    coupons already granted in the transaction; their template quantity returns."""
+    template = await make_template(total_quantity=5)
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    await PointsMallItem.filter(id=item["id"]).update(stock=1)
+    member_id, headers = await new_member(points=1000)
+    r = await _redeem(client, item["id"], headers, quantity=3)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "OUT_OF_STOCK"
+    assert await points_service.get_balance(member_id) == 1000
+    assert await Coupon.all().count() == 0
+    assert await _issued_in_redis(template.id) == 0
+    assert await redis_stock(item["id"]) == 10
+    await _checks_pass(pointsmall=False)  # the forced stock is a mismatch on purpose
+
+
+async def test_concurrent_redemptions_never_exceed_the_template_quantity(
+    client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    template = await make_template(total_quantity=5)
+    # more stock than racers, so only the template's quantity decides
+    item = await make_item(
+        kind="voucher", coupon_template_id=template.id, points_price=100, total_stock=50
+    )
+    members = await asyncio.gather(*(new_member(points=100) for _ in range(40)))
+    responses = await asyncio.gather(*(_redeem(client, item["id"], h) for _m, h in members))
+    codes = [r.status_code for r in responses]
+    assert codes.count(201) == 5, [r.text for r in responses if r.status_code not in (201, 409)]
+    losers = {r.json()["error"]["code"] for r in responses if r.status_code != 201}
+    assert losers == {"COUPON_SOLD_OUT"}
+    assert await Coupon.filter(template_id=template.id).count() == 5
+    assert await _issued_in_redis(template.id) == 5
+    assert await PointsMallRedemption.all().count() == 5
+    balances = [await points_service.get_balance(m) for m, _h in members]
+    assert balances.count(0) == 5 and balances.count(100) == 35
+    winners = {m for (m, _h), r in zip(members, responses, strict=True) if r.status_code == 201}
+    holders = set(await Coupon.filter(template_id=template.id).values_list("member_id", flat=True))
+    assert holders == winners
+    assert await redis_stock(item["id"]) == 45 and await db_stock(item["id"]) == 45
+    await _checks_pass()
+
+
+async def test_coupon_voucher_redemptions_are_not_cancelled(
+    client: httpx.AsyncClient, ops: dict[str, str], make_item: MakeItem, new_member: NewMember
+) -> None:
+    """The coupons domain cannot void a coupon, so cancelling would leave the member with
+    the points and a usable coupon: refused for members and ops alike."""
+    template = await make_template()
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    member_id, headers = await new_member(points=100)
+    redemption = (await _redeem(client, item["id"], headers)).json()
+    url = f"/points-mall/redemptions/{redemption['id']}/cancel"
+    for r in (
+        await client.post(f"/api/admin/v1{url}", json={"reason": "客诉"}, headers=ops),
+        await client.post(f"/api/v1{url}", json={}, headers=headers),
+    ):
+        assert r.status_code == 409 and r.json()["error"]["code"] == "REDEMPTION_NOT_CANCELLABLE"
+    assert await points_service.get_balance(member_id) == 0
+    assert (await PointsMallRedemption.get(id=redemption["id"])).status == "issued"
+    coupon = await Coupon.get(id=redemption["coupon_ids"][0])
+    assert coupon.status == "usable"
+    await _checks_pass()
