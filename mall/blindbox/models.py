@@ -50,7 +50,7 @@ class BlindBoxPrize(Model):
     name = fields.CharField(max_length=64)
     image = fields.CharField(max_length=512, default="")
     kind = fields.CharField(max_length=16, default="item")  # item | coupon
-    # coupon prizes name a coupon template; the coupon is issued by the coupons domain later
+    # coupon prizes name a coupon template; the draw issues one coupon of it
     coupon_template_id = fields.BigIntField(null=True)
     tier = fields.CharField(max_length=16, default="common")
     weight = fields.IntField()
@@ -93,8 +93,9 @@ class BlindBoxDraw(Model):
     pity_after = fields.IntField(default=0)
     points_entry_key = fields.CharField(max_length=64)
     business_day = fields.DateField()
-    # items wait for delivery or pickup, coupon prizes for the coupons domain to issue them
+    # pending: an item waiting for delivery or pickup; done: a coupon issued with the draw
     fulfilment_status = fields.CharField(max_length=16, default="pending")
+    coupon_id = fields.BigIntField(null=True)  # the coupon a coupon prize issued
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -79,6 +79,15 @@ class PrizeWon(BaseModel):
     coupon_template_id: int | None
 
 
+class CouponWon(BaseModel):
+    id: int
+    template_id: int
+    name: str
+    valid_from: datetime
+    expires_at: datetime = Field(description="exclusive: the coupon works until this instant")
+    last_valid_day: date
+
+
 class DrawOut(BaseModel):
     draw_id: str
     seq: int
@@ -90,8 +99,9 @@ class DrawOut(BaseModel):
     points_spent: int
     points_balance: int
     draws_today: int
-    fulfilment_status: str
+    fulfilment_status: str = Field(description="pending (items) or done (coupon issued)")
     fulfilment_note: str
+    coupon: CouponWon | None = Field(description="the coupon a coupon prize put in the account")
     created_at: datetime
 
 
@@ -108,6 +118,7 @@ class MyDrawOut(BaseModel):
     points_cost: int
     guaranteed: bool
     fulfilment_status: str
+    coupon_id: int | None
     created_at: datetime
 
 
@@ -239,4 +250,5 @@ class AdminDrawOut(BaseModel):
     points_entry_key: str
     business_day: date
     fulfilment_status: str
+    coupon_id: int | None
     created_at: datetime

@@ -14,6 +14,13 @@ How a draw is decided (and disclosed):
   the whole tier is sold out the draw is normal and the counter keeps counting.
 - Every draw row keeps r and the table, and `rederive(draw)` repeats the choice.
 
+Coupon prizes: the coupon is issued (`coupons_service.grant`, once per draw id) in the
+same transaction that spends the points and writes the draw log, as its last step, and
+the draw is recorded as fulfilled with the coupon's id. If the template cannot issue
+(sold out, inactive, ended, gone) the whole draw is undone like a refused spend: no
+points spent, and stock, the day's count and the guarantee counter given back; the
+member gets PRIZE_COUPON_UNAVAILABLE. Item prizes stay `pending` for delivery or pickup.
+
 Redis keys, all under the hash tag `{bb:ID}`: conf (JSON of prizes, cap, guarantee),
 stock (hash, limited prizes only), pity (hash by member), day:<yyyymmdd> (hash by
 member), inflight (hash by member: a draw decided but not yet recorded; one per member
@@ -32,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.expressions import F
 from tortoise.functions import Count
@@ -44,6 +51,7 @@ from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
 from mall.blindbox.schemas import (
     AdminPrizeOut,
     AdminSeriesOut,
+    CouponWon,
     DrawOut,
     GuaranteeOut,
     MyStatus,
@@ -58,12 +66,16 @@ from mall.blindbox.schemas import (
     TierDisclosure,
 )
 from mall.config import get_settings
-from mall.errors import ErrorCode
+from mall.coupons import service as coupons_service
+from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.redis import get_redis, script
+
+if TYPE_CHECKING:
+    from mall.coupons.models import Coupon
 
 log = logging.getLogger("mall.blindbox")
 
@@ -108,6 +120,17 @@ GUARANTEE_INVALID = ErrorCode(
 SERIES_WINDOW_INVALID = ErrorCode(
     "SERIES_WINDOW_INVALID", 422, _("The sale must end after it starts")
 )
+PRIZE_COUPON_TEMPLATE_UNKNOWN = ErrorCode(
+    "PRIZE_COUPON_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
+)
+PRIZE_COUPON_UNAVAILABLE = ErrorCode(
+    "PRIZE_COUPON_UNAVAILABLE",
+    409,
+    _(
+        "You drew the coupon prize {prize}, but it can no longer be issued; the draw was "
+        "undone and no points were spent"
+    ),
+)
 
 SOLD_OUT_RULE = _(
     "Sold-out prizes drop out of the draw; the chances of the prizes still in stock grow "
@@ -119,11 +142,21 @@ GUARANTEE_RULE = _(
 GUARANTEE_PAUSED = _(
     "The guarantee is paused while every {tier} prize is sold out; your count keeps going."
 )
-COUPON_PRIZE_NOTE = _("Your coupon will be issued to your account once coupons open.")
+COUPON_PRIZE_NOTE = _("Your coupon is in your account; find it under My coupons.")
 ITEM_PRIZE_NOTE = _("We will contact you to arrange delivery or pickup of your prize.")
 
 R_LIMIT = 2**53  # r < 2**53 so Lua's doubles hold it exactly
 DAY_TTL_SECONDS = 2 * 24 * 3600
+# what the coupons domain answers when a template cannot issue one more coupon
+_COUPON_CANNOT_ISSUE = frozenset(
+    {
+        "COUPON_SOLD_OUT",
+        "COUPON_NOT_CLAIMABLE",
+        "COUPON_CLAIM_NOT_STARTED",
+        "COUPON_CLAIM_ENDED",
+        "COUPON_TEMPLATE_NOT_FOUND",
+    }
+)
 _SCRIPTS = "mall.blindbox"
 
 # --- keys and pure helpers ---------------------------------------------------------
@@ -549,9 +582,46 @@ async def _undo_unrecorded(series_id: int, member_id: int, draw_id: str, label: 
         log.exception("draw %s left in flight for the sweeper", draw_id)
 
 
+async def _issue_coupon(member_id: int, prize: BlindBoxPrize, draw_id: str) -> Coupon:
+    """One coupon of the prize's template, once per draw; joins the draw's transaction."""
+    try:
+        if prize.coupon_template_id is None:
+            raise coupons_service.TEMPLATE_NOT_FOUND()
+        return await coupons_service.grant(
+            member_id,
+            prize.coupon_template_id,
+            grant_key=f"blindbox:{draw_id}",
+            source="blind_box",
+        )
+    except MallError as exc:
+        if exc.code not in _COUPON_CANNOT_ISSUE:
+            raise
+        log.warning(
+            "coupon prize %s (template %s) cannot issue (%s); draw %s undone",
+            prize.id,
+            prize.coupon_template_id,
+            exc.code,
+            draw_id,
+        )
+        raise PRIZE_COUPON_UNAVAILABLE(prize=prize.name) from exc
+
+
+async def _coupon_won(coupon: Coupon) -> CouponWon:
+    template = await coupons_service.get_template(coupon.template_id)
+    return CouponWon(
+        id=coupon.id,
+        template_id=coupon.template_id,
+        name=template.name,
+        valid_from=coupon.valid_from,
+        expires_at=coupon.expires_at,
+        last_valid_day=coupons_service.last_valid_day(coupon.expires_at),
+    )
+
+
 async def draw(member_id: int, series_id: int, *, check_balance_first: bool = True) -> DrawOut:
-    """Draw once: rules in Python, the decision in one Lua call, then the points spend
-    and the draw log in one transaction; a failed spend gives everything back.
+    """Draw once: rules in Python, the decision in one Lua call, then the points spend,
+    the draw log and (coupon prizes) the coupon in one transaction; a failed spend or a
+    coupon that cannot be issued gives everything back.
 
     `check_balance_first` refuses a short balance before touching Redis (cheap, and the
     stock never flickers); the spend inside the transaction is what decides."""
@@ -584,6 +654,7 @@ async def draw(member_id: int, series_id: int, *, check_balance_first: bool = Tr
 
     label = day_label(today)
     entry_key = f"blindbox:{draw_id}"
+    coupon: Coupon | None = None
     try:
         prize = await BlindBoxPrize.get_or_none(id=decision.prize_id, series_id=series_id)
         if prize is None:
@@ -616,6 +687,13 @@ async def draw(member_id: int, series_id: int, *, check_balance_first: bool = Tr
                 points_entry_key=entry_key,
                 business_day=today,
             )
+            if prize.kind == "coupon":
+                # last in the transaction: nothing after the coupon's Redis win can fail
+                # but this one-row update and the commit
+                coupon = await _issue_coupon(member_id, prize, draw_id)
+                row.fulfilment_status = "done"
+                row.coupon_id = coupon.id
+                await row.save(update_fields=["fulfilment_status", "coupon_id"])
     except BaseException:
         await _undo_unrecorded(series_id, member_id, draw_id, label)
         raise
@@ -643,7 +721,8 @@ async def draw(member_id: int, series_id: int, *, check_balance_first: bool = Tr
         points_balance=int(entry.balance_after),
         draws_today=decision.draws_today,
         fulfilment_status=row.fulfilment_status,
-        fulfilment_note=translate(COUPON_PRIZE_NOTE if prize.kind == "coupon" else ITEM_PRIZE_NOTE),
+        fulfilment_note=translate(COUPON_PRIZE_NOTE if coupon is not None else ITEM_PRIZE_NOTE),
+        coupon=None if coupon is None else await _coupon_won(coupon),
         created_at=row.created_at,
     )
 
@@ -796,8 +875,23 @@ def _prize_fields(data: PrizeIn) -> dict[str, Any]:
     return data.model_dump()
 
 
+async def _check_coupon_template(template_id: int | None) -> None:
+    """A coupon prize must name a template that exists (whether it can still issue is
+    decided at each draw)."""
+    if template_id is None:
+        return
+    try:
+        await coupons_service.get_template(template_id)
+    except MallError as exc:
+        if exc.code != "COUPON_TEMPLATE_NOT_FOUND":
+            raise
+        raise PRIZE_COUPON_TEMPLATE_UNKNOWN(template_id=template_id) from exc
+
+
 async def create_series(staff: Actor, data: SeriesIn) -> BlindBoxSeries:
     fields = data.model_dump(exclude={"prizes"}, exclude_none=True)
+    for prize_in in data.prizes:
+        await _check_coupon_template(prize_in.coupon_template_id)
     async with in_transaction():
         series = BlindBoxSeries(**fields)
         _check_series(series)
@@ -870,6 +964,7 @@ async def _prize(series_id: int, prize_id: int) -> BlindBoxPrize:
 
 
 async def add_prize(staff: Actor, series_id: int, data: PrizeIn) -> BlindBoxPrize:
+    await _check_coupon_template(data.coupon_template_id)
     async with in_transaction():
         await _series(series_id)
         prize = await BlindBoxPrize.create(series_id=series_id, **_prize_fields(data))
@@ -891,6 +986,7 @@ async def update_prize(
         prize = await _prize(series_id, prize_id)
         if "coupon_template_id" in changes and prize.kind != "coupon":
             changes.pop("coupon_template_id")
+        await _check_coupon_template(changes.get("coupon_template_id"))
         before = {name: getattr(prize, name) for name in changes}
         for name, value in changes.items():
             setattr(prize, name, value)
@@ -1036,11 +1132,14 @@ CSV_COLUMNS = (
     "pity_after",
     "points_entry_key",
     "fulfilment_status",
+    "coupon_id",
     "probability_table",
 )
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return ""
     text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
     # spreadsheets run cells starting with these as formulas
     return "'" + text if text[:1] in ("=", "+", "-", "@") and not text[1:].isdigit() else text

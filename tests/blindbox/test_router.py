@@ -10,6 +10,7 @@ import httpx
 
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw
+from mall.coupons import service as coupons_service
 from mall.points import service as points_service
 from tests.conftest import MemberLogin, StaffLogin
 
@@ -166,12 +167,18 @@ async def test_admin_manages_series_prizes_stock_and_exports_the_log(
     series_id = await _series(client, ops, status="on_sale")
     base = f"/api/admin/v1/blind-boxes/{series_id}"
 
+    coupon_prize = {"name": "Coupon 10", "kind": "coupon", "coupon_template_id": 7,
+                    "tier": "common", "weight": 0, "value_fen": 1000}  # fmt: skip
+    r = await client.post(f"{base}/prizes", json=coupon_prize, headers=ops)
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "PRIZE_COUPON_TEMPLATE_UNKNOWN",
+        "message": "优惠券模板 7 不存在",
+        "details": {"template_id": 7},
+    }
+    template = await coupons_service.create_template({"name": "10 off", "kind": "cash"})
     r = await client.post(
-        f"{base}/prizes",
-        json={"name": "Coupon 10", "kind": "coupon", "coupon_template_id": 7, "tier": "common",
-              "weight": 0, "value_fen": 1000},
-        headers=ops,
-    )  # fmt: skip
+        f"{base}/prizes", json={**coupon_prize, "coupon_template_id": template.id}, headers=ops
+    )
     assert r.status_code == 201, r.text
     coupon = next(p for p in r.json()["prizes"] if p["name"] == "Coupon 10")
     assert coupon["stock"] is None and coupon["stock_left"] is None
