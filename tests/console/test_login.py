@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from tests.console.conftest import Console
 
-OPS_MENU = ["dashboard", "products", "points-mall", "seckill", "blind-boxes", "coupons", "import"]
+OPS_MENU = [
+    "dashboard", "products", "points-mall", "seckill", "blind-boxes", "coupons", "import",
+    "segments", "referral",
+]  # fmt: skip
 ADMIN_ONLY = ["staff", "rules", "audit"]
 
 

@@ -23,6 +23,12 @@ DYNAMIC = {
     "state_upcoming", "state_live", "state_ended", "state_closed",
     "status_on", "status_off", "status_draft", "status_archived", "status_on_sale",
     "status_off_sale",
+    "pred_purchase_count", "pred_last_purchase", "pred_bound_platform", "pred_level",
+    "pred_birthday_month", "pred_points_balance", "pred_tags",
+    "source_all", "source_mall", "source_marketplace",
+    "count_sent", "count_skipped_by_cap", "count_no_grant", "count_refused", "count_failed",
+    "campaign_queued", "campaign_running", "campaign_done",
+    "event_completed", "event_refunded", "bind_share", "bind_login", "bind_ops",
 }  # fmt: skip
 
 

@@ -9,6 +9,8 @@ import * as seckill from "./views/seckill.js";
 import * as blindbox from "./views/blindbox.js";
 import * as coupons from "./views/coupons.js";
 import * as importer from "./views/import.js";
+import * as segments from "./views/segments.js";
+import * as referral from "./views/referral.js";
 import * as admin from "./views/admin.js";
 
 // `admin: true` entries are for the admin role only (the API refuses ops there too)
@@ -20,6 +22,8 @@ const MENU = [
   { path: "blind-boxes", label: "menu_blind_boxes", view: blindbox },
   { path: "coupons", label: "menu_coupons", view: coupons },
   { path: "import", label: "menu_import", view: importer },
+  { path: "segments", label: "menu_segments", view: segments },
+  { path: "referral", label: "menu_referral", view: referral },
   { path: "staff", label: "menu_staff", view: admin.staff, admin: true },
   { path: "rules", label: "menu_rules", view: admin.rules, admin: true },
   { path: "audit", label: "menu_audit", view: admin.audit, admin: true },
