@@ -139,6 +139,9 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         ),
         lifespan=lifespan,
     )
+    from mall.seckill.router import AttemptFastPath
+
+    app.add_middleware(AttemptFastPath)  # inside RequestContext: locale, id and metrics apply
     app.add_middleware(RequestContext)
     errors.install(app)
 

@@ -32,7 +32,7 @@ from mall.i18n import _, get_locale, translate
 from mall.kit import clock
 from mall.members import service as members_service
 from mall.points import service as points_service
-from mall.redis import get_redis, script
+from mall.redis import auto_pipeline, get_redis, script
 from mall.seckill.models import (
     HOLDING,
     OrderStatus,
@@ -203,10 +203,11 @@ async def attempt(item_id: int, member_id: int, idempotency_key: str | None = No
         settings.seckill_attempt_window_ms,
     ]
     run = script("mall.seckill", "attempt")
-    answer, detail = await run(keys=keys, args=args)
+    pipeline = auto_pipeline()
+    answer, detail = await pipeline.run(run, keys, args)
     if answer == "not_warm":
         await _lazy_warm(item_id)
-        answer, detail = await run(keys=keys, args=args)
+        answer, detail = await pipeline.run(run, keys, args)
     if answer == "won":
         return Attempt("won", detail)
     if answer == "sold_out":

@@ -175,3 +175,33 @@ async def test_attempt_token_checks_survive_the_token_cache(
     clock.advance(timedelta(hours=3))  # the cached token has expired meanwhile
     r = await client.post(path, headers=alice)
     assert r.status_code == 401 and r.json()["error"]["code"] == "TOKEN_EXPIRED"
+
+
+async def test_attempt_fast_path_answers_like_the_route(
+    client: httpx.AsyncClient, member_headers: MemberLogin, staff_headers: StaffLogin
+) -> None:
+    """The attempt is answered by a raw ASGI handler before FastAPI; it keeps the error
+    envelope, the language, the request id and the metrics label of the route."""
+    admin = await staff_headers()
+    created = await client.post(
+        "/api/admin/v1/seckill/sessions", json=_session_body(stock=0), headers=admin
+    )
+    item_id = created.json()["items"][0]["id"]
+    alice = await member_headers("alice")
+    path = f"/api/v1/seckill/items/{item_id}/attempt"
+
+    r = await client.post(path, headers={**alice, "Idempotency-Key": "k" * 129})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    r = await client.post(path, headers={"Accept-Language": "en", "X-Request-ID": "rid-7"})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "Please log in"
+    assert r.headers["x-request-id"] == "rid-7"
+    r = await client.post(path, headers={**alice, "Accept-Language": "en"})
+    assert r.status_code == 200 and r.json()["result"] == "sold_out"
+    assert r.headers["content-type"] == "application/json"
+    unknown = await client.post("/api/v1/seckill/items/999999/attempt", headers=alice)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "SECKILL_ITEM_NOT_FOUND"
+    # a GET, or another path, still reaches FastAPI
+    assert (await client.get(path, headers=alice)).status_code == 405
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/api/v1/seckill/items/{item_id}/attempt"' in metrics
