@@ -32,7 +32,7 @@ from mall.audit import service as audit_service
 from mall.config import get_settings
 from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
 from mall.i18n import _, translate
-from mall.kit import clock, ratelimit
+from mall.kit import clock, ratelimit, versioned
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.points.models import (
@@ -133,10 +133,8 @@ async def get_rules() -> Rules:
 
 
 async def get_rules_version() -> tuple[int, Rules, datetime | None]:
-    row = await PointsRulesVersion.all().order_by("-version").first()
-    if row is None:
-        return 0, Rules(), None
-    return row.version, Rules.model_validate(row.document), row.created_at
+    version, document, saved_at = await versioned.latest(PointsRulesVersion)
+    return version, Rules() if document is None else Rules.model_validate(document), saved_at
 
 
 async def save_rules(rules: Rules, *, staff: Any, base_version: int | None) -> int:
@@ -145,22 +143,17 @@ async def save_rules(rules: Rules, *, staff: Any, base_version: int | None) -> i
         current, old, _at = await get_rules_version()
         if base_version is not None and base_version != current:
             raise RULES_VERSION_CONFLICT(current=current)
-        try:
-            async with in_transaction():
-                await PointsRulesVersion.create(
-                    version=current + 1,
-                    document=rules.model_dump(mode="json"),
-                    staff_id=getattr(staff, "id", None),
-                    created_at=clock.now(),
-                )
-        except IntegrityError:
-            raise RULES_VERSION_CONFLICT(current=current + 1) from None
+        document = rules.model_dump(mode="json")
+        if not await versioned.append(
+            PointsRulesVersion, version=current + 1, document=document, staff=staff
+        ):
+            raise RULES_VERSION_CONFLICT(current=current + 1)
         await audit_service.record(
             staff,
             "points.rules.update",
             f"points_rules:{current + 1}",
             before=old.model_dump(mode="json"),
-            after=rules.model_dump(mode="json"),
+            after=document,
         )
     return current + 1
 

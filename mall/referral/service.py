@@ -27,7 +27,7 @@ from mall.audit import service as audit_service
 from mall.config import get_settings
 from mall.errors import FORBIDDEN, ErrorCode
 from mall.i18n import _
-from mall.kit import clock, ratelimit
+from mall.kit import clock, ratelimit, versioned
 from mall.kit.pagination import cursor_page
 from mall.members import service as members_service
 from mall.members.models import Member, Staff
@@ -76,10 +76,9 @@ _BIND_ATTEMPTS_PER_10_MIN = 10
 
 
 async def get_rules_version() -> tuple[int, ReferralRules, datetime | None]:
-    row = await ReferralRulesVersion.all().order_by("-version").first()
-    if row is None:
-        return 0, ReferralRules(), None
-    return row.version, ReferralRules.model_validate(row.document), row.created_at
+    version, document, saved_at = await versioned.latest(ReferralRulesVersion)
+    rules = ReferralRules() if document is None else ReferralRules.model_validate(document)
+    return version, rules, saved_at
 
 
 async def get_rules() -> ReferralRules:
@@ -98,22 +97,17 @@ async def save_rules(rules: ReferralRules, *, staff: Any, base_version: int | No
                 held = await Promoter.filter(level=level.code).count()
                 if held:
                     raise REFERRAL_LEVEL_IN_USE(level=level.code, promoters=held)
-        try:
-            async with in_transaction():
-                await ReferralRulesVersion.create(
-                    version=current + 1,
-                    document=rules.model_dump(mode="json"),
-                    staff_id=getattr(staff, "id", None),
-                    created_at=clock.now(),
-                )
-        except IntegrityError:
-            raise REFERRAL_RULES_CONFLICT(current=current + 1) from None
+        document = rules.model_dump(mode="json")
+        if not await versioned.append(
+            ReferralRulesVersion, version=current + 1, document=document, staff=staff
+        ):
+            raise REFERRAL_RULES_CONFLICT(current=current + 1)
         await audit_service.record(
             staff,
             "referral.rules.update",
             f"referral_rules:{current + 1}",
             before=old.model_dump(mode="json"),
-            after=rules.model_dump(mode="json"),
+            after=document,
         )
     return current + 1
 
