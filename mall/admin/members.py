@@ -3,7 +3,9 @@ deleting an account on the member's request (admin only, audited)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from mall.admin._phones import PhoneReveal
 from mall.deps import AdminStaff, CurrentStaff
@@ -12,13 +14,18 @@ from mall.members.schemas import AdminDeletionIn, AdminDeletionOut, AdminMemberO
 
 router = APIRouter(tags=["admin: members"])
 
+# a BIGINT id (after the `inputs` work lands: `mall.kit.bounds.Id`)
+MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
 
 @router.get(
     "/members/{member_id}",
     response_model=AdminMemberOut,
     responses={403: {"description": "PHONE_REVEAL_FORBIDDEN: only admins may reveal"}},
 )
-async def get_member(member_id: int, _staff: CurrentStaff, _reveal: PhoneReveal) -> AdminMemberOut:
+async def get_member(
+    member_id: MemberId, _staff: CurrentStaff, _reveal: PhoneReveal
+) -> AdminMemberOut:
     """A member's profile. The phone is masked (138****8000); an admin may add
     `?reveal=phone` to see it in full, which is audited. A deleted account shows
     `deleted_at` and no personal data."""
@@ -36,7 +43,7 @@ async def get_member(member_id: int, _staff: CurrentStaff, _reveal: PhoneReveal)
     },
 )
 async def delete_member(
-    member_id: int, body: AdminDeletionIn, staff: AdminStaff
+    member_id: MemberId, body: AdminDeletionIn, staff: AdminStaff
 ) -> AdminDeletionOut:
     """Delete an account on the member's request made to customer service (admin only),
     exactly as the member's own `POST /api/v1/me/deletion` would; audited with the

@@ -90,8 +90,9 @@ async def delete_account(body: DeletionIn, member: CurrentMember) -> DeletionOut
     addresses and the WeChat identity are erased; points left and the top-up bonus are
     forfeited; orders, ledgers and coupons stay, anonymous, for the accounts. Every
     token of the account stops working; logging in with the same WeChat account later
-    creates a new member. Refused while stored value (principal) is left, or an order,
-    a payment or a refund is still under way: see `GET /me/deletion`."""
+    creates a new member, so a retry after success answers 401 `TOKEN_INVALID`.
+    Refused, changing nothing, while stored value (principal) is left or an order, a
+    payment or a refund is still under way: see `GET /me/deletion`."""
     done = await privacy.delete_account(member.id, reason=body.reason)
     return DeletionOut(
         member_id=done.member_id, deleted_at=done.deleted_at, already_deleted=done.already_deleted

@@ -3,6 +3,7 @@ dead) or exports their data; ops see phones masked, admins may reveal one (audit
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
@@ -16,6 +17,7 @@ from tortoise import Tortoise
 from mall.addresses.models import Address
 from mall.audit.models import AuditLog
 from mall.kit import clock, masking
+from mall.members import privacy
 from mall.members.models import Member
 from mall.members.privacy import privacy_modules
 from mall.orders.models import Order
@@ -283,8 +285,23 @@ async def test_customer_service_deletion_is_admin_only_audited_and_idempotent(
     missing = await client.post("/api/admin/v1/members/99999999/deletion", json=body, headers=admin)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "MEMBER_NOT_FOUND"
+    huge = await client.get(f"/api/admin/v1/members/{10**20}", headers=admin)
+    assert huge.status_code == 422 and huge.json()["error"]["code"] == "VALIDATION_ERROR"
     r = await client.get("/api/v1/me", headers=_bearer(login))
     assert r.status_code == 401
+
+
+async def test_two_deletions_at_once_delete_once(client: httpx.AsyncClient) -> None:
+    login = await _login(client, "gina")
+    member_id = login["member"]["id"]
+    await points_service.earn(member_id, 50, idempotency_key="t:earn", reason="test")
+    results = await asyncio.gather(
+        privacy.delete_account(member_id), privacy.delete_account(member_id, reason="again")
+    )
+    assert sorted(r.already_deleted for r in results) == [False, True]
+    assert await AuditLog.filter(action="member.delete").count() == 1
+    assert await PointsEntry.filter(member_id=member_id, kind="adjust").count() == 1
+    assert (await Member.get(id=member_id)).points_balance == 0
 
 
 # --- export -----------------------------------------------------------------------------
