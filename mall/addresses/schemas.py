@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mall.kit.masking import Phone
+
 _PHONE = r"^\+?[0-9][0-9 -]{4,18}[0-9]$"
 
 
@@ -22,7 +24,7 @@ class AddressOut(BaseModel):
 
     id: int
     name: str
-    phone: str
+    phone: Phone
     region: str
     detail: str
     is_default: bool
@@ -34,6 +36,6 @@ class AddressSnapshot(BaseModel):
     """What an order or a redemption keeps of the address at the time it was placed."""
 
     name: str
-    phone: str
+    phone: Phone = Field(description="masked (138****8000) in ops answers unless revealed")
     region: str
     detail: str

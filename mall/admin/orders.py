@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from mall.admin._phones import PhoneReveal
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
 from mall.orders import service
@@ -52,7 +53,9 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=AdminOrderOut)
-async def get_order(order_id: int, _staff: CurrentStaff) -> AdminOrderOut:
+async def get_order(order_id: int, _staff: CurrentStaff, _reveal: PhoneReveal) -> AdminOrderOut:
+    """One order. The address phone is masked unless an admin asks `?reveal=phone`
+    (audited)."""
     return await _out(order_id)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from mall.addresses.schemas import AddressSnapshot
+from mall.admin._phones import PhoneReveal
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import clock, idempotency
 from mall.pointsmall import service
@@ -162,12 +163,14 @@ async def list_redemptions(
 )
 async def export_redemptions(
     _staff: CurrentStaff,
+    _reveal: PhoneReveal,
     item_id: int | None = None,
     status: str | None = None,
     since: datetime | None = Query(default=None, alias="from"),
     until: datetime | None = Query(default=None, alias="to"),
 ) -> StreamingResponse:
-    """Redemptions as CSV (UTF-8 with BOM), filtered by item, status and creation time."""
+    """Redemptions as CSV (UTF-8 with BOM), filtered by item, status and creation time.
+    Phones are masked unless an admin asks `?reveal=phone` (audited)."""
     stamp = clock.local_now().strftime("%Y%m%d-%H%M")
     return StreamingResponse(
         service.export_csv(item_id=item_id, status=status, since=since, until=until),
@@ -177,7 +180,11 @@ async def export_redemptions(
 
 
 @router.get("/points-mall/redemptions/{redemption_id}", response_model=AdminRedemptionOut)
-async def get_redemption(redemption_id: int, _staff: CurrentStaff) -> AdminRedemptionOut:
+async def get_redemption(
+    redemption_id: int, _staff: CurrentStaff, _reveal: PhoneReveal
+) -> AdminRedemptionOut:
+    """One redemption. The address phone is masked unless an admin asks `?reveal=phone`
+    (audited)."""
     return _redemption_out(await service.get_redemption(redemption_id))
 
 

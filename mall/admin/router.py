@@ -3,11 +3,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 import mall.admin
+from mall.kit.masking import phones_masked
 
-router = APIRouter(prefix="/api/admin/v1")
+# every ops answer masks phone numbers; routes with `?reveal=phone` may lift it (admin)
+router = APIRouter(prefix="/api/admin/v1", dependencies=[Depends(phones_masked)])
 
 for info in sorted(pkgutil.iter_modules(mall.admin.__path__), key=lambda m: m.name):
     if info.name in ("router",) or info.name.startswith("_"):

@@ -23,6 +23,9 @@ class Member(Model):
     tags: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
+    # set when the member deleted the account: personal data is gone, ledgers stay,
+    # and no token of this member opens anything any more (`mall.members.privacy`)
+    deleted_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "member"

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mall.kit.masking import Phone
 
 
 class WeChatLoginIn(BaseModel):
@@ -23,7 +26,7 @@ class MemberOut(BaseModel):
     id: int
     nickname: str
     avatar_url: str
-    phone: str | None
+    phone: Phone | None
     birthday: date | None
     level: int
     growth_value: int
@@ -82,3 +85,79 @@ class StaffCreateIn(BaseModel):
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     password: str = Field(min_length=8, max_length=256)
     role: str = Field(default="ops", pattern="^(admin|ops)$")
+
+
+# --- privacy: account deletion, data export, members seen by staff ----------------------
+
+
+class ProblemOut(BaseModel):
+    code: str = Field(examples=["WALLET_BALANCE_NOT_REFUNDED"])
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeletionCheckOut(BaseModel):
+    can_delete: bool
+    blockers: list[ProblemOut] = Field(
+        description="what must finish first; deletion answers the first one as its error"
+    )
+    forfeits: dict[str, int] = Field(
+        description="what is given up: `points`, `wallet_bonus_fen` (the top-up bonus), "
+        "`usable_coupons`",
+        examples=[{"points": 1200, "wallet_bonus_fen": 5000, "usable_coupons": 2}],
+    )
+
+
+class DeletionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: Literal[True] = Field(description="must be true: the member confirmed")
+    reason: str = Field(default="", max_length=200, description="optional, kept in the audit")
+
+
+class DeletionOut(BaseModel):
+    member_id: int
+    deleted_at: datetime
+    already_deleted: bool = Field(description="true when an earlier request deleted it")
+
+
+class AdminDeletionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=200, examples=["member asked by phone, ticket 2026-1042"]
+    )
+
+
+class AdminDeletionOut(DeletionOut):
+    erased: dict[str, int] = Field(description="what the deletion removed or anonymised")
+
+
+class MemberExportOut(BaseModel):
+    member_id: int
+    generated_at: datetime
+    sections: dict[str, list[dict[str, Any]]] = Field(
+        description="rows per kind of data (profile, addresses, points_entries, coupons, "
+        "wallet_entries, orders, referral_binding, ...), oldest first"
+    )
+    truncated: list[str] = Field(
+        description="sections cut at the row limit (ask customer service for the rest)"
+    )
+
+
+class AdminMemberOut(BaseModel):
+    """A member as ops see it. `phone` is masked unless an admin asked `?reveal=phone`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    nickname: str
+    avatar_url: str
+    phone: Phone | None
+    birthday: date | None
+    level: int
+    growth_value: int
+    points_balance: int
+    tags: list[str]
+    created_at: datetime
+    deleted_at: datetime | None

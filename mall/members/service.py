@@ -78,7 +78,7 @@ def tokens_for(member: Member) -> TokenOut:
 async def refresh(refresh_token: str) -> tuple[Member, TokenOut]:
     payload = decode_token(refresh_token, "member_refresh")
     member = await Member.get_or_none(id=int(payload["sub"]))
-    if member is None:
+    if member is None or member.deleted_at is not None:  # a deleted account logs in no more
         raise TOKEN_INVALID()
     return member, tokens_for(member)
 
@@ -86,7 +86,7 @@ async def refresh(refresh_token: str) -> tuple[Member, TokenOut]:
 async def member_from_token(token: str) -> Member:
     payload = decode_token(token, "member")
     member = await Member.get_or_none(id=int(payload["sub"]))
-    if member is None:
+    if member is None or member.deleted_at is not None:  # a deleted account logs in no more
         raise TOKEN_INVALID()
     return member
 

@@ -36,7 +36,7 @@ from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import IDEMPOTENCY_IN_PROGRESS, VALIDATION_ERROR, ErrorCode, MallError
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, masking
 from mall.kit.pagination import cursor_page
 from mall.members.models import Member, Staff
 from mall.points import service as points_service
@@ -858,7 +858,7 @@ async def export_csv(
                     r.voucher_code,
                     " ".join(str(c) for c in r.coupon_ids or []),
                     address.get("name"),
-                    address.get("phone"),
+                    masking.phone_out(address.get("phone")),
                     address.get("region"),
                     address.get("detail"),
                     r.carrier,

@@ -210,8 +210,9 @@ async def _tag_holders(tags: set[str]) -> dict[str, set[int]]:
 
 
 async def evaluate(rules: Rules) -> list[int]:
-    """The ids of every member matching all predicates, ascending."""
-    query = Member.all()
+    """The ids of every member matching all predicates, ascending. Deleted accounts
+    never match: they get no gifts and no messages."""
+    query = Member.filter(deleted_at__isnull=True)
     sets = _Sets()
     purchases: dict[str, dict[int, Purchases]] = {}
 
@@ -409,6 +410,11 @@ async def desired_auto_tags() -> set[tuple[int, str]]:
     pairs |= {(int(m), "birthday_this_month") for m, day in born if _as_date(day).month == month}
     for member_id, names in (await bound_platforms()).items():
         pairs |= {(member_id, f"bound_{name}"[:64]) for name in names}
+    # a deleted account keeps its ledgers, but it is profiled no more
+    deleted: list[Any] = await Member.filter(deleted_at__isnull=False).values_list("id", flat=True)
+    if deleted:
+        gone = {int(m) for m in deleted}
+        pairs = {(m, t) for m, t in pairs if m not in gone}
     return pairs
 
 
