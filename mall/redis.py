@@ -10,6 +10,7 @@ different slots on a single node too, so the single-node test suite proves the l
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib.util
 import logging
@@ -29,7 +30,7 @@ import redis as redis_sync
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -41,6 +42,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 log = logging.getLogger("mall.redis")
 
@@ -114,11 +116,15 @@ def detect_cluster(url: str) -> bool:
     if url.startswith("unix:"):
         return False  # Redis Cluster speaks TCP only
     probe = redis_sync.Redis.from_url(
-        url, socket_connect_timeout=1, socket_timeout=2, retry=None, decode_responses=True
+        url,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+        retry=SyncRetry(NoBackoff(), 0),
+        decode_responses=True,
     )
     try:
         return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
-    except (redis_sync.ConnectionError, redis_sync.TimeoutError, OSError) as exc:
+    except (redis_sync.RedisError, OSError) as exc:
         log.warning(
             "cannot reach Redis to tell a cluster from a single node (%s); using a "
             "single-node client. On a Redis Cluster set MALL_REDIS_CLUSTER=true.",
@@ -129,15 +135,22 @@ def detect_cluster(url: str) -> bool:
         probe.close()
 
 
+# Set while a pipeline holds its gate slot: the commands it sends again one by one after
+# a MOVED/ASK redirect go through without waiting for a second slot (no self-deadlock).
+_in_gate: contextvars.ContextVar[bool] = contextvars.ContextVar("mall_redis_in_gate", default=False)
+_REDIRECT_HEADROOM = 32  # connections per node beyond the gate, for those redirects
+
+
 class ClusterClient(RedisCluster):
     """redis-py's cluster client with the single-node pool's manners under a burst: a
-    caller waits (up to POOL_WAIT_SECONDS) for one of `max_connections` in-flight
-    commands instead of getting MaxConnectionsError at once."""
+    caller waits (up to POOL_WAIT_SECONDS) for one of MAX_CONNECTIONS in-flight commands
+    or pipelines instead of getting MaxConnectionsError at once (on which redis-py's
+    cluster pipeline would even drop every connection and rediscover the cluster)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_connections", MAX_CONNECTIONS)
-        super().__init__(**kwargs)
-        self.gate = asyncio.Semaphore(int(kwargs["max_connections"]))
+        gate = int(kwargs.pop("max_connections", MAX_CONNECTIONS))
+        super().__init__(max_connections=gate + _REDIRECT_HEADROOM, **kwargs)
+        self.gate = asyncio.Semaphore(gate)
 
     async def enter_gate(self) -> None:
         if self.gate.locked():
@@ -150,6 +163,8 @@ class ClusterClient(RedisCluster):
             await self.gate.acquire()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _in_gate.get():
+            return await super().execute_command(*args, **kwargs)
         await self.enter_gate()
         try:
             return await super().execute_command(*args, **kwargs)
@@ -168,10 +183,14 @@ class _GatedPipeline(ClusterPipeline):
     ) -> list[Any]:
         client = self.cluster_client
         assert isinstance(client, ClusterClient)
+        if _in_gate.get():
+            return await super().execute(raise_on_error, allow_redirections)
         await client.enter_gate()
+        token = _in_gate.set(True)
         try:
             return await super().execute(raise_on_error, allow_redirections)
         finally:
+            _in_gate.reset(token)
             client.gate.release()
 
 

@@ -28,6 +28,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import MaxConnectionsError
 
 from mall import redis as mall_redis
 from mall.app import create_app
@@ -98,6 +99,33 @@ async def test_a_single_node_client_on_a_cluster_is_not_ready(
     finally:
         settings.redis_cluster = None
         mall_redis.set_client(shared)
+
+
+async def test_a_burst_waits_for_a_connection_instead_of_failing(settings: Settings) -> None:
+    """Like the single-node blocking pool: more callers than connections queue briefly."""
+    url = settings.redis_url or ""
+    plain = RedisCluster.from_url(url, decode_responses=True, max_connections=2)
+    try:  # redis-py's own client refuses at once
+        with pytest.raises(MaxConnectionsError):
+            await asyncio.gather(*(plain.incr(f"burst:{n % 7}") for n in range(100)))
+    finally:
+        await plain.aclose()
+    gated = mall_redis.ClusterClient.from_url(url, decode_responses=True, max_connections=2)
+    try:
+        counts = await asyncio.gather(*(gated.incr(f"burst:{n % 7}") for n in range(300)))
+        assert len(counts) == 300
+
+        async def batch(n: int) -> list[Any]:
+            pipe = gated.pipeline(transaction=False)
+            for k in range(7):
+                pipe.get(f"burst:{k}")
+            return list(await pipe.execute())
+
+        batches = await asyncio.gather(*(batch(n) for n in range(40)))
+        assert all(sum(int(v) for v in values) >= 300 for values in batches)
+        assert max(len(node._connections) for node in gated.get_nodes()) <= 2
+    finally:
+        await gated.aclose()
 
 
 @pytest.fixture
