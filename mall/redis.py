@@ -248,10 +248,26 @@ def check_one_slot(keys: Sequence[Any]) -> None:
     """Refuse keys that a Redis Cluster would refuse together (CROSSSLOT)."""
     if len(keys) < 2:
         return
+    tag = _tag(keys[0])
+    if tag is not None and all(_tag(k) == tag for k in keys[1:]):
+        return  # the usual case, one hash tag: no CRC needed (hot path)
     first = key_slot(_encode(keys[0]))
     for other in keys[1:]:
         if key_slot(_encode(other)) != first:
             raise CrossSlotKeys(f"keys in different cluster slots: {keys[0]!r} and {other!r}")
+
+
+def _tag(key: Any) -> str | None:
+    """The hash tag of a str key (`{...}`, first one, non-empty), else None."""
+    if not isinstance(key, str):
+        return None
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
 
 
 def _encode(key: Any) -> bytes:
