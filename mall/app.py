@@ -152,10 +152,11 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> dict[str, str]:
-        """Database and Redis are reachable."""
+        """Database and Redis are reachable (on a Redis Cluster: every master says
+        cluster_state:ok)."""
         checks = {
             "database": await _probe(db.ping_db),
-            "redis": await _probe(lambda: mall_redis.get_redis().ping()),
+            "redis": await _probe(mall_redis.check_ready),
         }
         if any(v != "ok" for v in checks.values()):
             raise MallError(SERVICE_UNAVAILABLE, **checks)  # type: ignore[arg-type]

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # None means: SQLite file / embedded redis-server under data_dir.
     database_url: str | None = None
     redis_url: str | None = None
+    # A Redis Cluster behind MALL_REDIS_URL (any node): None = ask the server (INFO
+    # cluster) at start-up; true/false skips the question.
+    redis_cluster: bool | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

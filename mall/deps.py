@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 
 from mall.errors import FORBIDDEN, UNAUTHORIZED
 from mall.i18n import get_locale
 from mall.members import service as members_service
 from mall.members.models import Member, Staff
+from mall.redis import RedisClient as AnyRedis
 from mall.redis import get_redis
 
 _bearer = HTTPBearer(auto_error=False)
@@ -43,14 +43,14 @@ async def _admin_staff(staff: Staff = Depends(_current_staff)) -> Staff:
     return staff
 
 
-def _redis() -> Redis:
+def _redis() -> AnyRedis:
     return get_redis()
 
 
 CurrentMember = Annotated[Member, Depends(_current_member)]
 CurrentStaff = Annotated[Staff, Depends(_current_staff)]
 AdminStaff = Annotated[Staff, Depends(_admin_staff)]
-RedisClient = Annotated[Redis, Depends(_redis)]
+RedisClient = Annotated[AnyRedis, Depends(_redis)]
 Locale = Annotated[str, Depends(get_locale)]
 IdempotencyKey = Annotated[
     str | None,

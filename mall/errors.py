@@ -13,11 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mall.i18n import _, translate
+from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 
 log = logging.getLogger("mall.errors")
 
@@ -128,13 +127,14 @@ def install(app: FastAPI) -> None:
             body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("redis unavailable path=%s: %s", request.url.path, exc)
         return JSONResponse(
             MallError(SERVICE_UNAVAILABLE).body(), status_code=503, headers={"Retry-After": "1"}
         )
+
+    for unavailable in REDIS_UNAVAILABLE:  # outages, and a cluster failing over
+        app.add_exception_handler(unavailable, _redis_down)
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:

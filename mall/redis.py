@@ -1,13 +1,19 @@
-"""Redis: the shared client, the embedded redis-server for the zero-setup default,
-and Lua script loading.
+"""Redis: the shared client (one node or a Redis Cluster), the embedded redis-server for
+the zero-setup default, and Lua script loading.
 
-`redis.asyncio` is the maintained successor of aioredis (merged into redis-py)."""
+`redis.asyncio` is the maintained successor of aioredis (merged into redis-py).
+
+Cluster mode: every script and multi-key command keeps its keys in one slot through a
+hash tag per hot object (`{sk:42}:stock`); `script()` and `AutoPipeline` refuse keys of
+different slots on a single node too, so the single-node test suite proves the layout."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib.util
+import logging
 import shutil
 import signal
 import subprocess
@@ -15,44 +21,189 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis as redis_sync
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterError,
+    MaxConnectionsError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
-_client: Redis | None = None
+log = logging.getLogger("mall.redis")
+
+# The shared client's type: code that needs a cluster-only feature checks isinstance.
+RedisClient: TypeAlias = Redis | RedisCluster
+
+# Errors that mean "Redis cannot serve right now" (answered 503 + Retry-After): outages,
+# and on a cluster a failover in progress (CLUSTERDOWN, slots not covered, TRYAGAIN).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+MAX_CONNECTIONS = 256  # per process (single node), per node of a cluster
+POOL_WAIT_SECONDS = 5.0
+
+_client: RedisClient | None = None
 
 
-def connect(url: str) -> Redis:
-    """Create the process-wide client (decoded strings, bounded pool)."""
-    global _client
-    # A blocking pool waits for a free connection under a burst instead of failing.
+def _retry() -> Retry:
     # One quick retry, then fail fast: an outage answers 503 at once, not after seconds.
+    return Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+
+
+def connect(url: str, *, cluster: bool | None = None) -> RedisClient:
+    """Create the process-wide client (decoded strings, bounded connections).
+
+    `cluster`: None takes `MALL_REDIS_CLUSTER`, and when that is unset too asks the
+    server (`INFO cluster`); a Redis Cluster is then reached through any of its nodes."""
+    global _client
+    if cluster is None:
+        from mall.config import get_settings
+
+        cluster = get_settings().redis_cluster
+    if cluster is None:
+        cluster = detect_cluster(url)
+    if cluster:
+        _client = ClusterClient.from_url(
+            url,
+            decode_responses=True,
+            max_connections=MAX_CONNECTIONS,
+            health_check_interval=30,
+            socket_connect_timeout=1,
+            retry=_retry(),
+        )
+        return _client
+    # A blocking pool waits for a free connection under a burst instead of failing.
     pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
-        max_connections=256,
-        timeout=5,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
         health_check_interval=30,
         socket_connect_timeout=1,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        retry=_retry(),
     )
     _client = Redis(connection_pool=pool)
     return _client
 
 
-def set_client(client: Redis | None) -> None:
+def detect_cluster(url: str) -> bool:
+    """True when the server at `url` runs with `cluster-enabled yes`.
+
+    A server that cannot be reached is taken for a single node (today's default, and
+    readiness then reports the outage); `/readyz` also reports a single-node client that
+    finds itself talking to a cluster, so set MALL_REDIS_CLUSTER=true on a cluster to
+    start right even while Redis is down."""
+    if url.startswith("unix:"):
+        return False  # Redis Cluster speaks TCP only
+    probe = redis_sync.Redis.from_url(
+        url,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+        retry=SyncRetry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+    try:
+        return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+    except (redis_sync.RedisError, OSError) as exc:
+        log.warning(
+            "cannot reach Redis to tell a cluster from a single node (%s); using a "
+            "single-node client. On a Redis Cluster set MALL_REDIS_CLUSTER=true.",
+            exc,
+        )
+        return False
+    finally:
+        probe.close()
+
+
+# Set while a pipeline holds its gate slot: the commands it sends again one by one after
+# a MOVED/ASK redirect go through without waiting for a second slot (no self-deadlock).
+_in_gate: contextvars.ContextVar[bool] = contextvars.ContextVar("mall_redis_in_gate", default=False)
+_REDIRECT_HEADROOM = 32  # connections per node beyond the gate, for those redirects
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client with the single-node pool's manners under a burst: a
+    caller waits (up to POOL_WAIT_SECONDS) for one of MAX_CONNECTIONS in-flight commands
+    or pipelines instead of getting MaxConnectionsError at once (on which redis-py's
+    cluster pipeline would even drop every connection and rediscover the cluster)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        gate = int(kwargs.pop("max_connections", MAX_CONNECTIONS))
+        super().__init__(max_connections=gate + _REDIRECT_HEADROOM, **kwargs)
+        self.gate = asyncio.Semaphore(gate)
+
+    async def enter_gate(self) -> None:
+        if self.gate.locked():
+            try:
+                async with asyncio.timeout(POOL_WAIT_SECONDS):
+                    await self.gate.acquire()
+            except TimeoutError:
+                raise MaxConnectionsError("no free Redis connection in time") from None
+        else:
+            await self.gate.acquire()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _in_gate.get():
+            return await super().execute_command(*args, **kwargs)
+        await self.enter_gate()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self.gate.release()
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _GatedPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        client = self.cluster_client
+        assert isinstance(client, ClusterClient)
+        if _in_gate.get():
+            return await super().execute(raise_on_error, allow_redirections)
+        await client.enter_gate()
+        token = _in_gate.set(True)
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        finally:
+            _in_gate.reset(token)
+            client.gate.release()
+
+
+def is_cluster(client: RedisClient | None = None) -> bool:
+    return isinstance(client or get_redis(), RedisCluster)
+
+
+def set_client(client: RedisClient | None) -> None:
     global _client
     _client = client
 
 
-def get_redis() -> Redis:
+def get_redis() -> RedisClient:
     if _client is None:
         raise RuntimeError("redis is not connected; call mall.redis.connect() first")
     return _client
@@ -65,6 +216,66 @@ async def close() -> None:
         _client = None
 
 
+class ClusterStateNotOk(RuntimeError):
+    """A cluster node reports cluster_state other than ok (e.g. a master is down)."""
+
+
+class ClusterModeUndetected(RuntimeError):
+    """A single-node client talks to a cluster node (set MALL_REDIS_CLUSTER=true)."""
+
+
+async def check_ready() -> None:
+    """Raise unless Redis can serve every key: a single node answers and is not a cluster
+    node; on a cluster, every master reports `cluster_state:ok`."""
+    client = get_redis()
+    if isinstance(client, RedisCluster):
+        answers: Any = await client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+        infos = [answers] if "cluster_state" in answers else list(answers.values())
+        states = {str(info.get("cluster_state")) for info in infos}
+        if states != {"ok"}:
+            raise ClusterStateNotOk(", ".join(sorted(states)))
+        return
+    info = await client.info("cluster")
+    if int(info.get("cluster_enabled", 0)):
+        raise ClusterModeUndetected()
+
+
+class CrossSlotKeys(ValueError):
+    """A script or pipelined call was given keys of different cluster slots."""
+
+
+def check_one_slot(keys: Sequence[Any]) -> None:
+    """Refuse keys that a Redis Cluster would refuse together (CROSSSLOT)."""
+    if len(keys) < 2:
+        return
+    tag = _tag(keys[0])
+    if tag is not None and all(_tag(k) == tag for k in keys[1:]):
+        return  # the usual case, one hash tag: no CRC needed (hot path)
+    first = key_slot(_encode(keys[0]))
+    for other in keys[1:]:
+        if key_slot(_encode(other)) != first:
+            raise CrossSlotKeys(f"keys in different cluster slots: {keys[0]!r} and {other!r}")
+
+
+def _tag(key: Any) -> str | None:
+    """The hash tag of a str key (`{...}`, first one, non-empty), else None."""
+    if not isinstance(key, str):
+        return None
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def _encode(key: Any) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    return str(key).encode()
+
+
 @cache
 def _lua_source(package: str, name: str) -> str:
     spec = importlib.util.find_spec(package)
@@ -74,18 +285,34 @@ def _lua_source(package: str, name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-_scripts: dict[tuple[int, str, str], AsyncScript] = {}
+class Script(AsyncScript):
+    """A registered Lua script whose keys are checked to share one cluster slot, on a
+    single node too (Redis 7 in cluster mode refuses anything else)."""
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        check_one_slot(keys or ())
+        return await super().__call__(keys, args, client)
 
 
-def script(package: str, name: str) -> AsyncScript:
+_scripts: dict[tuple[int, str, str], Script] = {}
+
+
+def script(package: str, name: str) -> Script:
     """The Lua script `<package>/lua/<name>.lua`, registered on the current client.
 
-    redis-py's Script runs EVALSHA and falls back to EVAL after a server restart."""
+    redis-py's Script runs EVALSHA and falls back to EVAL after a server restart (on a
+    cluster: SCRIPT LOAD on every master). A script touches only the keys it is given,
+    which share one hash tag."""
     client = get_redis()
     key = (id(client), package, name)
     found = _scripts.get(key)
-    if found is None:
-        found = client.register_script(_lua_source(package, name))
+    if found is None or found.registered_client is not client:
+        found = Script(client, _lua_source(package, name))
         _scripts[key] = found
     return found
 
@@ -95,15 +322,18 @@ class AutoPipeline:
     (what ioredis calls auto-pipelining). Under a burst, hundreds of requests wait on
     Redis at once; one write and one read for all of them costs far less in redis-py
     than a pooled connection each. Every EVALSHA is still atomic on the server; the
-    pipeline is not a transaction."""
+    pipeline is not a transaction. On a cluster, redis-py's cluster pipeline splits
+    the batch per node (one round trip to each, in parallel) and follows redirects
+    (MOVED/ASK during a resharding) call by call."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, lua: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        check_one_slot(keys)  # one caller's mistake must not fail the whole batch
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((lua, keys, args, future))
@@ -124,7 +354,9 @@ class AutoPipeline:
         try:
             pipe = self.client.pipeline(transaction=False)
             for lua, keys, args, _future in batch:
-                pipe.evalsha(lua.sha, len(keys), *keys, *args)
+                # (redis-py blocks pipe.evalsha on a cluster in case the keys span slots;
+                # run() has checked they do not)
+                pipe.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
             for *_rest, future in batch:

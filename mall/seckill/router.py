@@ -9,13 +9,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mall.errors import IDEMPOTENCY_KEY_REUSED, SERVICE_UNAVAILABLE, UNAUTHORIZED, MallError
 from mall.kit import clock
 from mall.kit.security import decode_token
+from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from mall.seckill import service
 from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut
 
@@ -145,7 +144,7 @@ class AttemptFastPath:
             body = service.answer_json(await service.attempt(int(found.group(1)), member_id, key))
         except MallError as exc:
             status, body = exc.status, json.dumps(exc.body(), ensure_ascii=False).encode()
-        except (RedisConnectionError, RedisTimeoutError):
+        except REDIS_UNAVAILABLE:
             status, extra = 503, [(b"retry-after", b"1")]
             body = json.dumps(MallError(SERVICE_UNAVAILABLE).body(), ensure_ascii=False).encode()
         headers = [

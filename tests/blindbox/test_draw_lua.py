@@ -9,6 +9,8 @@ from collections import Counter
 from datetime import date, timedelta
 from urllib.parse import urlparse
 
+from redis.asyncio.cluster import RedisCluster
+
 from mall.blindbox import service
 from mall.blindbox.service import Decision, Keys
 from mall.config import get_settings
@@ -19,9 +21,14 @@ from tests.blindbox.stats import chi2_sf, chi2_statistic
 DAY = date(2025, 3, 1)
 
 
-async def _raw_connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A plain socket to the test Redis: 100k replies parsed by redis-py's pure-Python
-    reader would take most of a minute; these are all bulk strings, read in bulk."""
+async def _raw_connection(key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain socket to the test Redis (on a cluster: the master of `key`'s slot): 100k
+    replies parsed by redis-py's pure-Python reader would take most of a minute; these
+    are all bulk strings, read in bulk."""
+    redis = get_redis()
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(key)
+        return await asyncio.open_connection(node.host, node.port)
     url = urlparse(get_settings().redis_url or "")
     if url.scheme == "unix":
         return await asyncio.open_unix_connection(url.path)
@@ -42,7 +49,7 @@ async def _batch(series_id: int, draws: list[tuple[int, int]], day: date = DAY) 
         _bulk(p) for p in ("EVALSHA", sha, len(keys), *keys)
     )
     tail = b"".join(_bulk(p) for p in args[3:])  # ttl, now, day label
-    reader, writer = await _raw_connection()
+    reader, writer = await _raw_connection(keys[0])
     try:
         writer.write(
             b"".join(
