@@ -4,9 +4,11 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mall.kit.text import SafeLine, WebUrl
+
 
 class WeChatLoginIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, examples=["0a3xYz000abcDe1"])
+    code: SafeLine = Field(min_length=1, max_length=128, examples=["0a3xYz000abcDe1"])
 
 
 class RefreshIn(BaseModel):
@@ -14,7 +16,9 @@ class RefreshIn(BaseModel):
 
 
 class PhoneIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, examples=["e31968a7f94cc5ee25fafc2aef2773f0"])
+    code: SafeLine = Field(
+        min_length=1, max_length=128, examples=["e31968a7f94cc5ee25fafc2aef2773f0"]
+    )
 
 
 class MemberOut(BaseModel):
@@ -53,13 +57,15 @@ class TokenOut(BaseModel):
 class MePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    nickname: str | None = Field(default=None, min_length=1, max_length=32)
-    avatar_url: str | None = Field(default=None, max_length=512)
+    nickname: SafeLine | None = Field(default=None, min_length=1, max_length=32)
+    avatar_url: WebUrl | None = Field(
+        default=None, max_length=512, description='an http(s) URL; "" removes the avatar'
+    )
     birthday: date | None = None
 
 
 class StaffLoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64, examples=["admin"])
+    username: SafeLine = Field(min_length=1, max_length=64, examples=["admin"])
     password: str = Field(min_length=1, max_length=256)
 
 
