@@ -30,12 +30,13 @@ _TEXT_FORBIDDEN = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _DIRECTION
 
 LINE_PATTERN = f"^[^{_LINE_FORBIDDEN}]*$"
 TEXT_PATTERN = f"^[^{_TEXT_FORBIDDEN}]*$"
-# absolute http(s) URL: a host, then no whitespace, control characters or backslashes
-WEB_URL_PATTERN = r"^(https?://[^\s/?#\\\x00-\x1f\x7f-\x9f]+([/?#][^\s\\\x00-\x1f\x7f-\x9f]*)?)?$"
+# absolute http(s) URL: a host, then no whitespace, control or direction characters or
+# backslashes (browsers read a backslash as a slash)
+_URL_CHAR = r"[^\s\\\x00-\x1f\x7f-\x9f" + _DIRECTION + "]"
+_URL_HOST = r"[^\s/?#\\\x00-\x1f\x7f-\x9f" + _DIRECTION + "]+"
+WEB_URL_PATTERN = f"^(https?://{_URL_HOST}([/?#]{_URL_CHAR}*)?)?$"
 # that, or a path on this site ("/static/uploads/..."; "//host" would be another site)
-IMAGE_REF_PATTERN = (
-    r"^((https?://[^\s/?#\\\x00-\x1f\x7f-\x9f]+|/(?![/\\]))([/?#]?[^\s\\\x00-\x1f\x7f-\x9f]*)?)?$"
-)
+IMAGE_REF_PATTERN = f"^((https?://{_URL_HOST}|/(?![/\\\\]))([/?#]?{_URL_CHAR}*)?)?$"
 
 _line_bad = re.compile(f"[{_LINE_FORBIDDEN}]")
 _text_bad = re.compile(f"[{_TEXT_FORBIDDEN}]")
@@ -49,6 +50,12 @@ def _refuse(found: re.Match[str]) -> PydanticCustomError:
         "Control and text-direction characters are not allowed (found U+{codepoint})",
         {"codepoint": f"{ord(found.group()):04X}"},
     )
+
+
+def scrub(value: str) -> str:
+    """`value` with control and direction characters replaced by U+FFFD: for echoing
+    input back (an import's row errors) without passing those characters on."""
+    return _line_bad.sub("\ufffd", value)
 
 
 def _check_line(value: str) -> str:

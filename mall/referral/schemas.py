@@ -9,11 +9,13 @@ from mall.kit.bounds import Id, Version
 from mall.kit.text import SafeLine
 from mall.members.schemas import MemberOut
 
+LEVEL_CODE = r"^[a-z0-9_]+$"
+
 
 class PromoterLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$", examples=["koc"])
+    code: str = Field(min_length=1, max_length=32, pattern=LEVEL_CODE, examples=["koc"])
     name: SafeLine = Field(min_length=1, max_length=32, examples=["星推官"])
     rate_bp: int = Field(
         ge=0, le=5000, description="commission in basis points of the paid amount: 500 = 5%"
@@ -37,10 +39,16 @@ class ReferralRules(BaseModel):
         default_factory=_default_levels, min_length=1, max_length=50
     )
     member_level: str = Field(
-        default="member", max_length=32, description="level of a member's share code"
+        default="member",
+        max_length=32,
+        pattern=LEVEL_CODE,
+        description="level of a member's share code",
     )
     staff_level: str = Field(
-        default="salesperson", max_length=32, description="level of a staff promoter"
+        default="salesperson",
+        max_length=32,
+        pattern=LEVEL_CODE,
+        description="level of a staff promoter",
     )
 
     @model_validator(mode="after")
