@@ -33,6 +33,7 @@ from mall.config import get_settings
 from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
 from mall.i18n import _, translate
 from mall.kit import clock, ratelimit, versioned
+from mall.kit.text import scrub
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.points.models import (
@@ -1032,7 +1033,8 @@ def parse_import(body: bytes, content_type: str) -> list[tuple[int, dict[str, An
     except csv.Error as exc:
         # e.g. a field over csv's 131072 characters or a NUL byte: the reader cannot say
         # where the next row starts, so nothing of this file is imported
-        raise IMPORT_UNREADABLE(reason=f"line {reader.line_num}: {exc}") from None
+        # DictReader.line_num is only updated after a good row; its reader's is current
+        raise IMPORT_UNREADABLE(reason=f"line {reader.reader.line_num}: {exc}") from None
     return rows
 
 
@@ -1051,7 +1053,9 @@ def _row_problem(row: dict[str, Any]) -> str | None:
 
 def _shown_order_no(row: dict[str, Any]) -> str:
     value = row.get("order_no")
-    return str(value)[:64] if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return scrub(str(value)[:64])
 
 
 def _as_shanghai(moment: datetime | None) -> datetime | None:
