@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response
 from mall.addresses import service
 from mall.addresses.schemas import AddressIn, AddressOut
 from mall.deps import CurrentMember
+from mall.kit.bounds import Id
 
 router = APIRouter(prefix="/api/v1", tags=["addresses"])
 
@@ -22,17 +23,17 @@ async def create_address(body: AddressIn, member: CurrentMember) -> AddressOut:
 
 
 @router.get("/addresses/{address_id}", response_model=AddressOut)
-async def get_address(address_id: int, member: CurrentMember) -> AddressOut:
+async def get_address(address_id: Id, member: CurrentMember) -> AddressOut:
     return AddressOut.model_validate(await service.get_address(member.id, address_id))
 
 
 @router.put("/addresses/{address_id}", response_model=AddressOut)
-async def update_address(address_id: int, body: AddressIn, member: CurrentMember) -> AddressOut:
+async def update_address(address_id: Id, body: AddressIn, member: CurrentMember) -> AddressOut:
     return AddressOut.model_validate(await service.update_address(member.id, address_id, body))
 
 
 @router.delete("/addresses/{address_id}", status_code=204)
-async def delete_address(address_id: int, member: CurrentMember) -> Response:
+async def delete_address(address_id: Id, member: CurrentMember) -> Response:
     """Delete an address; past redemptions and orders keep their own copy."""
     await service.delete_address(member.id, address_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from mall.kit.masking import Phone
+from mall.kit.text import SafeLine
 
 _PHONE = r"^\+?[0-9][0-9 -]{4,18}[0-9]$"
 
@@ -12,10 +13,10 @@ _PHONE = r"^\+?[0-9][0-9 -]{4,18}[0-9]$"
 class AddressIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=32, examples=["张三"])
-    phone: str = Field(pattern=_PHONE, examples=["13800138000"])
-    region: str = Field(min_length=1, max_length=128, examples=["广东省 深圳市 南山区"])
-    detail: str = Field(min_length=1, max_length=255, examples=["科技园路 1 号 3 栋 501"])
+    name: SafeLine = Field(min_length=1, max_length=32, examples=["张三"])
+    phone: str = Field(max_length=20, pattern=_PHONE, examples=["13800138000"])
+    region: SafeLine = Field(min_length=1, max_length=128, examples=["广东省 深圳市 南山区"])
+    detail: SafeLine = Field(min_length=1, max_length=255, examples=["科技园路 1 号 3 栋 501"])
     is_default: bool = False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from mall.blindbox import service
@@ -19,6 +19,7 @@ from mall.blindbox.schemas import (
 )
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
 
 router = APIRouter(tags=["admin: blind boxes"])
@@ -37,34 +38,34 @@ async def create_series(body: SeriesIn, staff: CurrentStaff) -> AdminSeriesOut:
 
 
 @router.get("/blind-boxes/{series_id}", response_model=AdminSeriesOut)
-async def get_series(series_id: int, _staff: CurrentStaff) -> AdminSeriesOut:
+async def get_series(series_id: Id, _staff: CurrentStaff) -> AdminSeriesOut:
     """The series with each prize's units allotted, left (live, from Redis) and drawn."""
     return await service.admin_view(series_id)
 
 
 @router.patch("/blind-boxes/{series_id}", response_model=AdminSeriesOut)
-async def update_series(series_id: int, body: SeriesPatch, staff: CurrentStaff) -> AdminSeriesOut:
+async def update_series(series_id: Id, body: SeriesPatch, staff: CurrentStaff) -> AdminSeriesOut:
     """Change rules, window or status (`on_sale` opens it, `off_sale` closes it early)."""
     await service.update_series(staff, series_id, body)
     return await service.admin_view(series_id)
 
 
 @router.delete("/blind-boxes/{series_id}", status_code=204)
-async def delete_series(series_id: int, staff: CurrentStaff) -> Response:
+async def delete_series(series_id: Id, staff: CurrentStaff) -> Response:
     """Only a series nobody has drawn yet; otherwise take it off sale."""
     await service.delete_series(staff, series_id)
     return Response(status_code=204)
 
 
 @router.post("/blind-boxes/{series_id}/prizes", response_model=AdminSeriesOut, status_code=201)
-async def add_prize(series_id: int, body: PrizeIn, staff: CurrentStaff) -> AdminSeriesOut:
+async def add_prize(series_id: Id, body: PrizeIn, staff: CurrentStaff) -> AdminSeriesOut:
     await service.add_prize(staff, series_id, body)
     return await service.admin_view(series_id)
 
 
 @router.patch("/blind-boxes/{series_id}/prizes/{prize_id}", response_model=AdminSeriesOut)
 async def update_prize(
-    series_id: int, prize_id: int, body: PrizePatch, staff: CurrentStaff
+    series_id: Id, prize_id: Id, body: PrizePatch, staff: CurrentStaff
 ) -> AdminSeriesOut:
     """Name, image, tier, weight, value. Stock moves only through the stock route."""
     await service.update_prize(staff, series_id, prize_id, body)
@@ -72,7 +73,7 @@ async def update_prize(
 
 
 @router.delete("/blind-boxes/{series_id}/prizes/{prize_id}", status_code=204)
-async def delete_prize(series_id: int, prize_id: int, staff: CurrentStaff) -> Response:
+async def delete_prize(series_id: Id, prize_id: Id, staff: CurrentStaff) -> Response:
     """Only a prize nobody has drawn; otherwise set its weight to 0."""
     await service.delete_prize(staff, series_id, prize_id)
     return Response(status_code=204)
@@ -80,8 +81,8 @@ async def delete_prize(series_id: int, prize_id: int, staff: CurrentStaff) -> Re
 
 @router.post("/blind-boxes/{series_id}/prizes/{prize_id}/stock", response_model=AdminSeriesOut)
 async def adjust_stock(
-    series_id: int,
-    prize_id: int,
+    series_id: Id,
+    prize_id: Id,
     body: StockAdjustIn,
     staff: CurrentStaff,
     key: IdempotencyKey = None,
@@ -104,11 +105,11 @@ async def adjust_stock(
 
 @router.get("/blind-boxes/{series_id}/draws", response_model=Page[AdminDrawOut])
 async def list_draws(
-    series_id: int,
+    series_id: Id,
     _staff: CurrentStaff,
-    member_id: int | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    member_id: Id | None = None,
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> Page[AdminDrawOut]:
     """The draw log, newest first: random value, probability table, guarantee counter."""
     rows, next_cursor = await service.list_draws(series_id, cursor, size, member_id)
@@ -118,7 +119,7 @@ async def list_draws(
 
 
 @router.get("/blind-boxes/{series_id}/draws.csv", response_class=StreamingResponse)
-async def export_draws(series_id: int, _staff: CurrentStaff) -> StreamingResponse:
+async def export_draws(series_id: Id, _staff: CurrentStaff) -> StreamingResponse:
     """The whole draw log as CSV (UTF-8), oldest first, for audits and re-derivation."""
     rows = service.export_draws_csv(series_id)
     first = await anext(rows)  # raises SERIES_NOT_FOUND before the response starts

@@ -26,8 +26,10 @@ from mall.config import get_settings
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
 from mall.kit import images as kit_images
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.images import StoredImage
 from mall.kit.pagination import Page
+from mall.kit.text import SafeLine
 
 router = APIRouter(tags=["admin: catalog"])
 
@@ -48,19 +50,17 @@ async def create_category(body: CategoryIn, staff: CurrentStaff) -> CategoryOut:
 
 
 @router.get("/categories/{category_id}", response_model=CategoryOut)
-async def get_category(category_id: int, _staff: CurrentStaff) -> CategoryOut:
+async def get_category(category_id: Id, _staff: CurrentStaff) -> CategoryOut:
     return CategoryOut.model_validate(await service.get_category(category_id))
 
 
 @router.patch("/categories/{category_id}", response_model=CategoryOut)
-async def update_category(
-    category_id: int, body: CategoryPatch, staff: CurrentStaff
-) -> CategoryOut:
+async def update_category(category_id: Id, body: CategoryPatch, staff: CurrentStaff) -> CategoryOut:
     return CategoryOut.model_validate(await service.update_category(staff, category_id, body))
 
 
 @router.delete("/categories/{category_id}", status_code=204)
-async def delete_category(category_id: int, staff: CurrentStaff) -> Response:
+async def delete_category(category_id: Id, staff: CurrentStaff) -> Response:
     """Only an empty category (no sub-categories, no products) can be deleted."""
     await service.delete_category(staff, category_id)
     return Response(status_code=204)
@@ -72,11 +72,11 @@ async def delete_category(category_id: int, staff: CurrentStaff) -> Response:
 @router.get("/products", response_model=Page[ProductAdminOut])
 async def list_products(
     _staff: CurrentStaff,
-    category: int | None = None,
-    q: Annotated[str | None, Query(max_length=50)] = None,
+    category: Id | None = None,
+    q: Annotated[SafeLine | None, Query(max_length=50)] = None,
     on_shelf: bool | None = None,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
-    size: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[ProductAdminOut]:
     """All products that were not deleted (on and off the shelf), newest first, with SKUs."""
     items, next_cursor = await service.admin_products(
@@ -99,31 +99,31 @@ async def create_product(
 
 
 @router.get("/products/{product_id}", response_model=ProductAdminOut)
-async def get_product(product_id: int, _staff: CurrentStaff) -> ProductAdminOut:
+async def get_product(product_id: Id, _staff: CurrentStaff) -> ProductAdminOut:
     return await service.admin_product(product_id)
 
 
 @router.patch("/products/{product_id}", response_model=ProductAdminOut)
 async def update_product(
-    product_id: int, body: ProductPatch, staff: CurrentStaff
+    product_id: Id, body: ProductPatch, staff: CurrentStaff
 ) -> ProductAdminOut:
     """Only the fields sent change. Stock is changed per SKU with `POST /skus/{id}/stock`."""
     return await service.update_product(staff, product_id, body)
 
 
 @router.post("/products/{product_id}/on-shelf", response_model=ProductAdminOut)
-async def put_on_shelf(product_id: int, staff: CurrentStaff) -> ProductAdminOut:
+async def put_on_shelf(product_id: Id, staff: CurrentStaff) -> ProductAdminOut:
     """Shoppers can see it; needs at least one SKU."""
     return await service.set_on_shelf(staff, product_id, True)
 
 
 @router.post("/products/{product_id}/off-shelf", response_model=ProductAdminOut)
-async def take_off_shelf(product_id: int, staff: CurrentStaff) -> ProductAdminOut:
+async def take_off_shelf(product_id: Id, staff: CurrentStaff) -> ProductAdminOut:
     return await service.set_on_shelf(staff, product_id, False)
 
 
 @router.delete("/products/{product_id}", status_code=204)
-async def delete_product(product_id: int, staff: CurrentStaff) -> Response:
+async def delete_product(product_id: Id, staff: CurrentStaff) -> Response:
     """Takes it off the shelf and hides it; past orders still resolve it."""
     await service.delete_product(staff, product_id)
     return Response(status_code=204)
@@ -134,7 +134,7 @@ async def delete_product(product_id: int, staff: CurrentStaff) -> Response:
 
 @router.post("/products/{product_id}/skus", response_model=SkuAdminOut, status_code=201)
 async def add_sku(
-    product_id: int, body: SkuIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    product_id: Id, body: SkuIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Honours `Idempotency-Key` (it sets initial stock)."""
     return await idempotency.run(
@@ -146,12 +146,12 @@ async def add_sku(
 
 
 @router.patch("/skus/{sku_id}", response_model=SkuAdminOut)
-async def update_sku(sku_id: int, body: SkuPatch, staff: CurrentStaff) -> SkuAdminOut:
+async def update_sku(sku_id: Id, body: SkuPatch, staff: CurrentStaff) -> SkuAdminOut:
     return await service.update_sku(staff, sku_id, body)
 
 
 @router.delete("/skus/{sku_id}", status_code=204)
-async def delete_sku(sku_id: int, staff: CurrentStaff) -> Response:
+async def delete_sku(sku_id: Id, staff: CurrentStaff) -> Response:
     """Hides the SKU and frees its code; the last SKU of an on-shelf product stays."""
     await service.delete_sku(staff, sku_id)
     return Response(status_code=204)
@@ -159,7 +159,7 @@ async def delete_sku(sku_id: int, staff: CurrentStaff) -> Response:
 
 @router.post("/skus/{sku_id}/stock", response_model=StockOut)
 async def adjust_stock(
-    sku_id: int, body: StockAdjustIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    sku_id: Id, body: StockAdjustIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Add (`delta` > 0) or remove (`delta` < 0) stock; refused with `STOCK_NOT_ENOUGH`
     rather than going below zero. Audited with the reason. Honours `Idempotency-Key`."""

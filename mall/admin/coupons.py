@@ -23,6 +23,7 @@ from mall.coupons.schemas import (
 )
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Id
 
 router = APIRouter(tags=["admin: coupons"])
 
@@ -62,14 +63,12 @@ async def create_template(body: TemplateIn, staff: CurrentStaff) -> TemplateOut:
 
 
 @router.get("/coupon-templates/{template_id}", response_model=TemplateOut)
-async def get_template(template_id: int, _staff: CurrentStaff) -> TemplateOut:
+async def get_template(template_id: Id, _staff: CurrentStaff) -> TemplateOut:
     return (await _out([await service.get_template(template_id)]))[0]
 
 
 @router.patch("/coupon-templates/{template_id}", response_model=TemplateOut)
-async def update_template(
-    template_id: int, body: TemplatePatch, staff: CurrentStaff
-) -> TemplateOut:
+async def update_template(template_id: Id, body: TemplatePatch, staff: CurrentStaff) -> TemplateOut:
     """Change name, quantity, limits, claim window, validity of future issues, or switch it
     off. The money terms of a template never change."""
     changes = body.model_dump(exclude_unset=True)
@@ -85,7 +84,7 @@ async def update_template(
 
 
 @router.delete("/coupon-templates/{template_id}", response_model=TemplateOut)
-async def deactivate_template(template_id: int, staff: CurrentStaff) -> TemplateOut:
+async def deactivate_template(template_id: Id, staff: CurrentStaff) -> TemplateOut:
     """Switch a template off (issued coupons keep working until they expire)."""
     template = await service.update_template(template_id, {"active": False})
     await audit_service.record(
@@ -109,12 +108,12 @@ async def create_pack(body: GiftPackIn, staff: CurrentStaff) -> GiftPackOut:
 
 
 @router.get("/gift-packs/{pack_id}", response_model=GiftPackOut)
-async def get_pack(pack_id: int, _staff: CurrentStaff) -> GiftPackOut:
+async def get_pack(pack_id: Id, _staff: CurrentStaff) -> GiftPackOut:
     return _pack_out(await service.get_pack(pack_id))
 
 
 @router.patch("/gift-packs/{pack_id}", response_model=GiftPackOut)
-async def update_pack(pack_id: int, body: GiftPackPatch, staff: CurrentStaff) -> GiftPackOut:
+async def update_pack(pack_id: Id, body: GiftPackPatch, staff: CurrentStaff) -> GiftPackOut:
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     pack = await service.update_pack(pack_id, changes)
     await audit_service.record(
@@ -125,7 +124,7 @@ async def update_pack(pack_id: int, body: GiftPackPatch, staff: CurrentStaff) ->
 
 
 @router.delete("/gift-packs/{pack_id}", response_model=GiftPackOut)
-async def deactivate_pack(pack_id: int, staff: CurrentStaff) -> GiftPackOut:
+async def deactivate_pack(pack_id: Id, staff: CurrentStaff) -> GiftPackOut:
     pack = await service.update_pack(pack_id, {"active": False})
     await audit_service.record(staff, "gift_pack.deactivate", f"gift_pack:{pack_id}")
     return _pack_out(pack)
@@ -133,7 +132,7 @@ async def deactivate_pack(pack_id: int, staff: CurrentStaff) -> GiftPackOut:
 
 @router.post("/gift-packs/{pack_id}/issue", response_model=IssuePackOut)
 async def issue_pack(
-    pack_id: int, body: IssuePackIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    pack_id: Id, body: IssuePackIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> IssuePackOut:
     """Give the pack to members by id or to a segment. With an `Idempotency-Key`, a retry
     gives nothing twice (each member gets the pack once per key)."""

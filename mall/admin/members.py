@@ -3,19 +3,17 @@ deleting an account on the member's request (admin only, audited)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from mall.admin._phones import PhoneReveal
 from mall.deps import AdminStaff, CurrentStaff
+from mall.kit.bounds import Id
 from mall.members import privacy
 from mall.members.schemas import AdminDeletionIn, AdminDeletionOut, AdminMemberOut
 
 router = APIRouter(tags=["admin: members"])
 
-# a BIGINT id (after the `inputs` work lands: `mall.kit.bounds.Id`)
-MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MemberId = Id
 
 
 @router.get(

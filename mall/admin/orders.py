@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from mall.admin._phones import PhoneReveal
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.text import SafeLine
 from mall.orders import service
 from mall.orders.models import STATUSES
 from mall.orders.schemas import AdminOrderOut, AdminOrderPage, AdminRefundIn, CancelIn, ShipIn
@@ -29,13 +31,15 @@ async def _out(order_id: int) -> AdminOrderOut:
 async def list_orders(
     _staff: CurrentStaff,
     status: str | None = Query(default=None, pattern=_STATUS_PATTERN),
-    member_id: int | None = None,
-    number: str | None = Query(default=None, max_length=33, description="order number prefix"),
-    tracking_no: str | None = Query(default=None, max_length=64),
+    member_id: Id | None = None,
+    number: Annotated[
+        SafeLine | None, Query(max_length=33, description="order number prefix")
+    ] = None,
+    tracking_no: Annotated[SafeLine | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> AdminOrderPage:
     """Orders newest first, filtered by status, member, number (prefix, with or without
     the WeChat Pay "O"), tracking number and creation time [since, until)."""
@@ -53,14 +57,14 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=AdminOrderOut)
-async def get_order(order_id: int, _staff: CurrentStaff, _reveal: PhoneReveal) -> AdminOrderOut:
+async def get_order(order_id: Id, _staff: CurrentStaff, _reveal: PhoneReveal) -> AdminOrderOut:
     """One order. The address phone is masked unless an admin asks `?reveal=phone`
     (audited)."""
     return await _out(order_id)
 
 
 @router.post("/orders/{order_id}/ship", response_model=AdminOrderOut)
-async def ship(order_id: int, body: ShipIn, staff: CurrentStaff) -> AdminOrderOut:
+async def ship(order_id: Id, body: ShipIn, staff: CurrentStaff) -> AdminOrderOut:
     """paid -> shipped with the carrier and tracking number (required for express)."""
     await service.ship(
         order_id,
@@ -72,7 +76,7 @@ async def ship(order_id: int, body: ShipIn, staff: CurrentStaff) -> AdminOrderOu
 
 
 @router.post("/orders/{order_id}/complete", response_model=AdminOrderOut)
-async def complete(order_id: int, staff: CurrentStaff) -> AdminOrderOut:
+async def complete(order_id: Id, staff: CurrentStaff) -> AdminOrderOut:
     """shipped (or paid, e.g. picked up in store) -> completed; order-to-points are granted."""
     await service.complete(order_id, staff=staff)
     return await _out(order_id)
@@ -80,7 +84,7 @@ async def complete(order_id: int, staff: CurrentStaff) -> AdminOrderOut:
 
 @router.post("/orders/{order_id}/cancel", response_model=AdminOrderOut)
 async def cancel(
-    order_id: int, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    order_id: Id, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Cancel an order that has not shipped (a paid one is refunded in full)."""
 
@@ -103,7 +107,7 @@ async def cancel(
 
 @router.post("/orders/{order_id}/refund", response_model=AdminOrderOut)
 async def refund(
-    order_id: int, body: AdminRefundIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    order_id: Id, body: AdminRefundIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Refund lines (or everything left) of a paid, shipped or completed order: cash back
     through WeChat Pay, stored value to the wallet, spent points back, earned points

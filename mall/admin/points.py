@@ -12,6 +12,7 @@ from mall.audit import service as audit_service
 from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.errors import VALIDATION_ERROR
 from mall.kit import clock, idempotency
+from mall.kit.bounds import Id
 from mall.points import service
 from mall.points.schemas import (
     EntryOut,
@@ -43,7 +44,7 @@ async def put_rules(body: RulesIn, admin: AdminStaff) -> RulesOut:
 
 @router.post("/members/{member_id}/points", response_model=GrantOut, status_code=201)
 async def grant(
-    member_id: int, body: GrantIn, staff: CurrentStaff, key: IdempotencyKey = None
+    member_id: Id, body: GrantIn, staff: CurrentStaff, key: IdempotencyKey = None
 ) -> GrantOut:
     """Grant (positive) or deduct (negative) points with a reason; audited."""
 

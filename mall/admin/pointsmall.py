@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -12,6 +12,8 @@ from mall.addresses.schemas import AddressSnapshot
 from mall.admin._phones import PhoneReveal
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import clock, idempotency
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.text import SafeLine
 from mall.pointsmall import service
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.schemas import (
@@ -50,8 +52,8 @@ def _redemption_out(r: PointsMallRedemption) -> AdminRedemptionOut:
 async def list_items(
     _staff: CurrentStaff,
     status: str | None = Query(default=None, pattern="^(draft|on|off|archived)$"),
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> AdminItemPage:
     """All items but archived ones (or those of `status`), newest first."""
     rows, next_cursor = await service.list_items_admin(status, cursor, size)
@@ -83,31 +85,31 @@ async def create_item(
 
 
 @router.get("/points-mall/items/{item_id}", response_model=AdminItemOut)
-async def get_item(item_id: int, _staff: CurrentStaff) -> AdminItemOut:
+async def get_item(item_id: Id, _staff: CurrentStaff) -> AdminItemOut:
     return await _item_out(await service.get_item(item_id))
 
 
 @router.patch("/points-mall/items/{item_id}", response_model=AdminItemOut)
-async def update_item(item_id: int, body: ItemPatch, staff: CurrentStaff) -> AdminItemOut:
+async def update_item(item_id: Id, body: ItemPatch, staff: CurrentStaff) -> AdminItemOut:
     """Edit some fields. Stock changes go through `stock-adjustments`."""
     return await _item_out(await service.update_item(item_id, body, staff))
 
 
 @router.delete("/points-mall/items/{item_id}", status_code=204)
-async def archive_item(item_id: int, staff: CurrentStaff) -> Response:
+async def archive_item(item_id: Id, staff: CurrentStaff) -> Response:
     """Archive the item: off the shelf and out of lists; its redemptions stay."""
     await service.archive_item(item_id, staff)
     return Response(status_code=204)
 
 
 @router.post("/points-mall/items/{item_id}/on-shelf", response_model=AdminItemOut)
-async def put_on_shelf(item_id: int, staff: CurrentStaff) -> AdminItemOut:
+async def put_on_shelf(item_id: Id, staff: CurrentStaff) -> AdminItemOut:
     """Put on the shelf (members see it within its shelf window, if one is set)."""
     return await _item_out(await service.set_shelf(item_id, True, staff))
 
 
 @router.post("/points-mall/items/{item_id}/off-shelf", response_model=AdminItemOut)
-async def take_off_shelf(item_id: int, staff: CurrentStaff) -> AdminItemOut:
+async def take_off_shelf(item_id: Id, staff: CurrentStaff) -> AdminItemOut:
     return await _item_out(await service.set_shelf(item_id, False, staff))
 
 
@@ -117,7 +119,7 @@ async def take_off_shelf(item_id: int, staff: CurrentStaff) -> AdminItemOut:
     status_code=201,
 )
 async def adjust_stock(
-    item_id: int, body: StockAdjustIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    item_id: Id, body: StockAdjustIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Add (positive `delta`) or take away (negative) units, with a reason; audited.
     Refused with STOCK_BELOW_ZERO if fewer units are left than taken away."""
@@ -137,18 +139,18 @@ async def adjust_stock(
 
 
 @router.get("/points-mall/items/{item_id}/stock-adjustments", response_model=list[StockAdjustOut])
-async def stock_adjustments(item_id: int, _staff: CurrentStaff) -> list[StockAdjustOut]:
+async def stock_adjustments(item_id: Id, _staff: CurrentStaff) -> list[StockAdjustOut]:
     return [StockAdjustOut.model_validate(a) for a in await service.list_stock_adjustments(item_id)]
 
 
 @router.get("/points-mall/redemptions", response_model=AdminRedemptionPage)
 async def list_redemptions(
     _staff: CurrentStaff,
-    item_id: int | None = None,
-    member_id: int | None = None,
-    status: str | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    item_id: Id | None = None,
+    member_id: Id | None = None,
+    status: Annotated[SafeLine | None, Query(max_length=24)] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> AdminRedemptionPage:
     rows, next_cursor = await service.list_redemptions(
         member_id=member_id, item_id=item_id, status=status, cursor=cursor, size=size
@@ -164,8 +166,8 @@ async def list_redemptions(
 async def export_redemptions(
     _staff: CurrentStaff,
     _reveal: PhoneReveal,
-    item_id: int | None = None,
-    status: str | None = None,
+    item_id: Id | None = None,
+    status: Annotated[SafeLine | None, Query(max_length=24)] = None,
     since: datetime | None = Query(default=None, alias="from"),
     until: datetime | None = Query(default=None, alias="to"),
 ) -> StreamingResponse:
@@ -181,7 +183,7 @@ async def export_redemptions(
 
 @router.get("/points-mall/redemptions/{redemption_id}", response_model=AdminRedemptionOut)
 async def get_redemption(
-    redemption_id: int, _staff: CurrentStaff, _reveal: PhoneReveal
+    redemption_id: Id, _staff: CurrentStaff, _reveal: PhoneReveal
 ) -> AdminRedemptionOut:
     """One redemption. The address phone is masked unless an admin asks `?reveal=phone`
     (audited)."""
@@ -189,7 +191,7 @@ async def get_redemption(
 
 
 @router.post("/points-mall/redemptions/{redemption_id}/ship", response_model=AdminRedemptionOut)
-async def ship(redemption_id: int, body: ShipIn, staff: CurrentStaff) -> AdminRedemptionOut:
+async def ship(redemption_id: Id, body: ShipIn, staff: CurrentStaff) -> AdminRedemptionOut:
     """Mark a gift shipped with its tracking number (repeating the same call is harmless)."""
     return _redemption_out(
         await service.ship(redemption_id, body.carrier, body.tracking_number, staff)
@@ -198,7 +200,7 @@ async def ship(redemption_id: int, body: ShipIn, staff: CurrentStaff) -> AdminRe
 
 @router.post("/points-mall/redemptions/{redemption_id}/cancel", response_model=AdminRedemptionOut)
 async def cancel(
-    redemption_id: int, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
+    redemption_id: Id, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Cancel a redemption not yet shipped (vouchers too): points and stock come back.
     Redemptions that issued coupons cannot be cancelled (REDEMPTION_NOT_CANCELLABLE)."""

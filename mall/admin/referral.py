@@ -4,6 +4,7 @@ and their CSV export."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -11,7 +12,9 @@ from fastapi.responses import StreamingResponse
 from mall.deps import AdminStaff, CurrentStaff
 from mall.errors import NOT_FOUND
 from mall.kit import clock
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
+from mall.kit.text import SafeLine
 from mall.referral import service
 from mall.referral.models import Promoter
 from mall.referral.schemas import (
@@ -75,9 +78,9 @@ async def put_rules(body: RulesIn, admin: AdminStaff) -> RulesOut:
 @router.get("/referral/promoters", response_model=Page[PromoterOut])
 async def list_promoters(
     _staff: CurrentStaff,
-    level: str | None = Query(default=None, max_length=32),
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    level: Annotated[SafeLine | None, Query(max_length=32)] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[PromoterOut]:
     """Promoters, newest first, with their customers and net commission."""
     rows, next_cursor = await service.list_promoters(level=level, cursor=cursor, size=size)
@@ -101,14 +104,12 @@ async def my_promoter(staff: CurrentStaff) -> PromoterOut:
 
 
 @router.get("/referral/promoters/{promoter_id}", response_model=PromoterOut)
-async def get_promoter(promoter_id: int, _staff: CurrentStaff) -> PromoterOut:
+async def get_promoter(promoter_id: Id, _staff: CurrentStaff) -> PromoterOut:
     return (await _promoters_out([await service.get_promoter(promoter_id)]))[0]
 
 
 @router.patch("/referral/promoters/{promoter_id}", response_model=PromoterOut)
-async def update_promoter(
-    promoter_id: int, body: PromoterPatch, staff: CurrentStaff
-) -> PromoterOut:
+async def update_promoter(promoter_id: Id, body: PromoterPatch, staff: CurrentStaff) -> PromoterOut:
     """Move a promoter to another level, or switch them off (an inactive promoter's code
     binds nobody new and earns no new commission). Audited."""
     promoter = await service.update_promoter(
@@ -119,10 +120,10 @@ async def update_promoter(
 
 @router.get("/referral/promoters/{promoter_id}/customers", response_model=Page[CustomerOut])
 async def promoter_customers(
-    promoter_id: int,
+    promoter_id: Id,
     _staff: CurrentStaff,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[CustomerOut]:
     await service.get_promoter(promoter_id)
     rows, next_cursor = await service.customers_page(promoter_id, cursor, size)
@@ -142,7 +143,7 @@ async def promoter_customers(
 
 
 @router.get("/referral/bindings/{member_id}", response_model=BindingOut)
-async def binding_of(member_id: int, _staff: CurrentStaff) -> BindingOut:
+async def binding_of(member_id: Id, _staff: CurrentStaff) -> BindingOut:
     """Which promoter a member is bound to (404 when none)."""
     b = await service.binding_of(member_id)
     if b is None:
@@ -159,9 +160,9 @@ async def binding_of(member_id: int, _staff: CurrentStaff) -> BindingOut:
 @router.get("/referral/commissions", response_model=Page[CommissionOut])
 async def list_commissions(
     _staff: CurrentStaff,
-    promoter_id: int | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    promoter_id: Id | None = None,
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> Page[CommissionOut]:
     """The commission ledger, newest first (refund reversals are negative)."""
     rows, next_cursor = await service.commissions_page(
@@ -179,7 +180,7 @@ async def list_commissions(
 )
 async def export_commissions(
     _staff: CurrentStaff,
-    promoter_id: int | None = None,
+    promoter_id: Id | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> StreamingResponse:

@@ -3,9 +3,10 @@ closing early, and the reconciliation figures. Every write is audited."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from mall.deps import CurrentStaff
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page, cursor_page
 from mall.seckill import service
 from mall.seckill.models import SeckillOrder
@@ -62,48 +63,48 @@ async def create_session(body: SessionIn, staff: CurrentStaff) -> AdminSessionOu
 
 
 @router.get("/seckill/sessions/{session_id}", response_model=AdminSessionOut)
-async def get_session(session_id: int, _staff: CurrentStaff) -> AdminSessionOut:
+async def get_session(session_id: Id, _staff: CurrentStaff) -> AdminSessionOut:
     """A session with live stock, units held by orders and the unpersisted backlog."""
     return await _session_out(session_id)
 
 
 @router.patch("/seckill/sessions/{session_id}", response_model=AdminSessionOut)
 async def update_session(
-    session_id: int, body: SessionPatch, staff: CurrentStaff
+    session_id: Id, body: SessionPatch, staff: CurrentStaff
 ) -> AdminSessionOut:
     await service.update_session(session_id, body, staff)
     return await _session_out(session_id)
 
 
 @router.delete("/seckill/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: int, staff: CurrentStaff) -> Response:
+async def delete_session(session_id: Id, staff: CurrentStaff) -> Response:
     """Only a session nobody has won anything in; otherwise close it."""
     await service.delete_session(session_id, staff)
     return Response(status_code=204)
 
 
 @router.post("/seckill/sessions/{session_id}/items", response_model=AdminSessionOut)
-async def add_item(session_id: int, body: ItemIn, staff: CurrentStaff) -> AdminSessionOut:
+async def add_item(session_id: Id, body: ItemIn, staff: CurrentStaff) -> AdminSessionOut:
     await service.add_item(session_id, body, staff)
     return await _session_out(session_id)
 
 
 @router.patch("/seckill/items/{item_id}", response_model=AdminSessionOut)
-async def update_item(item_id: int, body: ItemPatch, staff: CurrentStaff) -> AdminSessionOut:
+async def update_item(item_id: Id, body: ItemPatch, staff: CurrentStaff) -> AdminSessionOut:
     """Edit an item; a stock change never takes back units already won."""
     item = await service.update_item(item_id, body, staff)
     return await _session_out(item.session_id)
 
 
 @router.post("/seckill/sessions/{session_id}/warm", response_model=AdminSessionOut)
-async def warm(session_id: int, staff: CurrentStaff) -> AdminSessionOut:
+async def warm(session_id: Id, staff: CurrentStaff) -> AdminSessionOut:
     """Load the session's items into Redis now. Safe to repeat: stock already warm is kept."""
     await service.warm_session(session_id, staff)
     return await _session_out(session_id)
 
 
 @router.post("/seckill/sessions/{session_id}/close", response_model=AdminSessionOut)
-async def close(session_id: int, staff: CurrentStaff) -> AdminSessionOut:
+async def close(session_id: Id, staff: CurrentStaff) -> AdminSessionOut:
     """Close early: attempts answer `ended` from now on; wins already made stand."""
     await service.close_session(session_id, staff)
     return await _session_out(session_id)
@@ -111,10 +112,10 @@ async def close(session_id: int, staff: CurrentStaff) -> AdminSessionOut:
 
 @router.get("/seckill/items/{item_id}/winners", response_model=Page[WinnerOut])
 async def winners(
-    item_id: int,
+    item_id: Id,
     _staff: CurrentStaff,
-    cursor: str | None = None,
-    size: int = Query(50, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> Page[WinnerOut]:
     """Persisted wins of an item, newest first (all statuses)."""
     await service.get_item(item_id)
@@ -125,7 +126,7 @@ async def winners(
 
 
 @router.get("/seckill/sessions/{session_id}/reconcile", response_model=list[ItemCheckOut])
-async def reconcile(session_id: int, _staff: CurrentStaff) -> list[ItemCheckOut]:
+async def reconcile(session_id: Id, _staff: CurrentStaff) -> list[ItemCheckOut]:
     """Redis stock + held + backlog + give-backs due against the initial stock, per item."""
     _session, views = await service.session_items_live(session_id)
     checks = await service.reconcile([v.item.id for v in views])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from mall.audit import service as audit_service
 from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
+from mall.kit.text import SafeLine
 from mall.segments import service
 from mall.segments.models import Campaign
 from mall.segments.schemas import (
@@ -66,12 +70,12 @@ async def refresh_auto_tags(staff: AdminStaff) -> AutoTagRefreshOut:
 
 
 @router.get("/segments/members/{member_id}/auto-tags", response_model=list[str])
-async def member_auto_tags(member_id: int, _staff: CurrentStaff) -> list[str]:
+async def member_auto_tags(member_id: Id, _staff: CurrentStaff) -> list[str]:
     return await service.auto_tags_of(member_id)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-async def get_segment(segment_id: int, _staff: CurrentStaff) -> SegmentOut:
+async def get_segment(segment_id: Id, _staff: CurrentStaff) -> SegmentOut:
     """The segment, counted now."""
     segment = await service.get_segment(segment_id)
     await service.count_segment(segment)
@@ -80,7 +84,7 @@ async def get_segment(segment_id: int, _staff: CurrentStaff) -> SegmentOut:
 
 @router.get("/segments/{segment_id}/members", response_model=PreviewOut)
 async def segment_members(
-    segment_id: int, _staff: CurrentStaff, size: int = Query(default=20, ge=0, le=100)
+    segment_id: Id, _staff: CurrentStaff, size: int = Query(default=20, ge=0, le=100)
 ) -> PreviewOut:
     segment = await service.get_segment(segment_id)
     count, sample = await service.preview(service.rules_of(segment), size)
@@ -88,7 +92,7 @@ async def segment_members(
 
 
 @router.patch("/segments/{segment_id}", response_model=SegmentOut)
-async def update_segment(segment_id: int, body: SegmentPatch, staff: CurrentStaff) -> SegmentOut:
+async def update_segment(segment_id: Id, body: SegmentPatch, staff: CurrentStaff) -> SegmentOut:
     changes = body.model_dump(exclude_unset=True, by_alias=True)
     if body.rules is not None:
         changes["rules"] = body.rules
@@ -97,7 +101,7 @@ async def update_segment(segment_id: int, body: SegmentPatch, staff: CurrentStaf
 
 
 @router.delete("/segments/{segment_id}", response_model=SegmentOut)
-async def deactivate_segment(segment_id: int, staff: CurrentStaff) -> SegmentOut:
+async def deactivate_segment(segment_id: Id, staff: CurrentStaff) -> SegmentOut:
     """Switch a segment off (its campaigns stay on record)."""
     segment = await service.update_segment(segment_id, {"active": False}, staff)
     return SegmentOut.model_validate(segment)
@@ -110,7 +114,7 @@ async def deactivate_segment(segment_id: int, staff: CurrentStaff) -> SegmentOut
     responses={202: {"model": CampaignOut, "description": "queued for the campaign job"}},
 )
 async def start_campaign(
-    segment_id: int, body: CampaignIn, staff: CurrentStaff, key: IdempotencyKey = None
+    segment_id: Id, body: CampaignIn, staff: CurrentStaff, key: IdempotencyKey = None
 ) -> JSONResponse:
     """Send a subscribe message or give a gift pack to every member of the segment now.
     Each member is touched at most once per campaign and within the monthly touch cap
@@ -136,7 +140,7 @@ async def start_campaign(
 
 
 @router.get("/segments/{segment_id}/campaigns", response_model=list[CampaignOut])
-async def list_campaigns(segment_id: int, _staff: CurrentStaff) -> list[CampaignOut]:
+async def list_campaigns(segment_id: Id, _staff: CurrentStaff) -> list[CampaignOut]:
     await service.get_segment(segment_id)
     return [CampaignOut.model_validate(c) for c in await service.list_campaigns(segment_id)]
 
@@ -149,7 +153,7 @@ async def _campaign_of(segment_id: int, campaign_id: int) -> Campaign:
 
 
 @router.get("/segments/{segment_id}/campaigns/{campaign_id}", response_model=CampaignOut)
-async def get_campaign(segment_id: int, campaign_id: int, _staff: CurrentStaff) -> CampaignOut:
+async def get_campaign(segment_id: Id, campaign_id: Id, _staff: CurrentStaff) -> CampaignOut:
     return CampaignOut.model_validate(await _campaign_of(segment_id, campaign_id))
 
 
@@ -158,12 +162,12 @@ async def get_campaign(segment_id: int, campaign_id: int, _staff: CurrentStaff) 
     response_model=Page[RecipientOut],
 )
 async def campaign_recipients(
-    segment_id: int,
-    campaign_id: int,
+    segment_id: Id,
+    campaign_id: Id,
     _staff: CurrentStaff,
-    status: str | None = Query(default=None, max_length=16),
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    status: Annotated[SafeLine | None, Query(max_length=16)] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> Page[RecipientOut]:
     """Who got it, who was skipped (and why), newest first."""
     await _campaign_of(segment_id, campaign_id)

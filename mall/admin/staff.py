@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from mall.audit import service as audit_service
 from mall.config import get_settings
 from mall.deps import AdminStaff, CurrentStaff
+from mall.kit.text import SafeLine
 from mall.members import service as members_service
 from mall.members.schemas import StaffCreateIn, StaffLoginIn, StaffLoginOut, StaffOut
 
@@ -60,6 +61,8 @@ async def create_staff(body: StaffCreateIn, admin: AdminStaff) -> StaffOut:
 
 @router.get("/audit-log", response_model=list[AuditOut])
 async def audit_log(
-    _admin: AdminStaff, action: str | None = None, limit: int = 100
+    _admin: AdminStaff,
+    action: Annotated[SafeLine | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditOut]:
-    return [AuditOut.model_validate(a) for a in await audit_service.recent(min(limit, 500), action)]
+    return [AuditOut.model_validate(a) for a in await audit_service.recent(limit, action)]

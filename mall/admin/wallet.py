@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response
 
 from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.wallet import service
 from mall.wallet.models import TopUp
 from mall.wallet.schemas import (
@@ -40,12 +41,12 @@ async def create_plan(body: PlanIn, staff: CurrentStaff) -> PlanOut:
 
 
 @router.get("/wallet/plans/{plan_id}", response_model=PlanOut)
-async def get_plan(plan_id: int, _staff: CurrentStaff) -> PlanOut:
+async def get_plan(plan_id: Id, _staff: CurrentStaff) -> PlanOut:
     return PlanOut.model_validate(await service.get_plan(plan_id))
 
 
 @router.patch("/wallet/plans/{plan_id}", response_model=PlanOut)
-async def update_plan(plan_id: int, body: PlanPatch, staff: CurrentStaff) -> PlanOut:
+async def update_plan(plan_id: Id, body: PlanPatch, staff: CurrentStaff) -> PlanOut:
     """Change a plan or switch it on/off (`active`). Open and paid top-ups keep the
     amount and bonus they were made with. Audited."""
     # null means "no limit" for per_member_limit and "unchanged" for the rest
@@ -58,7 +59,7 @@ async def update_plan(plan_id: int, body: PlanPatch, staff: CurrentStaff) -> Pla
 
 
 @router.delete("/wallet/plans/{plan_id}", status_code=204)
-async def delete_plan(plan_id: int, staff: CurrentStaff) -> Response:
+async def delete_plan(plan_id: Id, staff: CurrentStaff) -> Response:
     """Delete a plan nobody has used; a used plan is switched off instead (409)."""
     await service.delete_plan(plan_id, staff=staff)
     return Response(status_code=204)
@@ -80,10 +81,10 @@ async def liability(_staff: CurrentStaff) -> LiabilityOut:
 
 @router.get("/members/{member_id}/wallet", response_model=MemberWalletOut)
 async def member_wallet(
-    member_id: int,
+    member_id: Id,
     _staff: CurrentStaff,
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> MemberWalletOut:
     """A member's balances and wallet entries, newest first."""
     balance = await service.get_balance(member_id)
@@ -100,7 +101,7 @@ async def member_wallet(
 
 @router.post("/members/{member_id}/wallet/adjustments", response_model=AdjustOut, status_code=201)
 async def adjust(
-    member_id: int, body: AdjustIn, admin: AdminStaff, key: IdempotencyKey = None
+    member_id: Id, body: AdjustIn, admin: AdminStaff, key: IdempotencyKey = None
 ) -> AdjustOut:
     """Add (positive) or remove (negative) principal and/or bonus with a reason. Never
     takes a balance below zero. Audited; send an Idempotency-Key."""
@@ -144,10 +145,10 @@ async def _admin_top_up(top_up: TopUp) -> AdminTopUpOut:
 async def list_top_ups(
     _staff: CurrentStaff,
     response: Response,
-    member_id: int | None = None,
+    member_id: Id | None = None,
     status: str | None = Query(default=None, pattern="^(pending|paid|closed)$"),
-    cursor: str | None = None,
-    size: int = Query(default=50, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 50,
 ) -> list[AdminTopUpOut]:
     """Top-ups, newest first; the next page's cursor is in the `X-Next-Cursor` header."""
     rows, next_cursor = await service.list_top_ups(
@@ -159,19 +160,19 @@ async def list_top_ups(
 
 
 @router.get("/wallet/top-ups/{top_up_id}", response_model=AdminTopUpOut)
-async def get_top_up(top_up_id: int, _staff: CurrentStaff) -> AdminTopUpOut:
+async def get_top_up(top_up_id: Id, _staff: CurrentStaff) -> AdminTopUpOut:
     """A top-up with the principal that can be refunded now."""
     return await _admin_top_up(await service.get_top_up(top_up_id))
 
 
 @router.get("/wallet/top-ups/{top_up_id}/refunds", response_model=list[TopUpRefundOut])
-async def top_up_refunds(top_up_id: int, _staff: CurrentStaff) -> list[TopUpRefundOut]:
+async def top_up_refunds(top_up_id: Id, _staff: CurrentStaff) -> list[TopUpRefundOut]:
     return [TopUpRefundOut.model_validate(r) for r in await service.refunds_of(top_up_id)]
 
 
 @router.post("/wallet/top-ups/{top_up_id}/refund", response_model=TopUpRefundOut, status_code=201)
 async def refund_top_up(
-    top_up_id: int, body: TopUpRefundIn, admin: AdminStaff, key: IdempotencyKey = None
+    top_up_id: Id, body: TopUpRefundIn, admin: AdminStaff, key: IdempotencyKey = None
 ) -> TopUpRefundOut:
     """Pay principal of a top-up back through WeChat Pay: only what is unspent; the
     top-up's bonus is forfeited in proportion, and bonus already spent is kept back

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mall.blindbox import service
 from mall.blindbox.schemas import DrawOut, MyDrawOut, SeriesCard, SeriesDetail
 from mall.deps import CurrentMember, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
 from mall.members import service as members_service
 
@@ -32,9 +33,9 @@ async def series_on_offer() -> list[SeriesCard]:
 @router.get("/blind-boxes/draws", response_model=Page[MyDrawOut])
 async def my_draws(
     member: CurrentMember,
-    series_id: int | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    series_id: Id | None = None,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[MyDrawOut]:
     """The member's own draws, newest first."""
     rows, next_cursor = await service.my_draws(member.id, series_id, cursor, size)
@@ -45,7 +46,7 @@ async def my_draws(
 
 @router.get("/blind-boxes/{series_id}", response_model=SeriesDetail)
 async def series_detail(
-    series_id: int, member_id: int | None = Depends(_member_id_if_logged_in)
+    series_id: Id, member_id: int | None = Depends(_member_id_if_logged_in)
 ) -> SeriesDetail:
     """Before any draw: each prize's value, current probability (sold-out prizes drop
     out, the rest re-normalize), stock left, the tiers, the guarantee and the daily cap.
@@ -54,7 +55,7 @@ async def series_detail(
 
 
 @router.post("/blind-boxes/{series_id}/draw", response_model=DrawOut)
-async def draw(series_id: int, member: CurrentMember, key: IdempotencyKey = None) -> DrawOut:
+async def draw(series_id: Id, member: CurrentMember, key: IdempotencyKey = None) -> DrawOut:
     """Spend the series' points cost for one draw. A retry with the same
     `Idempotency-Key` returns the first answer and draws nothing."""
 

@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.kit.bounds import Id
+from mall.kit.text import ImageRef, SafeLine, SafeText
+
 TIER_PATTERN = r"^[a-z0-9_]+$"
 
 # --- shopper -----------------------------------------------------------------
@@ -128,10 +131,10 @@ class MyDrawOut(BaseModel):
 class PrizeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64)
-    image: str = Field(default="", max_length=512)
+    name: SafeLine = Field(min_length=1, max_length=64)
+    image: ImageRef = Field(default="", max_length=512)
     kind: Literal["item", "coupon"] = "item"
-    coupon_template_id: int | None = Field(default=None, ge=1)
+    coupon_template_id: Id | None = None
     tier: str = Field(min_length=1, max_length=16, pattern=TIER_PATTERN, examples=["rare"])
     weight: int = Field(ge=0, le=1_000_000, description="relative chance; 0 parks the prize")
     stock: int | None = Field(default=None, ge=0, le=10_000_000, description="None = unlimited")
@@ -149,9 +152,9 @@ class PrizeIn(BaseModel):
 class PrizePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    image: str | None = Field(default=None, max_length=512)
-    coupon_template_id: int | None = Field(default=None, ge=1)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    image: ImageRef | None = Field(default=None, max_length=512)
+    coupon_template_id: Id | None = None
     tier: str | None = Field(default=None, min_length=1, max_length=16, pattern=TIER_PATTERN)
     weight: int | None = Field(default=None, ge=0, le=1_000_000)
     value_fen: int | None = Field(default=None, ge=0, le=10_000_000_00)
@@ -160,9 +163,9 @@ class PrizePatch(BaseModel):
 class _SeriesFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cover_image: str | None = Field(default=None, max_length=512)
-    description: str | None = Field(default=None, max_length=10_000)
-    rules: str | None = Field(default=None, max_length=10_000)
+    cover_image: ImageRef | None = Field(default=None, max_length=512)
+    description: SafeText | None = Field(default=None, max_length=10_000)
+    rules: SafeText | None = Field(default=None, max_length=10_000)
     status: Literal["draft", "on_sale", "off_sale"] | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
@@ -177,13 +180,13 @@ class _SeriesFields(BaseModel):
 
 
 class SeriesIn(_SeriesFields):
-    name: str = Field(min_length=1, max_length=64)
+    name: SafeLine = Field(min_length=1, max_length=64)
     points_cost: int = Field(ge=1, le=100_000_000)
     prizes: list[PrizeIn] = Field(default_factory=list, max_length=200)
 
 
 class SeriesPatch(_SeriesFields):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
     points_cost: int | None = Field(default=None, ge=1, le=100_000_000)
 
 
@@ -191,7 +194,7 @@ class StockAdjustIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delta: int = Field(ge=-10_000_000, le=10_000_000, description="units to add (or take away)")
-    reason: str = Field(min_length=1, max_length=200)
+    reason: SafeLine = Field(min_length=1, max_length=200)
 
 
 class AdminPrizeOut(BaseModel):

@@ -7,7 +7,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mall.catalog import service
 from mall.catalog.schemas import CategoryNode, ProductDetail, ProductSummary
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
+from mall.kit.text import SafeLine
 from mall.members import service as members_service
 from mall.members.models import Member
 
@@ -41,11 +43,11 @@ async def categories() -> list[CategoryNode]:
 async def products(
     member: OptionalMember,
     category: Annotated[
-        int | None, Query(description="a category id; includes its sub-categories")
+        Id | None, Query(description="a category id; includes its sub-categories")
     ] = None,
-    q: Annotated[str | None, Query(max_length=50, description="search by name")] = None,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
-    size: Annotated[int, Query(ge=1, le=100)] = 20,
+    q: Annotated[SafeLine | None, Query(max_length=50, description="search by name")] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[ProductSummary]:
     """Products on the shelf, newest first, each with its list price and the price this
     member pays today (fen). Pass `next_cursor` back as `cursor` for the next page."""
@@ -56,6 +58,6 @@ async def products(
 
 
 @router.get("/catalog/products/{product_id}", response_model=ProductDetail)
-async def product(product_id: int, member: OptionalMember) -> ProductDetail:
+async def product(product_id: Id, member: OptionalMember) -> ProductDetail:
     """Detail with SKUs and images; `PRODUCT_NOT_FOUND` when it is off the shelf."""
     return await service.product_detail(product_id, member)

@@ -3,16 +3,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mall.kit import bounds
+from mall.kit.bounds import Id, SortOrder
+from mall.kit.text import ImageRef, SafeLine, SafeText
 
 DeliveryMode = Literal["express", "same_city", "pickup"]
-Fen = Annotated[int, Field(ge=0, le=100_000_000_00, description="integer fen (1 yuan = 100)")]
-ImageUrl = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=512, pattern=r"^(/|https?://)"),
-]
-SpecKey = Annotated[str, StringConstraints(min_length=1, max_length=16, strip_whitespace=True)]
-SpecValue = Annotated[str, StringConstraints(min_length=1, max_length=32, strip_whitespace=True)]
+# a product price: at most 100 million yuan, well inside bounds.MAX_FEN
+Fen = Annotated[bounds.Fen, Field(le=100_000_000_00, description="integer fen (1 yuan = 100)")]
+ImageUrl = Annotated[ImageRef, Field(min_length=1, max_length=512)]
+SpecKey = Annotated[SafeLine, Field(min_length=1, max_length=16)]
+SpecValue = Annotated[SafeLine, Field(min_length=1, max_length=32)]
 Specs = Annotated[
     dict[SpecKey, SpecValue],
     Field(max_length=6, examples=[{"颜色": "白", "尺码": "L"}]),
@@ -82,10 +84,10 @@ class CategoryOut(BaseModel):
 class CategoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=32, examples=["洗护"])
-    parent_id: int | None = None
-    icon: str = Field(default="", max_length=512)
-    sort_order: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    name: SafeLine = Field(min_length=1, max_length=32, examples=["洗护"])
+    parent_id: Id | None = None
+    icon: ImageRef = Field(default="", max_length=512)
+    sort_order: SortOrder = 0
 
 
 class CategoryPatch(BaseModel):
@@ -93,10 +95,10 @@ class CategoryPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=32)
-    parent_id: int | None = None
-    icon: str | None = Field(default=None, max_length=512)
-    sort_order: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=32)
+    parent_id: Id | None = None
+    icon: ImageRef | None = Field(default=None, max_length=512)
+    sort_order: SortOrder | None = None
 
 
 class SkuIn(BaseModel):
@@ -105,7 +107,7 @@ class SkuIn(BaseModel):
     specs: Specs = {}
     price: Fen
     stock: int = Field(default=0, ge=0, le=100_000_000, description="initial stock")
-    code: str | None = Field(default=None, min_length=1, max_length=64, examples=["TS-WHT-L"])
+    code: SafeLine | None = Field(default=None, min_length=1, max_length=64, examples=["TS-WHT-L"])
 
 
 class SkuPatch(BaseModel):
@@ -115,7 +117,7 @@ class SkuPatch(BaseModel):
 
     specs: Specs | None = None
     price: Fen | None = None
-    code: str | None = Field(default=None, min_length=1, max_length=64)
+    code: SafeLine | None = Field(default=None, min_length=1, max_length=64)
 
 
 class SkuAdminOut(BaseModel):
@@ -138,10 +140,10 @@ def _unique_modes(modes: list[str]) -> list[str]:
 class ProductIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=60, examples=["植萃洗衣液 2kg"])
-    subtitle: str = Field(default="", max_length=120)
-    description: str = Field(default="", max_length=20_000)
-    category_id: int | None = None
+    name: SafeLine = Field(min_length=1, max_length=60, examples=["植萃洗衣液 2kg"])
+    subtitle: SafeLine = Field(default="", max_length=120)
+    description: SafeText = Field(default="", max_length=20_000)
+    category_id: Id | None = None
     images: list[ImageUrl] = Field(default=[], max_length=20)
     list_price: Fen
     on_shelf: bool = False
@@ -157,10 +159,10 @@ class ProductIn(BaseModel):
 class ProductPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=60)
-    subtitle: str | None = Field(default=None, max_length=120)
-    description: str | None = Field(default=None, max_length=20_000)
-    category_id: int | None = None
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=60)
+    subtitle: SafeLine | None = Field(default=None, max_length=120)
+    description: SafeText | None = Field(default=None, max_length=20_000)
+    category_id: Id | None = None
     images: list[ImageUrl] | None = Field(default=None, max_length=20)
     list_price: Fen | None = None
     on_shelf: bool | None = None
@@ -196,7 +198,7 @@ class StockAdjustIn(BaseModel):
         description="units to add (positive) or remove (negative); never below zero",
         examples=[50, -3],
     )
-    reason: str = Field(min_length=1, max_length=200, examples=["到货入库"])
+    reason: SafeLine = Field(min_length=1, max_length=200, examples=["到货入库"])
 
     @field_validator("delta")
     @classmethod

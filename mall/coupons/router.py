@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from mall.coupons import service
 from mall.coupons.models import Coupon
 from mall.coupons.schemas import ClaimIn, CouponOut, CouponPage
 from mall.deps import CurrentMember, IdempotencyKey
 from mall.kit import clock, idempotency
+from mall.kit.bounds import Cursor, Limit
 
 router = APIRouter(prefix="/api/v1", tags=["coupons"])
 
@@ -41,8 +42,8 @@ def coupon_out(coupon: Coupon) -> CouponOut:
 async def my_coupons(
     member: CurrentMember,
     status: Literal["usable", "locked", "used", "expired"] | None = None,
-    cursor: str | None = None,
-    size: int = Query(20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> CouponPage:
     """The member's coupons, newest first; `usable` excludes those past expiry."""
     rows, next_cursor = await service.list_coupons(member.id, status, cursor, size)

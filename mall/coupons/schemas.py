@@ -5,13 +5,15 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.kit.bounds import Count, Fen, Id, MemberLevel
+from mall.kit.text import SafeLine, SafeText
 from mall.pricing.calc import CouponKind, CouponScope
 
 CouponStatus = Literal["usable", "locked", "used", "expired"]
 
 
 class ClaimIn(BaseModel):
-    template_id: int = Field(ge=1, examples=[12])
+    template_id: Id = Field(examples=[12])
 
 
 class CouponOut(BaseModel):
@@ -70,22 +72,22 @@ class TemplateIn(_WindowCheck):
         },
     )  # fmt: skip
 
-    name: str = Field(min_length=1, max_length=64)
-    description: str = Field(default="", max_length=255)
+    name: SafeLine = Field(min_length=1, max_length=64)
+    description: SafeText = Field(default="", max_length=255)
     kind: CouponKind
     face_value_fen: int = Field(default=0, ge=0, le=10_000_000)
     threshold_fen: int = Field(default=0, ge=0, le=100_000_000)
     discount_percent: int = Field(default=100, ge=1, le=100)
-    discount_cap_fen: int = Field(default=0, ge=0, description="0 = no cap")
-    gift_sku_id: int | None = Field(default=None, ge=1)
-    gift_value_fen: int = Field(default=0, ge=0, description="shown to the member; not charged")
+    discount_cap_fen: Fen = Field(default=0, description="0 = no cap")
+    gift_sku_id: Id | None = None
+    gift_value_fen: Fen = Field(default=0, description="shown to the member; not charged")
     scope: CouponScope = "all"
-    scope_ids: list[int] = Field(default_factory=list, max_length=500)
+    scope_ids: list[Id] = Field(default_factory=list, max_length=500)
     validity: Literal["relative", "fixed"] = "relative"
     valid_months: int | None = Field(default=None, ge=1, le=36, description="default: 3")
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    total_quantity: int | None = Field(default=None, ge=0, description="null = unlimited")
+    total_quantity: Count | None = Field(default=None, description="null = unlimited")
     per_member_limit: int = Field(default=1, ge=1, le=100)
     claimable: bool = True
     claim_starts_at: datetime | None = None
@@ -118,9 +120,9 @@ class TemplatePatch(_WindowCheck):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=255)
-    total_quantity: int | None = Field(default=None, ge=0, description="null = unlimited")
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    description: SafeText | None = Field(default=None, max_length=255)
+    total_quantity: Count | None = Field(default=None, description="null = unlimited")
     per_member_limit: int | None = Field(default=None, ge=1, le=100)
     valid_months: int | None = Field(default=None, ge=1, le=36, description="for future issues")
     claimable: bool | None = None
@@ -160,15 +162,15 @@ class TemplateOut(BaseModel):
 
 
 class PackItem(BaseModel):
-    template_id: int = Field(ge=1)
+    template_id: Id
     quantity: int = Field(default=1, ge=1, le=20)
 
 
 class GiftPackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, examples=["新人礼包"])
-    description: str = Field(default="", max_length=255)
+    name: SafeLine = Field(min_length=1, max_length=64, examples=["新人礼包"])
+    description: SafeText = Field(default="", max_length=255)
     items: list[PackItem] = Field(min_length=1, max_length=20)
     for_new_members: bool = Field(
         default=False, description="issued once to every member who joins"
@@ -179,8 +181,8 @@ class GiftPackIn(BaseModel):
 class GiftPackPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=255)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    description: SafeText | None = Field(default=None, max_length=255)
     items: list[PackItem] | None = Field(default=None, min_length=1, max_length=20)
     for_new_members: bool | None = None
     active: bool | None = None
@@ -203,9 +205,9 @@ class IssuePackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    member_ids: list[int] = Field(default_factory=list, max_length=1000)
-    tag: str | None = Field(default=None, max_length=64)
-    min_level: int | None = Field(default=None, ge=0)
+    member_ids: list[Id] = Field(default_factory=list, max_length=1000)
+    tag: SafeLine | None = Field(default=None, max_length=64)
+    min_level: MemberLevel | None = None
 
     @model_validator(mode="after")
     def _someone(self) -> Self:

@@ -6,10 +6,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mall.kit.masking import Phone
+from mall.kit.text import SafeLine, WebUrl
 
 
 class WeChatLoginIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, examples=["0a3xYz000abcDe1"])
+    code: SafeLine = Field(min_length=1, max_length=128, examples=["0a3xYz000abcDe1"])
 
 
 class RefreshIn(BaseModel):
@@ -17,7 +18,9 @@ class RefreshIn(BaseModel):
 
 
 class PhoneIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, examples=["e31968a7f94cc5ee25fafc2aef2773f0"])
+    code: SafeLine = Field(
+        min_length=1, max_length=128, examples=["e31968a7f94cc5ee25fafc2aef2773f0"]
+    )
 
 
 class MemberOut(BaseModel):
@@ -56,13 +59,15 @@ class TokenOut(BaseModel):
 class MePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    nickname: str | None = Field(default=None, min_length=1, max_length=32)
-    avatar_url: str | None = Field(default=None, max_length=512)
+    nickname: SafeLine | None = Field(default=None, min_length=1, max_length=32)
+    avatar_url: WebUrl | None = Field(
+        default=None, max_length=512, description='an http(s) URL; "" removes the avatar'
+    )
     birthday: date | None = None
 
 
 class StaffLoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64, examples=["admin"])
+    username: SafeLine = Field(min_length=1, max_length=64, examples=["admin"])
     password: str = Field(min_length=1, max_length=256)
 
 
@@ -112,7 +117,7 @@ class DeletionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     confirm: Literal[True] = Field(description="must be true: the member confirmed")
-    reason: str = Field(default="", max_length=200, description="optional, kept in the audit")
+    reason: SafeLine = Field(default="", max_length=200, description="optional, kept in the audit")
 
 
 class DeletionOut(BaseModel):
@@ -124,7 +129,7 @@ class DeletionOut(BaseModel):
 class AdminDeletionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(
+    reason: SafeLine = Field(
         min_length=1, max_length=200, examples=["member asked by phone, ticket 2026-1042"]
     )
 

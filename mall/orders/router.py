@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from mall.deps import CurrentMember, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.orders import service
 from mall.orders.models import STATUSES
 from mall.orders.schemas import (
@@ -79,8 +80,8 @@ async def place_order(
 async def list_orders(
     member: CurrentMember,
     status: str | None = Query(default=None, pattern=_STATUS_PATTERN),
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> OrderPage:
     """The member's orders, newest first."""
     items, next_cursor = await service.list_orders(member.id, status, cursor, size)
@@ -88,13 +89,13 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-async def get_order(order_id: int, member: CurrentMember) -> OrderOut:
+async def get_order(order_id: Id, member: CurrentMember) -> OrderOut:
     """One of the member's orders with its price breakdown, lines and refunds."""
     return await service.order_out(await service.own_order(member.id, order_id))
 
 
 @router.post("/orders/{order_id}/pay", response_model=OrderOut)
-async def pay(order_id: int, member: CurrentMember) -> OrderOut:
+async def pay(order_id: Id, member: CurrentMember) -> OrderOut:
     """The `wx.requestPayment` parameters of an unpaid order (created again if the first
     attempt failed). ORDER_PAYMENT_EXPIRED after the deadline."""
     return await service.order_out(await service.pay_order(member, order_id))
@@ -102,7 +103,7 @@ async def pay(order_id: int, member: CurrentMember) -> OrderOut:
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut)
 async def cancel(
-    order_id: int,
+    order_id: Id,
     member: CurrentMember,
     body: CancelIn | None = None,
     idempotency_key: IdempotencyKey = None,
@@ -131,7 +132,7 @@ async def cancel(
 
 @router.post("/orders/{order_id}/refund", response_model=OrderOut)
 async def refund(
-    order_id: int, body: RefundIn, member: CurrentMember, idempotency_key: IdempotencyKey = None
+    order_id: Id, body: RefundIn, member: CurrentMember, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Refund lines of a paid order before it ships (`lines` omitted: everything left).
     Each line gives back its share of what was paid and of the points; the coupon comes
@@ -157,6 +158,6 @@ async def refund(
 
 
 @router.post("/orders/{order_id}/complete", response_model=OrderOut)
-async def complete(order_id: int, member: CurrentMember) -> OrderOut:
+async def complete(order_id: Id, member: CurrentMember) -> OrderOut:
     """Confirm receipt of a shipped order; it completes and earns order-to-points."""
     return await service.order_out(await service.complete(order_id, member_id=member.id))

@@ -5,12 +5,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from mall.addresses.schemas import AddressSnapshot
+from mall.kit.bounds import Id, Points
+from mall.kit.text import SafeLine
 from mall.pricing import Breakdown
 from mall.pricing.calc import Delivery
 
 
 class OrderItemIn(BaseModel):
-    sku_id: int = Field(ge=1)
+    sku_id: Id
     quantity: int = Field(ge=1, le=99)
 
 
@@ -26,11 +28,11 @@ class PreviewIn(BaseModel):
     )  # fmt: skip
 
     items: list[OrderItemIn] = Field(min_length=1, max_length=50)
-    coupon_id: int | None = None
-    points: int = Field(default=0, ge=0, description="points to pay with (capped by the rules)")
+    coupon_id: Id | None = None
+    points: Points = Field(default=0, description="points to pay with (capped by the rules)")
     use_wallet: bool = Field(default=False, description="pay what the wallet covers from it")
     delivery: Delivery = "express"
-    address_id: int | None = Field(
+    address_id: Id | None = Field(
         default=None, description="required to place an express or same-city order"
     )
 
@@ -178,7 +180,7 @@ class AdminOrderPage(BaseModel):
 
 
 class RefundLineIn(BaseModel):
-    line_id: int = Field(ge=1)
+    line_id: Id
     quantity: int = Field(ge=1, le=99)
 
 
@@ -188,7 +190,7 @@ class RefundIn(BaseModel):
     lines: list[RefundLineIn] | None = Field(
         default=None, max_length=50, description="lines and quantities; omit for everything left"
     )
-    reason: str = Field(default="", max_length=128)
+    reason: SafeLine = Field(default="", max_length=128)
 
 
 class AdminRefundIn(RefundIn):
@@ -198,11 +200,11 @@ class AdminRefundIn(RefundIn):
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="", max_length=128)
+    reason: SafeLine = Field(default="", max_length=128)
 
 
 class ShipIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    shipping_company: str = Field(default="", max_length=32, examples=["顺丰速运"])
-    tracking_no: str = Field(default="", max_length=64, examples=["SF1234567890"])
+    shipping_company: SafeLine = Field(default="", max_length=32, examples=["顺丰速运"])
+    tracking_no: SafeLine = Field(default="", max_length=64, examples=["SF1234567890"])

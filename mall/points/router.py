@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from mall.deps import CurrentMember, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Limit
 from mall.kit.pagination import Page
 from mall.points import service
 from mall.points.schemas import (
@@ -27,8 +28,8 @@ async def summary(member: CurrentMember) -> PointsSummaryOut:
 @router.get("/points/ledger", response_model=Page[EntryOut])
 async def ledger(
     member: CurrentMember,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[EntryOut]:
     """The member's points entries, newest first."""
     rows, next_cursor = await service.ledger_page(member.id, cursor, size)

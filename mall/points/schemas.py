@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from itertools import pairwise
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.kit.bounds import MAX_POINTS, Fen, Version
+from mall.kit.text import SafeLine
 from mall.pricing.rules import PricingRules
 
 # --- the rules document ------------------------------------------------------
@@ -28,16 +30,10 @@ class EarnRules(_Section):
 class SignInRules(_Section):
     # points for day 1, 2, ... of a streak; with `repeat` the table starts over after
     # its last day, otherwise the last day's reward holds for every longer streak
-    daily_points: list[int] = Field(
+    daily_points: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
         default_factory=lambda: [5, 5, 5, 5, 5, 5, 25], min_length=1, max_length=366
     )
     repeat: bool = True
-
-    @model_validator(mode="after")
-    def _non_negative(self) -> SignInRules:
-        if any(p < 0 or p > 1_000_000 for p in self.daily_points):
-            raise ValueError("sign-in rewards must be between 0 and 1000000")
-        return self
 
     def reward_for(self, streak: int) -> int:
         n = len(self.daily_points)
@@ -47,8 +43,9 @@ class SignInRules(_Section):
 
 class Level(_Section):
     level: int = Field(ge=0, le=100)
-    name: str = Field(min_length=1, max_length=32)
-    threshold: int = Field(ge=0, description="growth value needed")
+    name: SafeLine = Field(min_length=1, max_length=32)
+    # growth values are BIGINT, but a level beyond MAX_POINTS could never be reached
+    threshold: int = Field(ge=0, le=MAX_POINTS, description="growth value needed")
     # price paid in percent of list price: 95 = 5% off
     discount_percent: int = Field(default=100, ge=1, le=100)
     birthday_points: int = Field(default=0, ge=0, le=1_000_000)
@@ -115,7 +112,7 @@ class RulesIn(BaseModel):
 
     rules: Rules
     # the version the editor started from; a stale one is refused (two ops editing)
-    base_version: int | None = None
+    base_version: Version | None = None
 
 
 # --- shopper -----------------------------------------------------------------
@@ -168,9 +165,9 @@ class SignInStatusOut(BaseModel):
 
 
 class BindOrderIn(BaseModel):
-    platform: str = Field(min_length=1, max_length=32, examples=["tmall"])
-    order_no: str = Field(min_length=1, max_length=64, examples=["2024123456789"])
-    phone: str = Field(min_length=4, max_length=20, examples=["13800138000"])
+    platform: SafeLine = Field(min_length=1, max_length=32, examples=["tmall"])
+    order_no: SafeLine = Field(min_length=1, max_length=64, examples=["2024123456789"])
+    phone: SafeLine = Field(min_length=4, max_length=20, examples=["13800138000"])
 
 
 class BindOrderOut(BaseModel):
@@ -187,15 +184,17 @@ class BindOrderOut(BaseModel):
 class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    points: int = Field(description="positive grants, negative deducts")
-    reason: str = Field(min_length=1, max_length=128)
+    points: int = Field(
+        ge=-100_000_000, le=100_000_000, description="positive grants, negative deducts"
+    )
+    reason: SafeLine = Field(min_length=1, max_length=128)
     counts_for_growth: bool = True
     expires_at: datetime | None = None
 
     @model_validator(mode="after")
     def _non_zero(self) -> GrantIn:
-        if self.points == 0 or abs(self.points) > 100_000_000:
-            raise ValueError("points must be non-zero and at most 100000000")
+        if self.points == 0:
+            raise ValueError("points must be non-zero")
         return self
 
 
@@ -209,10 +208,10 @@ class ExternalOrderRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    platform: str = Field(min_length=1, max_length=32)
-    order_no: str = Field(min_length=1, max_length=64)
-    phone: str = Field(min_length=4, max_length=20)
-    paid_fen: int = Field(ge=0, le=10**12)
+    platform: SafeLine = Field(min_length=1, max_length=32)
+    order_no: SafeLine = Field(min_length=1, max_length=64)
+    phone: SafeLine = Field(min_length=4, max_length=20)
+    paid_fen: Fen
     paid_at: datetime | None = None
     status: Literal["paid", "shipped", "completed", "refunded", "cancelled"] = "completed"
 

@@ -33,6 +33,7 @@ from mall.config import get_settings
 from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
 from mall.i18n import _, translate
 from mall.kit import clock, ratelimit, versioned
+from mall.kit.text import scrub
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.points.models import (
@@ -120,6 +121,9 @@ IMPORT_ROW_BOUND = ErrorCode(
 )
 
 _KEY_MAX = 191
+# no real field of an order export comes near this (order numbers are at most 64); a
+# longer one is a broken row, reported as such rather than carried any further
+IMPORT_FIELD_MAX = 256
 BINDABLE_STATUSES = ("paid", "shipped", "completed")
 
 
@@ -1005,6 +1009,10 @@ def parse_import(body: bytes, content_type: str) -> list[tuple[int, dict[str, An
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise IMPORT_UNREADABLE(reason=f"invalid JSON at line {exc.lineno}") from None
+        except RecursionError:
+            raise IMPORT_UNREADABLE(reason="JSON nested too deeply") from None
+        except ValueError:  # e.g. an integer of more than 4300 digits
+            raise IMPORT_UNREADABLE(reason="invalid JSON") from None
         if isinstance(data, dict):
             data = data.get("orders")
         if not isinstance(data, list):
@@ -1017,11 +1025,37 @@ def parse_import(body: bytes, content_type: str) -> list[tuple[int, dict[str, An
     if not reader.fieldnames:
         raise IMPORT_UNREADABLE(reason="the file is empty")
     rows = []
-    for raw in reader:
-        if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
-            continue  # blank line
-        rows.append((reader.line_num, _clean_row(raw)))
+    try:
+        for raw in reader:
+            if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
+                continue  # blank line
+            rows.append((reader.line_num, _clean_row(raw)))
+    except csv.Error as exc:
+        # e.g. a field over csv's 131072 characters or a NUL byte: the reader cannot say
+        # where the next row starts, so nothing of this file is imported
+        # DictReader.line_num is only updated after a good row; its reader's is current
+        raise IMPORT_UNREADABLE(reason=f"line {reader.reader.line_num}: {exc}") from None
     return rows
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """Why a row cannot be read as an order at all: not an object, a nested value (JSON)
+    or a field longer than any real one. Checked before anything renders its values."""
+    if "_invalid" in row:
+        return "row: an order must be an object"
+    for name, value in row.items():
+        if isinstance(value, dict | list):
+            return f"{name[:32]}: a nested value is not allowed"
+        if isinstance(value, str) and len(value) > IMPORT_FIELD_MAX:
+            return f"{name[:32]}: longer than {IMPORT_FIELD_MAX} characters"
+    return None
+
+
+def _shown_order_no(row: dict[str, Any]) -> str:
+    value = row.get("order_no")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return scrub(str(value)[:64])
 
 
 def _as_shanghai(moment: datetime | None) -> datetime | None:
@@ -1044,6 +1078,12 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
     errors: list[ImportRowError] = []
     valid: dict[tuple[str, str], tuple[int, ExternalOrderRow]] = {}
     for number, raw in rows:
+        problem = _row_problem(raw)
+        if problem is not None:
+            errors.append(
+                _row_error(number, _shown_order_no(raw), IMPORT_ROW_INVALID, detail=problem)
+            )
+            continue
         try:
             parsed = ExternalOrderRow.model_validate(raw)
         except ValidationError as exc:
@@ -1052,7 +1092,7 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
             errors.append(
                 _row_error(
                     number,
-                    str(raw.get("order_no", "")),
+                    _shown_order_no(raw),
                     IMPORT_ROW_INVALID,
                     detail=f"{where}: {first.get('msg', '')}",
                 )

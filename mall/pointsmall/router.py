@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from mall.addresses.schemas import AddressSnapshot
 from mall.deps import CurrentMember, IdempotencyKey
 from mall.kit import idempotency
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.text import SafeLine
 from mall.pointsmall import service
 from mall.pointsmall.models import PointsMallRedemption
 from mall.pointsmall.schemas import (
@@ -33,8 +35,8 @@ def redemption_out(r: PointsMallRedemption) -> RedemptionOut:
 @router.get("/points-mall/items", response_model=ItemPage)
 async def list_items(
     member: CurrentMember,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> ItemPage:
     """Items on the shelf: those the member can afford and whose level allows first,
     each with its live remaining stock and, if it cannot be redeemed now, why."""
@@ -42,7 +44,7 @@ async def list_items(
 
 
 @router.get("/points-mall/items/{item_id}", response_model=ItemOut)
-async def get_item(item_id: int, member: CurrentMember) -> ItemOut:
+async def get_item(item_id: Id, member: CurrentMember) -> ItemOut:
     return await service.item_for_member(member, item_id)
 
 
@@ -61,7 +63,7 @@ async def get_item(item_id: int, member: CurrentMember) -> ItemOut:
     },
 )
 async def redeem(
-    item_id: int, body: RedeemIn, member: CurrentMember, idempotency_key: IdempotencyKey = None
+    item_id: Id, body: RedeemIn, member: CurrentMember, idempotency_key: IdempotencyKey = None
 ) -> Any:
     """Redeem an item with points. Send an `Idempotency-Key`: a retry returns the same
     redemption. Physical gifts need `address_id` (from `/api/v1/addresses`); vouchers
@@ -85,9 +87,9 @@ async def redeem(
 @router.get("/points-mall/redemptions", response_model=RedemptionPage)
 async def my_redemptions(
     member: CurrentMember,
-    status: str | None = None,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    status: Annotated[SafeLine | None, Query(max_length=24)] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> RedemptionPage:
     """The member's redemptions, newest first."""
     rows, next_cursor = await service.list_redemptions(
@@ -97,13 +99,13 @@ async def my_redemptions(
 
 
 @router.get("/points-mall/redemptions/{redemption_id}", response_model=RedemptionOut)
-async def my_redemption(redemption_id: int, member: CurrentMember) -> RedemptionOut:
+async def my_redemption(redemption_id: Id, member: CurrentMember) -> RedemptionOut:
     return redemption_out(await service.get_redemption(redemption_id, member.id))
 
 
 @router.post("/points-mall/redemptions/{redemption_id}/cancel", response_model=RedemptionOut)
 async def cancel(
-    redemption_id: int,
+    redemption_id: Id,
     member: CurrentMember,
     body: CancelIn | None = None,
     idempotency_key: IdempotencyKey = None,

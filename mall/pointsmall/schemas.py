@@ -3,21 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mall.addresses.schemas import AddressSnapshot
+from mall.kit.bounds import Fen, Id, Points, SortOrder
+from mall.kit.text import ImageRef, SafeLine, SafeText
 
 ItemKind = Literal["gift", "voucher", "activity"]
 LimitPeriod = Literal["", "day", "week", "month"]
 # URLs from the upload route (site-relative) or absolute http(s) URLs
-PictureUrl = Annotated[str, StringConstraints(pattern=r"^(https?://|/)\S+$", max_length=512)]
+PictureUrl = Annotated[ImageRef, Field(min_length=1, max_length=512)]
 
 
 class ItemFields(BaseModel):
@@ -25,8 +20,8 @@ class ItemFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=64, examples=["保温杯 500ml"])
-    description: str = Field(default="", max_length=5000)
+    name: SafeLine = Field(min_length=1, max_length=64, examples=["保温杯 500ml"])
+    description: SafeText = Field(default="", max_length=5000)
     pictures: list[PictureUrl] = Field(
         default_factory=list,
         max_length=12,
@@ -34,8 +29,8 @@ class ItemFields(BaseModel):
         examples=[["/static/uploads/ab/abcdef-750.webp"]],
     )
     points_price: int = Field(ge=1, le=100_000_000, examples=[1200])
-    marked_value_fen: int | None = Field(
-        default=None, ge=0, description="Value shown to members, in fen.", examples=[6900]
+    marked_value_fen: Fen | None = Field(
+        default=None, description="Value shown to members, in fen.", examples=[6900]
     )
     limit_per_member: int = Field(default=0, ge=0, le=10_000, description="0 means no limit.")
     limit_per_period: int = Field(default=0, ge=0, le=10_000, description="0 means no limit.")
@@ -43,20 +38,18 @@ class ItemFields(BaseModel):
         default="", description="Calendar period (Asia/Shanghai) of `limit_per_period`."
     )
     level_required: int = Field(default=0, ge=0, le=100)
-    min_points_balance: int = Field(
+    min_points_balance: Points = Field(
         default=0,
-        ge=0,
         description="Gated activities: the balance a member must hold to join, besides the price.",
     )
-    coupon_template_id: int | None = Field(
+    coupon_template_id: Id | None = Field(
         default=None,
-        ge=1,
         description="Vouchers only: each unit redeemed issues one coupon of this template "
         "(`/api/admin/v1/coupon-templates`); without it a voucher gets a voucher code.",
     )
     on_shelf_at: datetime | None = Field(default=None, description="Shelf window start.")
     off_shelf_at: datetime | None = Field(default=None, description="Shelf window end.")
-    sort_order: int = Field(default=0, description="Higher first among equals.")
+    sort_order: SortOrder = Field(default=0, description="Higher first among equals.")
 
     @model_validator(mode="after")
     def _check(self) -> ItemFields:
@@ -111,33 +104,37 @@ class ItemPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=5000)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    description: SafeText | None = Field(default=None, max_length=5000)
     pictures: list[PictureUrl] | None = Field(default=None, max_length=12)
     points_price: int | None = Field(default=None, ge=1, le=100_000_000)
-    marked_value_fen: int | None = Field(default=None, ge=0)
+    marked_value_fen: Fen | None = None
     limit_per_member: int | None = Field(default=None, ge=0, le=10_000)
     limit_per_period: int | None = Field(default=None, ge=0, le=10_000)
     limit_period: LimitPeriod | None = None
     level_required: int | None = Field(default=None, ge=0, le=100)
-    min_points_balance: int | None = Field(default=None, ge=0)
-    coupon_template_id: int | None = Field(
-        default=None, ge=1, description="null takes the coupon off (back to voucher codes)."
+    min_points_balance: Points | None = None
+    coupon_template_id: Id | None = Field(
+        default=None, description="null takes the coupon off (back to voucher codes)."
     )
     on_shelf_at: datetime | None = None
     off_shelf_at: datetime | None = None
-    sort_order: int | None = None
+    sort_order: SortOrder | None = None
 
 
 class StockAdjustIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    delta: int = Field(description="Units to add (positive) or take away (negative).")
-    reason: str = Field(min_length=1, max_length=255, examples=["补货 50 件"])
+    delta: int = Field(
+        ge=-10_000_000,
+        le=10_000_000,
+        description="Units to add (positive) or take away (negative).",
+    )
+    reason: SafeLine = Field(min_length=1, max_length=255, examples=["补货 50 件"])
 
     @model_validator(mode="after")
     def _nonzero(self) -> StockAdjustIn:
-        if self.delta == 0 or abs(self.delta) > 10_000_000:
+        if self.delta == 0:
             raise ValueError("delta must be a non-zero number of units")
         return self
 
@@ -226,7 +223,7 @@ class RedeemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quantity: int = Field(default=1, ge=1, le=99)
-    address_id: int | None = Field(
+    address_id: Id | None = Field(
         default=None, description="Required for physical gifts (kind `gift`)."
     )
 
@@ -279,7 +276,7 @@ class AdminRedemptionPage(BaseModel):
 class ShipIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    carrier: str = Field(min_length=1, max_length=32, examples=["SF"])
+    carrier: SafeLine = Field(min_length=1, max_length=32, examples=["SF"])
     tracking_number: str = Field(
         min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$", examples=["SF1234567890123"]
     )
@@ -288,4 +285,4 @@ class ShipIn(BaseModel):
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str = Field(default="", max_length=255)
+    reason: SafeLine = Field(default="", max_length=255)

@@ -5,9 +5,14 @@ These defaults live here until they move into the points domain's rules document
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mall.kit.bounds import Fen, MemberLevel, Percent
+
+# "from this level up" -> percent paid; JSON keys are strings, pydantic reads them as ints
+PercentTable = dict[MemberLevel, Annotated[Percent, Field(ge=1)]]
 
 
 def _percent_table(value: dict[int, int]) -> dict[int, int]:
@@ -30,10 +35,10 @@ class PricingRules(BaseModel):
     member_day_of_month: int = Field(
         default=18, ge=1, le=31, description="Asia/Shanghai day; 31 means the month's last day"
     )
-    member_day_percent_by_level: dict[int, int] = Field(
+    member_day_percent_by_level: PercentTable = Field(
         default_factory=lambda: {0: 95, 1: 92, 2: 90, 3: 88}
     )
-    level_percent_by_level: dict[int, int] = Field(
+    level_percent_by_level: PercentTable = Field(
         default_factory=lambda: {0: 100, 1: 98, 2: 95, 3: 92}
     )
     member_day_policy: Literal["member_day", "better", "both"] = Field(
@@ -52,14 +57,13 @@ class PricingRules(BaseModel):
         le=100,
         description="points pay at most this share of the goods after coupon",
     )
-    free_shipping_over_fen: int = Field(
+    free_shipping_over_fen: Fen = Field(
         default=9900,
-        ge=0,
         description="goods after coupon at or above this ship free (0 = never free)",
     )
-    express_fee_fen: int = Field(default=1000, ge=0)
-    same_city_fee_fen: int = Field(default=800, ge=0)
-    pickup_fee_fen: int = Field(default=0, ge=0)
+    express_fee_fen: Fen = 1000
+    same_city_fee_fen: Fen = 800
+    pickup_fee_fen: Fen = 0
 
     @field_validator("member_day_percent_by_level", "level_percent_by_level")
     @classmethod

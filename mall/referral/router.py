@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from mall.deps import CurrentMember
 from mall.errors import MallError
+from mall.kit.bounds import Cursor, Limit
 from mall.kit.pagination import Page
 from mall.members import service as members_service
 from mall.members.schemas import MemberOut
@@ -72,8 +73,8 @@ async def login_with_share_code(body: ShareLoginIn) -> ShareLoginOut:
 @router.get("/referral/commissions", response_model=Page[CommissionOut])
 async def my_commissions(
     member: CurrentMember,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> Page[CommissionOut]:
     """My commission entries, newest first (refunds show as negative entries)."""
     promoter = await service.promoter_for_member(member.id)

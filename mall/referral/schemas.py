@@ -5,14 +5,18 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.kit.bounds import Id, Version
+from mall.kit.text import SafeLine
 from mall.members.schemas import MemberOut
+
+LEVEL_CODE = r"^[a-z0-9_]+$"
 
 
 class PromoterLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$", examples=["koc"])
-    name: str = Field(min_length=1, max_length=32, examples=["星推官"])
+    code: str = Field(min_length=1, max_length=32, pattern=LEVEL_CODE, examples=["koc"])
+    name: SafeLine = Field(min_length=1, max_length=32, examples=["星推官"])
     rate_bp: int = Field(
         ge=0, le=5000, description="commission in basis points of the paid amount: 500 = 5%"
     )
@@ -31,9 +35,21 @@ class ReferralRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    levels: list[PromoterLevel] = Field(default_factory=_default_levels, min_length=1)
-    member_level: str = Field(default="member", description="level of a member's share code")
-    staff_level: str = Field(default="salesperson", description="level of a staff promoter")
+    levels: list[PromoterLevel] = Field(
+        default_factory=_default_levels, min_length=1, max_length=50
+    )
+    member_level: str = Field(
+        default="member",
+        max_length=32,
+        pattern=LEVEL_CODE,
+        description="level of a member's share code",
+    )
+    staff_level: str = Field(
+        default="salesperson",
+        max_length=32,
+        pattern=LEVEL_CODE,
+        description="level of a staff promoter",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -53,7 +69,7 @@ class RulesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: ReferralRules
-    base_version: int | None = Field(
+    base_version: Version | None = Field(
         default=None, description="the version you edited; a stale one is refused"
     )
 
@@ -65,7 +81,7 @@ class RulesOut(BaseModel):
 
 
 class BindIn(BaseModel):
-    code: str = Field(min_length=4, max_length=16, examples=["K7QX2M9A"])
+    code: SafeLine = Field(min_length=4, max_length=16, examples=["K7QX2M9A"])
 
 
 class BindingOut(BaseModel):
@@ -87,8 +103,8 @@ class MyReferralOut(BaseModel):
 
 
 class ShareLoginIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, description="from wx.login")
-    share_code: str | None = Field(default=None, max_length=16, examples=["K7QX2M9A"])
+    code: SafeLine = Field(min_length=1, max_length=128, description="from wx.login")
+    share_code: SafeLine | None = Field(default=None, max_length=16, examples=["K7QX2M9A"])
 
 
 class ReferralResult(BaseModel):
@@ -125,9 +141,9 @@ class PromoterIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    member_id: int | None = Field(default=None, ge=1)
-    staff_id: int | None = Field(default=None, ge=1)
-    level: str | None = Field(default=None, max_length=32)
+    member_id: Id | None = None
+    staff_id: Id | None = None
+    level: SafeLine | None = Field(default=None, max_length=32)
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -139,7 +155,7 @@ class PromoterIn(BaseModel):
 class PromoterPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    level: str | None = Field(default=None, max_length=32)
+    level: SafeLine | None = Field(default=None, max_length=32)
     active: bool | None = None
 
 

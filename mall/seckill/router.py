@@ -7,12 +7,13 @@ import json
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mall.errors import IDEMPOTENCY_KEY_REUSED, SERVICE_UNAVAILABLE, UNAUTHORIZED, MallError
 from mall.kit import clock
+from mall.kit.bounds import Id, fits_bigint
 from mall.kit.security import decode_token
 from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from mall.seckill import service
@@ -33,6 +34,8 @@ async def _member_id(
 
 # A signed member token is enough for seckill reads and attempts (no member row loaded).
 MemberId = Annotated[int, Depends(_member_id)]
+# "<item id>-<hex>" as the attempt answers it
+ReservationId = Annotated[str, Path(max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 @router.get("/seckill/sessions", response_model=list[SessionOut])
@@ -78,7 +81,7 @@ def _bearer_member_id(authorization: str | None) -> int:
         ],
     },
 )
-async def attempt(item_id: int, request: Request) -> Response:
+async def attempt(item_id: Id, request: Request) -> Response:
     """Try to win one unit. Every answer is 200 with `result`: `won` (poll the reservation),
     `sold_out`, `limit_reached`, `not_started`, `ended` or `rate_limited`. A retry with the
     same `Idempotency-Key` returns the same win. Redis unreachable: 503, nothing changed.
@@ -95,7 +98,7 @@ async def attempt(item_id: int, request: Request) -> Response:
 
 
 @router.get("/seckill/reservations/{reservation_id}", response_model=ReservationOut)
-async def reservation(reservation_id: str, member_id: MemberId) -> ReservationOut:
+async def reservation(reservation_id: ReservationId, member_id: MemberId) -> ReservationOut:
     """Status of your win: pending (being persisted), confirmed, pending_payment, paid,
     expired (unpaid in time) or released (e.g. not enough points)."""
     return await service.reservation(member_id, reservation_id)
@@ -103,7 +106,8 @@ async def reservation(reservation_id: str, member_id: MemberId) -> ReservationOu
 
 # --- the hot path without the framework ---------------------------------------------
 
-_ATTEMPT_PATH = re.compile(r"^/api/v1/seckill/items/(\d+)/attempt$")
+# ASCII digits only (`\d` would take other scripts' digits too), at most BIGINT's 19
+_ATTEMPT_PATH = re.compile(r"^/api/v1/seckill/items/([0-9]{1,19})/attempt$")
 
 
 class _Template:
@@ -126,7 +130,8 @@ class AttemptFastPath:
             await self.app(scope, receive, send)
             return
         found = _ATTEMPT_PATH.match(scope["path"])
-        if found is None:
+        # an id that is not a BIGINT goes to the route, whose validation answers 422
+        if found is None or not fits_bigint(item_id := int(found.group(1))):
             await self.app(scope, receive, send)
             return
         scope["route"] = _Template
@@ -141,7 +146,7 @@ class AttemptFastPath:
             if key is not None and len(key) > 128:
                 raise IDEMPOTENCY_KEY_REUSED()
             member_id = _bearer_member_id(authorization)
-            body = service.answer_json(await service.attempt(int(found.group(1)), member_id, key))
+            body = service.answer_json(await service.attempt(item_id, member_id, key))
         except MallError as exc:
             status, body = exc.status, json.dumps(exc.body(), ensure_ascii=False).encode()
         except REDIS_UNAVAILABLE:

@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from mall.kit.bounds import Id
+from mall.kit.text import ImageRef, SafeLine
+
 AttemptResult = Literal["won", "sold_out", "limit_reached", "not_started", "ended", "rate_limited"]
 ReservationStatus = Literal[
     "pending", "confirmed", "pending_payment", "paid", "expired", "released"
@@ -56,9 +59,9 @@ class SessionOut(BaseModel):
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=100)
-    product_id: int | None = Field(default=None, ge=1)
-    image_url: str = Field(default="", max_length=512)
+    title: SafeLine = Field(min_length=1, max_length=100)
+    product_id: Id | None = None
+    image_url: ImageRef = Field(default="", max_length=512)
     points_price: int = Field(default=0, ge=0, le=100_000_000)
     cash_price_fen: int = Field(default=0, ge=0, le=100_000_000)
     stock: int = Field(ge=0, le=10_000_000)
@@ -68,9 +71,9 @@ class ItemIn(BaseModel):
 class ItemPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=100)
-    product_id: int | None = Field(default=None, ge=1)
-    image_url: str | None = Field(default=None, max_length=512)
+    title: SafeLine | None = Field(default=None, min_length=1, max_length=100)
+    product_id: Id | None = None
+    image_url: ImageRef | None = Field(default=None, max_length=512)
     points_price: int | None = Field(default=None, ge=0, le=100_000_000)
     cash_price_fen: int | None = Field(default=None, ge=0, le=100_000_000)
     stock: int | None = Field(default=None, ge=0, le=10_000_000)
@@ -80,7 +83,7 @@ class ItemPatch(BaseModel):
 class SessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: SafeLine = Field(min_length=1, max_length=100)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     items: list[ItemIn] = Field(default_factory=list, max_length=50)
@@ -89,7 +92,7 @@ class SessionIn(BaseModel):
 class SessionPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=100)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
 

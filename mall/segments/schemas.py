@@ -10,6 +10,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mall.kit.bounds import Count, Id, MemberLevel, Points
+from mall.kit.text import SafeLine, SafeText
+
 Source = Literal["all", "mall", "marketplace"]
 
 
@@ -29,8 +32,8 @@ class PurchaseCount(_Predicate):
     mall orders, marketplace orders the member bound, or both."""
 
     field: Literal["purchase_count"]
-    gte: int | None = Field(default=None, ge=0)
-    lte: int | None = Field(default=None, ge=0)
+    gte: Count | None = None
+    lte: Count | None = None
     source: Source = "all"
 
     @model_validator(mode="after")
@@ -63,7 +66,7 @@ class BoundPlatform(_Predicate):
     with `bound: false`, the members who have not."""
 
     field: Literal["bound_platform"]
-    platforms: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+    platforms: list[Annotated[SafeLine, Field(min_length=1, max_length=32)]] = Field(
         default_factory=list, max_length=20
     )
     bound: bool = True
@@ -71,9 +74,9 @@ class BoundPlatform(_Predicate):
 
 class Level(_Predicate):
     field: Literal["level"]
-    gte: int | None = Field(default=None, ge=0)
-    lte: int | None = Field(default=None, ge=0)
-    values: list[int] | None = Field(default=None, alias="in", min_length=1, max_length=50)
+    gte: MemberLevel | None = None
+    lte: MemberLevel | None = None
+    values: list[MemberLevel] | None = Field(default=None, alias="in", min_length=1, max_length=50)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -100,8 +103,8 @@ class BirthdayMonth(_Predicate):
 
 class PointsBalance(_Predicate):
     field: Literal["points_balance"]
-    gte: int | None = Field(default=None, ge=0)
-    lte: int | None = Field(default=None, ge=0)
+    gte: Points | None = None
+    lte: Points | None = None
 
     @model_validator(mode="after")
     def _range(self) -> Self:
@@ -109,7 +112,7 @@ class PointsBalance(_Predicate):
         return self
 
 
-Tag = Annotated[str, Field(min_length=1, max_length=69)]
+Tag = Annotated[SafeLine, Field(min_length=1, max_length=69)]
 
 
 class Tags(_Predicate):
@@ -181,16 +184,16 @@ class PreviewOut(BaseModel):
 class SegmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, examples=["复购5次以上的天猫会员"])
-    description: str = Field(default="", max_length=255)
+    name: SafeLine = Field(min_length=1, max_length=64, examples=["复购5次以上的天猫会员"])
+    description: SafeText = Field(default="", max_length=255)
     rules: Rules
 
 
 class SegmentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=255)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    description: SafeText | None = Field(default=None, max_length=255)
     rules: Rules | None = None
     active: bool | None = None
 
@@ -229,12 +232,12 @@ class CampaignIn(BaseModel):
     )
 
     kind: Literal["subscribe_message", "gift_pack"]
-    template_id: str | None = Field(default=None, min_length=1, max_length=128)
-    data: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=64)]] = Field(
-        default_factory=dict, max_length=20
-    )
-    page: str | None = Field(default=None, max_length=256)
-    gift_pack_id: int | None = Field(default=None, ge=1)
+    template_id: SafeLine | None = Field(default=None, min_length=1, max_length=128)
+    data: dict[
+        Annotated[SafeLine, Field(max_length=32)], Annotated[SafeLine, Field(max_length=64)]
+    ] = Field(default_factory=dict, max_length=20)
+    page: SafeLine | None = Field(default=None, max_length=256)
+    gift_pack_id: Id | None = None
 
     @model_validator(mode="after")
     def _fits_kind(self) -> Self:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from mall.config import get_settings
 from mall.deps import CurrentMember, IdempotencyKey, RedisClient
 from mall.kit import idempotency, ratelimit
+from mall.kit.bounds import Cursor, Id, Limit
 from mall.wallet import service
 from mall.wallet.schemas import (
     EntryOut,
@@ -31,8 +32,8 @@ router = APIRouter(prefix="/api/v1", tags=["wallet"])
 @router.get("/wallet", response_model=WalletOut)
 async def my_wallet(
     member: CurrentMember,
-    cursor: str | None = None,
-    size: int = Query(default=20, ge=1, le=100),
+    cursor: Cursor | None = None,
+    size: Limit = 20,
 ) -> WalletOut:
     """Stored-value balance (principal and bonus apart) and the entries, newest first."""
     balance = await service.get_balance(member.id)
@@ -78,7 +79,7 @@ async def create_top_up(
 
 
 @router.get("/wallet/top-ups/{top_up_id}", response_model=TopUpOut)
-async def top_up_status(top_up_id: int, member: CurrentMember, redis: RedisClient) -> TopUpOut:
+async def top_up_status(top_up_id: Id, member: CurrentMember, redis: RedisClient) -> TopUpOut:
     """A top-up's state. While pending, WeChat Pay is asked (at most every few seconds),
     so a payment whose notification is late is credited now."""
     top_up = await service.get_top_up(top_up_id, member_id=member.id)

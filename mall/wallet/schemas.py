@@ -4,6 +4,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mall.kit.bounds import MAX_COUNT, Fen, Id, SignedFen, SortOrder
+from mall.kit.text import SafeLine
+
 
 class BalanceOut(BaseModel):
     principal_fen: int = Field(description="topped-up money (refundable while unspent)")
@@ -75,25 +78,25 @@ class ShopperPlanOut(PlanOut):
 
 
 class PlanIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64, examples=["Top up 1000 get 100"])
+    name: SafeLine = Field(min_length=1, max_length=64, examples=["Top up 1000 get 100"])
     amount_fen: int = Field(gt=0, le=10_000_000_00, examples=[100000])
     bonus_fen: int = Field(default=0, ge=0, le=10_000_000_00, examples=[10000])
-    per_member_limit: int | None = Field(default=None, ge=1)
+    per_member_limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     active: bool = True
-    sort: int = 0
+    sort: SortOrder = 0
 
 
 class PlanPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
+    name: SafeLine | None = Field(default=None, min_length=1, max_length=64)
     amount_fen: int | None = Field(default=None, gt=0, le=10_000_000_00)
     bonus_fen: int | None = Field(default=None, ge=0, le=10_000_000_00)
-    per_member_limit: int | None = Field(default=None, ge=1)
+    per_member_limit: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     active: bool | None = None
-    sort: int | None = None
+    sort: SortOrder | None = None
 
 
 class TopUpIn(BaseModel):
-    plan_id: int = Field(examples=[1])
+    plan_id: Id = Field(examples=[1])
 
 
 class TopUpOut(BaseModel):
@@ -159,9 +162,9 @@ class AdminTopUpOut(TopUpOut):
 
 
 class AdjustIn(BaseModel):
-    principal_fen: int = Field(default=0, description="signed change of principal")
-    bonus_fen: int = Field(default=0, description="signed change of bonus")
-    reason: str = Field(min_length=2, max_length=255)
+    principal_fen: SignedFen = Field(default=0, description="signed change of principal")
+    bonus_fen: SignedFen = Field(default=0, description="signed change of bonus")
+    reason: SafeLine = Field(min_length=2, max_length=255)
 
 
 class AdjustOut(BaseModel):
@@ -187,10 +190,10 @@ class LiabilityOut(BaseModel):
 
 
 class TopUpRefundIn(BaseModel):
-    principal_fen: int | None = Field(
+    principal_fen: Fen | None = Field(
         default=None, gt=0, description="principal to refund; default all that is refundable"
     )
-    reason: str = Field(min_length=2, max_length=80)
+    reason: SafeLine = Field(min_length=2, max_length=80)
 
 
 class TopUpRefundOut(BaseModel):
