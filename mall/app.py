@@ -27,7 +27,8 @@ from mall import __version__, db, errors, i18n
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, project_root, set_settings
 from mall.domains import domain_modules
-from mall.errors import SERVICE_UNAVAILABLE, ErrorCode, MallError
+from mall.errors import PAYLOAD_TOO_LARGE, SERVICE_UNAVAILABLE, ErrorCode, MallError
+from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
 from mall.kit.jobs import Runner
 
 log = logging.getLogger("mall.app")
@@ -142,6 +143,9 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     from mall.seckill.router import AttemptFastPath
 
     app.add_middleware(AttemptFastPath)  # inside RequestContext: locale, id and metrics apply
+    # outside the fast path, so its (empty) body is bounded too; inside RequestContext,
+    # so a 413 is localized and counted
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
     app.add_middleware(RequestContext)
     errors.install(app)
 
@@ -185,6 +189,47 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
+
+
+def body_limits(settings: Settings) -> LimitFor:
+    """The body limit of each path (read from `settings` per request, so tests and a
+    changed setting apply at once). Uploads keep their own 413 codes."""
+    from mall.kit import images
+    from mall.points.service import IMPORT_TOO_LARGE
+
+    def default(max_bytes: int) -> Limit:
+        return Limit(max_bytes, lambda: PAYLOAD_TOO_LARGE(max_kb=_kb(max_bytes)))
+
+    def upload() -> Limit:
+        return Limit(
+            settings.upload_max_bytes + images.MULTIPART_SLACK,
+            lambda: images.too_large(settings.upload_max_bytes),
+        )
+
+    def order_import() -> Limit:
+        return Limit(settings.upload_max_bytes + images.MULTIPART_SLACK, IMPORT_TOO_LARGE)
+
+    exact: dict[str, Callable[[], Limit]] = {
+        "/api/v1/wechat/pay-notify": lambda: default(settings.pay_notify_max_body_bytes),
+        "/api/admin/v1/uploads/images": upload,
+        "/api/admin/v1/external-orders/import": order_import,
+        # the one admin route without a login keeps the small limit
+        "/api/admin/v1/login": lambda: default(settings.max_body_bytes),
+    }
+
+    def limit_for(path: str) -> Limit:
+        special = exact.get(path)
+        if special is not None:
+            return special()
+        if path.startswith("/api/admin/"):
+            return default(settings.admin_max_body_bytes)
+        return default(settings.max_body_bytes)
+
+    return limit_for
+
+
+def _kb(size: int) -> int | float:
+    return size // 1024 if size % 1024 == 0 else round(size / 1024, 1)
 
 
 READY_PROBE_SECONDS = 2.0

@@ -55,7 +55,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_SIDE = 16383
 URL_PREFIX = "/static/uploads"
 # room for the multipart boundary and part headers around the file itself
-_MULTIPART_SLACK = 16 * 1024
+MULTIPART_SLACK = 16 * 1024
 _WEBP_QUALITY = 82
 _JPEG_QUALITY = 85
 _MAX_CONCURRENT_DECODES = 2
@@ -129,7 +129,7 @@ class _Collector:
         if self._buffer is None:  # another field: skipped; the stream cap bounds it
             return
         if len(self._buffer) + size > self.max_bytes:
-            raise _too_large(self.max_bytes)
+            raise too_large(self.max_bytes)
         self._buffer += data[start:end]
 
     def on_part_end(self) -> None:
@@ -139,7 +139,7 @@ class _Collector:
         self._buffer = None
 
 
-def _too_large(max_bytes: int) -> MallError:
+def too_large(max_bytes: int) -> MallError:
     return IMAGE_TOO_LARGE(max_mb=round(max_bytes / (1024 * 1024), 1))
 
 
@@ -150,8 +150,8 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> Upload:
     if not content_type.lower().startswith("multipart/form-data"):
         raise UPLOAD_FILE_MISSING(field=field)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
-        raise _too_large(max_bytes)
+    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
+        raise too_large(max_bytes)
     _ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -173,8 +173,8 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> Upload:
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > max_bytes + _MULTIPART_SLACK:
-                raise _too_large(max_bytes)
+            if received > max_bytes + MULTIPART_SLACK:
+                raise too_large(max_bytes)
             parser.write(chunk)
         parser.finalize()
     except (FormParserError, ClientDisconnect):  # malformed, or the client went away
@@ -358,7 +358,7 @@ async def store_image(data: bytes) -> StoredImage:
     """Run the pipeline in a worker thread with the configured limits."""
     settings = get_settings()
     if len(data) > settings.upload_max_bytes:
-        raise _too_large(settings.upload_max_bytes)
+        raise too_large(settings.upload_max_bytes)
 
     def work() -> StoredImage:
         return process_image(
