@@ -34,6 +34,12 @@ class Settings(BaseSettings):
 
     default_locale: str = "zh_CN"
 
+    # production serves /docs, /redoc and /openapi.json only when this is true
+    public_docs: bool = False
+    # /metrics asks for `Authorization: Bearer <token>` when this is set; production
+    # without a token does not serve /metrics at all (404)
+    metrics_token: SecretStr = SecretStr("")
+
     access_token_ttl_seconds: int = 2 * 3600
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     staff_token_ttl_seconds: int = 12 * 3600
