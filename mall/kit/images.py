@@ -67,6 +67,9 @@ _WEBP_QUALITY = 82
 _JPEG_QUALITY = 85
 _MAX_CONCURRENT_DECODES = 2
 
+# MALL_UPLOAD_MAX_PIXELS is checked from each header before any pixel is decoded;
+# Pillow's own process-wide Image.MAX_IMAGE_PIXELS (its bomb error at ~179 MP) stays as
+# a backstop rather than being rewritten per request from another thread.
 # Never decode a truncated file into a half-grey picture: it is refused instead.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # PNG text chunks are dropped with the rest of the metadata, but Pillow inflates them
