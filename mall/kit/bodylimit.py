@@ -43,16 +43,20 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = b""
+        declared = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value
-                break
-        if declared == b"0":  # no body: nothing to count (the common GET and bare POST)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and declared in (None, b"0"):
+            # no body (HTTP/1.1 framing, which uvicorn enforces): the common GET and bare
+            # POST pay nothing more here
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        if declared.isdigit() and int(declared) > limit.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
             await _refuse(send, limit)
             return
 
