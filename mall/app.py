@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -11,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,8 +27,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mall import __version__, db, errors, i18n
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, project_root, set_settings
+from mall.console import router as console_router
 from mall.domains import domain_modules
-from mall.errors import SERVICE_UNAVAILABLE, ErrorCode, MallError
+from mall.errors import (
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
+    UNAUTHORIZED,
+    ErrorCode,
+    MallError,
+)
+from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
+from mall.kit.headers import AddHeaders
 from mall.kit.jobs import Runner
 
 log = logging.getLogger("mall.app")
@@ -138,10 +149,15 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             "(see `GET /api/v1/errors`) and a message localized by `Accept-Language`."
         ),
         lifespan=lifespan,
+        # production publishes its API description only when asked to
+        **_docs_urls(settings),
     )
     from mall.seckill.router import AttemptFastPath
 
     app.add_middleware(AttemptFastPath)  # inside RequestContext: locale, id and metrics apply
+    # outside the fast path, so its (empty) body is bounded too; inside RequestContext,
+    # so a 413 is localized and counted
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
     app.add_middleware(RequestContext)
     errors.install(app)
 
@@ -163,8 +179,19 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         return {"status": "ok", **checks}
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text: request counts and latencies by route."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text: request counts and latencies by route. With `MALL_METRICS_TOKEN`
+        set it needs `Authorization: Bearer <token>`; production without one: 404."""
+        token = settings.metrics_token.get_secret_value()
+        if not token:
+            if settings.env == "production":
+                raise NOT_FOUND()
+        elif not _bearer_is(request.headers.get("authorization"), token):
+            return JSONResponse(
+                MallError(UNAUTHORIZED).body(),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/errors", tags=["health"])
@@ -181,11 +208,73 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         app.include_router(module.router)
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    app.mount("/static/uploads", StaticFiles(directory=settings.uploads_dir), name="uploads")
+    uploads = StaticFiles(directory=settings.uploads_dir)
+    app.mount("/static/uploads", AddHeaders(uploads, UPLOAD_HEADERS), name="uploads")
     static_dir = project_root() / "static"
     if static_dir.is_dir():
-        app.mount("/static", StaticFiles(directory=static_dir), name="static")
+        # the console's files: the same security headers as the page at /admin
+        console = StaticFiles(directory=static_dir)
+        app.mount("/static", AddHeaders(console, console_router.SECURITY_HEADERS), name="static")
     return app
+
+
+# uploaded pictures are only ever images: never sniffed into anything else, never active
+UPLOAD_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+def _docs_urls(settings: Settings) -> dict[str, Any]:
+    if settings.env != "production" or settings.public_docs:
+        return {}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}
+
+
+def _bearer_is(authorization: str | None, token: str) -> bool:
+    scheme, _sep, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+
+def body_limits(settings: Settings) -> LimitFor:
+    """The body limit of each path (read from `settings` per request, so tests and a
+    changed setting apply at once). Uploads keep their own 413 codes."""
+    from mall.kit import images
+    from mall.points.service import IMPORT_TOO_LARGE
+
+    def default(max_bytes: int) -> Limit:
+        return Limit(max_bytes, lambda: PAYLOAD_TOO_LARGE(max_kb=_kb(max_bytes)))
+
+    def upload() -> Limit:
+        return Limit(
+            settings.upload_max_bytes + images.MULTIPART_SLACK,
+            lambda: images.too_large(settings.upload_max_bytes),
+        )
+
+    def order_import() -> Limit:
+        return Limit(settings.upload_max_bytes + images.MULTIPART_SLACK, IMPORT_TOO_LARGE)
+
+    exact: dict[str, Callable[[], Limit]] = {
+        "/api/v1/wechat/pay-notify": lambda: default(settings.pay_notify_max_body_bytes),
+        "/api/admin/v1/uploads/images": upload,
+        "/api/admin/v1/external-orders/import": order_import,
+        # the one admin route without a login keeps the small limit
+        "/api/admin/v1/login": lambda: default(settings.max_body_bytes),
+    }
+
+    def limit_for(path: str) -> Limit:
+        special = exact.get(path)
+        if special is not None:
+            return special()
+        if path.startswith("/api/admin/"):
+            return default(settings.admin_max_body_bytes)
+        return default(settings.max_body_bytes)
+
+    return limit_for
+
+
+def _kb(size: int) -> int | float:
+    return size // 1024 if size % 1024 == 0 else round(size / 1024, 1)
 
 
 READY_PROBE_SECONDS = 2.0

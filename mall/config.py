@@ -37,6 +37,12 @@ class Settings(BaseSettings):
 
     default_locale: str = "zh_CN"
 
+    # production serves /docs, /redoc and /openapi.json only when this is true
+    public_docs: bool = False
+    # /metrics asks for `Authorization: Bearer <token>` when this is set; production
+    # without a token does not serve /metrics at all (404)
+    metrics_token: SecretStr = SecretStr("")
+
     access_token_ttl_seconds: int = 2 * 3600
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     staff_token_ttl_seconds: int = 12 * 3600
@@ -51,7 +57,16 @@ class Settings(BaseSettings):
     dev_login: bool = True
 
     upload_max_bytes: int = 10 * 1024 * 1024
-    upload_max_pixels: int = 40_000_000
+    # a product picture needs far less; 24 MP decodes to about 72 MB of RGB
+    upload_max_pixels: int = 24_000_000
+
+    # --- request bodies: the most read before a request is answered 413. Shopper and
+    # public routes, admin routes (product descriptions, bulk grants), WeChat Pay
+    # notifications (real ones are 1-2 KB). Image uploads and the order import take
+    # upload_max_bytes plus room for the multipart framing.
+    max_body_bytes: int = 64 * 1024
+    admin_max_body_bytes: int = 1024 * 1024
+    pay_notify_max_body_bytes: int = 16 * 1024
     upload_variant_widths: list[int] = Field(default_factory=lambda: [750, 375, 150])
 
     idempotency_ttl_seconds: int = 24 * 3600

@@ -78,6 +78,9 @@ TOKEN_INVALID = ErrorCode("TOKEN_INVALID", 401, _("Your login is invalid; please
 TOKEN_EXPIRED = ErrorCode("TOKEN_EXPIRED", 401, _("Your login has expired; please log in again"))
 FORBIDDEN = ErrorCode("FORBIDDEN", 403, _("You are not allowed to do this"))
 RATE_LIMITED = ErrorCode("RATE_LIMITED", 429, _("Too many requests; please slow down"))
+PAYLOAD_TOO_LARGE = ErrorCode(
+    "PAYLOAD_TOO_LARGE", 413, _("The request body is too large; the limit is {max_kb} KB")
+)
 IDEMPOTENCY_IN_PROGRESS = ErrorCode(
     "IDEMPOTENCY_IN_PROGRESS", 409, _("The same request is still being processed")
 )

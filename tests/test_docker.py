@@ -5,6 +5,7 @@ files are parsed and the app's own Settings judge the result.)"""
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatch
 from typing import Any
 
 import pytest
@@ -287,3 +288,66 @@ def test_dockerfile_runs_unprivileged_and_checks_health() -> None:
     assert any("pip install" in run for run in by_name.get("RUN", []))
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
     assert ".env" in ignore and ".mall-data" in ignore, "secrets and local data stay out"
+
+
+# --- pinned versions -------------------------------------------------------------------
+
+CONSTRAINTS = DOCKER / "constraints.txt"
+
+
+def _pins() -> dict[str, str]:
+    """{normalized name: version} of docker/constraints.txt; every line is `name==version`."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name), f"not a pin: {line!r}"
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"not an exact version: {line!r}"
+        key = canonicalize_name(name)
+        assert key not in pins, f"{name} is pinned twice"
+        pins[key] = version
+    return pins
+
+
+def _project_requirements() -> list[Any]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((project_root() / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = (
+        project["project"]["dependencies"] + project["project"]["optional-dependencies"]["test"]
+    )
+    return [Requirement(text) for text in listed]
+
+
+def test_constraints_pin_every_dependency_within_its_floor() -> None:
+    from packaging.utils import canonicalize_name
+
+    pins = _pins()
+    assert len(pins) > 30, "the constraints file should pin the whole resolved set"
+    for requirement in _project_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in docker/constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{requirement.name}=={pins[name]} is outside pyproject's {requirement}"
+        )
+
+
+def test_image_and_ci_install_the_pinned_versions_and_the_readme_does_not() -> None:
+    installs = [rest for name, rest in _dockerfile() if name == "RUN" and "pip install" in rest]
+    assert installs and all("-c docker/constraints.txt" in run for run in installs), installs
+    ci = (project_root() / ".ci" / "run").read_text(encoding="utf-8")
+    ci_installs = [line for line in ci.splitlines() if re.search(r"\bpip install .*-e ", line)]
+    assert ci_installs and all("-c docker/constraints.txt" in line for line in ci_installs)
+    # the README's command stays the plain one
+    readme = (project_root() / "README.md").read_text(encoding="utf-8")
+    assert "pip install -e '.[test]' && pytest" in readme
+    # the build context does not leave the file out of the image
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    for entry in ignore:
+        pattern = entry.rstrip("/")
+        assert not fnmatch("docker/constraints.txt", pattern) and pattern != "docker", entry

@@ -11,9 +11,8 @@ from mall.config import project_root
 router = APIRouter(include_in_schema=False)
 
 INDEX = project_root() / "static" / "admin" / "index.html"
-# the page is small and changes with each release; scripts are revalidated too
-_HEADERS = {
-    "Cache-Control": "no-cache",
+# sent with the page and with every file under /static (mall.app mounts it)
+SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -22,6 +21,8 @@ _HEADERS = {
         "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
     ),
 }
+# the page is small and changes with each release; scripts are revalidated too
+_HEADERS = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
 
 
 @router.get("/admin")

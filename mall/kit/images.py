@@ -3,23 +3,30 @@ decompression bombs before decoding pixels, apply EXIF orientation, strip metada
 and store content-addressed variants (WebP and JPEG) under `uploads_dir`.
 
 Decoding runs in a worker thread with a small concurrency cap, so the event loop never
-blocks and a burst of uploads cannot exhaust memory. A hostile file raises a MallError
-before anything is written; writes go to a temporary name and are renamed into place."""
+blocks. Memory is bounded from the header, before any pixel is decoded: the pixel limit,
+JPEG decoding at a reduced scale, and a budget of decoded bytes shared by all decodes
+(one image of the largest size at a time, smaller ones side by side); freed memory is
+handed back to the system after a large decode. A hostile file raises a MallError before
+anything is written; writes go to a temporary name and are renamed into place."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -55,13 +62,27 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_SIDE = 16383
 URL_PREFIX = "/static/uploads"
 # room for the multipart boundary and part headers around the file itself
-_MULTIPART_SLACK = 16 * 1024
+MULTIPART_SLACK = 16 * 1024
 _WEBP_QUALITY = 82
 _JPEG_QUALITY = 85
 _MAX_CONCURRENT_DECODES = 2
 
+# MALL_UPLOAD_MAX_PIXELS is checked from each header before any pixel is decoded;
+# Pillow's own process-wide Image.MAX_IMAGE_PIXELS (its bomb error at ~179 MP) stays as
+# a backstop rather than being rewritten per request from another thread.
 # Never decode a truncated file into a half-grey picture: it is refused instead.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# PNG text chunks are dropped with the rest of the metadata, but Pillow inflates them
+# while reading the header (64 MB by default: a zTXt bomb of a few KB); a real photo's
+# text (XMP, comments) is far smaller.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
+
+# Peak bytes per decoded pixel the pipeline holds, measured with Pillow 13 on 24 MP files
+# of each mode: WebP is decoded through two full RGBA canvases (~15.7); PNG up to ~8.7
+# (a transparent palette widened to RGBA, then premultiplied to reduce); JPEG, counted at
+# its draft scale, ~9 with the file itself.
+_PEAK_BYTES_PER_PIXEL = {"WEBP": 16, "PNG": 9, "JPEG": 10}
 
 
 class Variant(BaseModel):
@@ -129,7 +150,7 @@ class _Collector:
         if self._buffer is None:  # another field: skipped; the stream cap bounds it
             return
         if len(self._buffer) + size > self.max_bytes:
-            raise _too_large(self.max_bytes)
+            raise too_large(self.max_bytes)
         self._buffer += data[start:end]
 
     def on_part_end(self) -> None:
@@ -139,7 +160,7 @@ class _Collector:
         self._buffer = None
 
 
-def _too_large(max_bytes: int) -> MallError:
+def too_large(max_bytes: int) -> MallError:
     return IMAGE_TOO_LARGE(max_mb=round(max_bytes / (1024 * 1024), 1))
 
 
@@ -150,8 +171,8 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> Upload:
     if not content_type.lower().startswith("multipart/form-data"):
         raise UPLOAD_FILE_MISSING(field=field)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
-        raise _too_large(max_bytes)
+    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
+        raise too_large(max_bytes)
     _ctype, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -173,8 +194,8 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> Upload:
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > max_bytes + _MULTIPART_SLACK:
-                raise _too_large(max_bytes)
+            if received > max_bytes + MULTIPART_SLACK:
+                raise too_large(max_bytes)
             parser.write(chunk)
         parser.finalize()
     except (FormParserError, ClientDisconnect):  # malformed, or the client went away
@@ -204,6 +225,63 @@ def _bomb_error(max_pixels: int) -> MallError:
     return IMAGE_TOO_MANY_PIXELS(max_megapixels=round(max_pixels / 1_000_000, 1), max_side=MAX_SIDE)
 
 
+class DecodeBudget:
+    """Bytes of decoded pixels all pipeline threads may hold at once. A decode waits for
+    room; one costing more than the whole budget runs alone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.used = 0
+        self.peak = 0  # the most held at once (read by tests)
+
+    @contextmanager
+    def take(self, amount: int, total: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + amount <= total)
+            self.used += amount
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= amount
+                self._cond.notify_all()
+
+
+DECODE_BUDGET = DecodeBudget()
+# above this, freed pixel memory is handed back to the system after the decode
+_TRIM_AFTER_BYTES = 32 * 1024 * 1024
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps large freed blocks in its arenas (one per thread) for reuse, so each
+    big decode would stay in the process's memory; malloc_trim returns them."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _reducible_mode(im: Image.Image) -> str:
+    if _has_alpha(im):
+        return "RGBA"
+    return "L" if im.mode == "1" else "RGB"
+
+
 def _to_srgb(im: Image.Image) -> Image.Image:
     """RGB in sRGB, transparency flattened onto white (product shots sit on white)."""
     icc = im.info.get("icc_profile")
@@ -217,8 +295,7 @@ def _to_srgb(im: Image.Image) -> Image.Image:
                 im = converted
         except Exception:  # a broken profile only costs colour accuracy
             log.info("ignoring unusable ICC profile")
-    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    if has_alpha:
+    if _has_alpha(im):
         rgba = im.convert("RGBA")
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
@@ -266,36 +343,45 @@ def process_image(
         raise IMAGE_INVALID()
     widths = [w for w in widths if w > 0] or [max(MAX_SIDE, 1)]
     digest = hashlib.sha256(data).hexdigest()
+    held = ExitStack()
+    reserved = 0
+
+    def reserve(cost: int) -> None:
+        nonlocal reserved
+        reserved = cost
+        budget = max_pixels * max(_PEAK_BYTES_PER_PIXEL.values())
+        held.enter_context(DECODE_BUDGET.take(cost, budget))
+
     try:
-        # 1. identify by content (not name) among allowed decoders only, size before pixels
-        with Image.open(BytesIO(data), formats=ALLOWED_FORMATS) as probe:
-            _check_dimensions(probe.width, probe.height, max_pixels)
-            probe.verify()
-        # 2. reopen (verify leaves the image unusable) and decode
-        with Image.open(BytesIO(data), formats=ALLOWED_FORMATS) as im:
-            _check_dimensions(im.width, im.height, max_pixels)
-            try:
-                orientation = int(im.getexif().get(0x0112, 1))
-            except Exception:
-                orientation = 1
-            width, height = im.size
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            biggest = min(max(widths), width)
-            if im.format == "JPEG":  # decode at 1/2..1/8 scale when that still covers it
-                im.draft("RGB", (biggest, biggest))
-            im.load()
-            decoded: Image.Image = im
-            # shrink big decodes by whole factors first, so later copies stay small
-            rotated = orientation in (5, 6, 7, 8)
-            factor = (im.height if rotated else im.width) // biggest
-            if factor >= 2 and im.mode in ("RGB", "RGBA", "L", "LA"):
-                decoded = im.reduce(factor)
-            try:
-                oriented = ImageOps.exif_transpose(decoded) or decoded
-            except Exception:  # an unreadable EXIF block is dropped with the rest
-                oriented = decoded
-            clean = _to_srgb(oriented)
+        with _refusing_broken(digest, max_pixels):
+            clean, width, height = _decode(data, widths, max_pixels, reserve)
+        encoded = _encode_variants(clean, width, height, widths, digest, out_dir, url_prefix)
+        del clean
+    finally:
+        held.close()
+        if reserved > _TRIM_AFTER_BYTES:
+            _release_freed_memory()
+
+    created: list[Path] = []
+    try:
+        for _variant, path, payload in encoded:
+            _write_once(path, payload, created)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    variants = [v for v, _p, _b in encoded]
+    largest_jpeg = next(v for v in variants if v.format == "jpeg")
+    return StoredImage(
+        id=digest, width=width, height=height, url=largest_jpeg.url, variants=variants
+    )
+
+
+@contextmanager
+def _refusing_broken(digest: str, max_pixels: int) -> Iterator[None]:
+    """Pillow's errors as the upload's MallErrors."""
+    try:
+        yield
     except MallError:
         raise
     except Image.DecompressionBombError:
@@ -305,8 +391,60 @@ def process_image(
     except Exception as exc:  # truncated, corrupt, or a decoder error: refuse it
         log.info("refused broken image sha256=%s: %s", digest[:16], exc)
         raise IMAGE_INVALID() from None
-    clean.info = {}  # no EXIF, ICC, XMP or comments leave with the pixels
 
+
+def _decode(
+    data: bytes, widths: Sequence[int], max_pixels: int, reserve: Callable[[int], None]
+) -> tuple[Image.Image, int, int]:
+    """The picture upright, in sRGB, shrunk by whole factors towards the largest
+    variant, and its upright size. `reserve(bytes)` is called (and may wait) once the
+    size to decode is known, before any pixel is decoded."""
+    # 1. identify by content (not name) among allowed decoders only, size before pixels
+    with Image.open(BytesIO(data), formats=ALLOWED_FORMATS) as probe:
+        _check_dimensions(probe.width, probe.height, max_pixels)
+        probe.verify()
+    # 2. reopen (verify leaves the image unusable) and decode
+    with Image.open(BytesIO(data), formats=ALLOWED_FORMATS) as im:
+        _check_dimensions(im.width, im.height, max_pixels)
+        try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:
+            orientation = 1
+        width, height = im.size
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        biggest = min(max(widths), width)
+        if im.format == "JPEG":  # decode at 1/2..1/8 scale when that still covers it
+            im.draft("RGB", (biggest, biggest))
+        per_pixel = _PEAK_BYTES_PER_PIXEL.get(im.format or "", max(_PEAK_BYTES_PER_PIXEL.values()))
+        reserve(im.width * im.height * per_pixel)
+        im.load()
+        decoded: Image.Image = im
+        # shrink big decodes by whole factors first, so later copies stay small
+        rotated = orientation in (5, 6, 7, 8)
+        factor = (im.height if rotated else im.width) // biggest
+        if factor >= 2:
+            if decoded.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, 1-bit, 16-bit
+                decoded = decoded.convert(_reducible_mode(decoded))
+            decoded = decoded.reduce(factor)
+        try:
+            oriented = ImageOps.exif_transpose(decoded) or decoded
+        except Exception:  # an unreadable EXIF block is dropped with the rest
+            oriented = decoded
+        clean = _to_srgb(oriented)
+    clean.info = {}  # no EXIF, ICC, XMP or comments leave with the pixels
+    return clean, width, height
+
+
+def _encode_variants(
+    clean: Image.Image,
+    width: int,
+    height: int,
+    widths: Sequence[int],
+    digest: str,
+    out_dir: Path,
+    url_prefix: str,
+) -> list[tuple[Variant, Path, bytes]]:
     encoded: list[tuple[Variant, Path, bytes]] = []
     resized = clean
     try:
@@ -328,20 +466,7 @@ def process_image(
     except Exception as exc:
         log.warning("could not encode image sha256=%s: %s", digest[:16], exc)
         raise IMAGE_INVALID() from None
-
-    created: list[Path] = []
-    try:
-        for _variant, path, payload in encoded:
-            _write_once(path, payload, created)
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise
-    variants = [v for v, _p, _b in encoded]
-    largest_jpeg = next(v for v in variants if v.format == "jpeg")
-    return StoredImage(
-        id=digest, width=width, height=height, url=largest_jpeg.url, variants=variants
-    )
+    return encoded
 
 
 _limiter: anyio.CapacityLimiter | None = None
@@ -358,7 +483,7 @@ async def store_image(data: bytes) -> StoredImage:
     """Run the pipeline in a worker thread with the configured limits."""
     settings = get_settings()
     if len(data) > settings.upload_max_bytes:
-        raise _too_large(settings.upload_max_bytes)
+        raise too_large(settings.upload_max_bytes)
 
     def work() -> StoredImage:
         return process_image(

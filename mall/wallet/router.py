@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from mall.config import get_settings
 from mall.deps import CurrentMember, IdempotencyKey, RedisClient
+from mall.errors import ErrorCode, MallError
 from mall.kit import idempotency, ratelimit
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.wallet import service
@@ -93,8 +94,12 @@ async def top_up_status(top_up_id: Id, member: CurrentMember, redis: RedisClient
     return TopUpOut.model_validate(top_up)
 
 
-def _fail(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+def _fail(error: ErrorCode) -> JSONResponse:
+    """WeChat Pay's failure shape (`code` FAIL makes it retry), with our stable code."""
+    body = MallError(error).body()
+    return JSONResponse(
+        {"code": "FAIL", "message": body["error"]["message"], **body}, status_code=error.status
+    )
 
 
 @router.post(
@@ -103,8 +108,13 @@ def _fail(status: int, message: str) -> JSONResponse:
     status_code=204,
     responses={
         204: {"description": "verified and handled"},
-        401: {"description": '`{"code":"FAIL"}`: signature, timestamp or decryption failed'},
-        500: {"description": '`{"code":"FAIL"}`: verified but not handled; WeChat retries'},
+        401: {
+            "description": '`{"code": "FAIL", "message", "error": {"code", "message"}}`: '
+            "`PAY_NOTIFY_SIGNATURE_INVALID` (signature, timestamp, serial) or "
+            "`PAY_NOTIFY_UNDECRYPTABLE` (signed, but the resource does not decrypt)"
+        },
+        413: {"description": "`PAYLOAD_TOO_LARGE`: over `MALL_PAY_NOTIFY_MAX_BODY_BYTES`"},
+        500: {"description": "`PAY_NOTIFY_NOT_HANDLED`: verified but not handled; WeChat retries"},
     },
 )
 async def pay_notify(request: Request) -> Response:
@@ -114,15 +124,19 @@ async def pay_notify(request: Request) -> Response:
     body = await request.body()
     try:
         notification = wechat_pay.open_notification(request.headers, body)
+    except wechat_pay.DecryptionError as exc:
+        # signed by WeChat Pay, yet it does not open: most likely our APIv3 key is wrong
+        log.error("wechatpay notification does not decrypt (check the APIv3 key): %s", exc)
+        return _fail(wechat_pay.PAY_NOTIFY_UNDECRYPTABLE)
     except wechat_pay.VerificationError as exc:
         log.warning("wechatpay notification refused: %s", exc)
-        return _fail(401, "签名验证失败")
+        return _fail(wechat_pay.PAY_NOTIFY_SIGNATURE_INVALID)
     except Exception:
         log.exception("wechatpay notification could not be read")
-        return _fail(500, "失败")
+        return _fail(wechat_pay.PAY_NOTIFY_NOT_HANDLED)
     try:
         await wechat_pay.dispatch(notification)
     except Exception:
         log.exception("wechatpay notification %s not handled", notification.id)
-        return _fail(500, "处理失败")
+        return _fail(wechat_pay.PAY_NOTIFY_NOT_HANDLED)
     return Response(status_code=204)

@@ -67,6 +67,16 @@ PAY_BUSY = ErrorCode("PAY_BUSY", 503, _("WeChat Pay is busy; please try again"))
 PAY_RESPONSE_INVALID = ErrorCode(
     "PAY_RESPONSE_INVALID", 502, _("WeChat Pay's answer could not be verified")
 )
+# answers to WeChat Pay's notifications (in its {"code": "FAIL", "message"} shape, with ours)
+PAY_NOTIFY_SIGNATURE_INVALID = ErrorCode(
+    "PAY_NOTIFY_SIGNATURE_INVALID", 401, _("The notification's signature could not be verified")
+)
+PAY_NOTIFY_UNDECRYPTABLE = ErrorCode(
+    "PAY_NOTIFY_UNDECRYPTABLE", 401, _("The notification's resource could not be decrypted")
+)
+PAY_NOTIFY_NOT_HANDLED = ErrorCode(
+    "PAY_NOTIFY_NOT_HANDLED", 500, _("The notification could not be handled; please retry")
+)
 
 # WeChat's error code -> ours (unlisted 4xx -> PAY_REQUEST_INVALID, 5xx -> PAY_BUSY)
 _ERRORS: dict[str, ErrorCode] = {
@@ -281,6 +291,10 @@ class VerificationError(Exception):
     """A response or notification failed verification; the message says why (no secrets)."""
 
 
+class DecryptionError(VerificationError):
+    """A signed resource does not open with the APIv3 key, or is not what it should be."""
+
+
 def _header(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(name)
     if value is None:
@@ -318,7 +332,7 @@ def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
 def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
     """Open an AEAD_AES_256_GCM resource with the APIv3 key."""
     if resource.get("algorithm") != "AEAD_AES_256_GCM":
-        raise VerificationError("unsupported algorithm")
+        raise DecryptionError("unsupported algorithm")
     try:
         plain = AESGCM(keys().apiv3_key).decrypt(
             str(resource["nonce"]).encode(),
@@ -327,9 +341,9 @@ def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
         )
         data = json.loads(plain)
     except (KeyError, ValueError, InvalidTag):
-        raise VerificationError("resource does not decrypt") from None
+        raise DecryptionError("resource does not decrypt") from None
     if not isinstance(data, dict):
-        raise VerificationError("resource is not an object")
+        raise DecryptionError("resource is not an object")
     return data
 
 
@@ -544,16 +558,17 @@ class Notification:
 
 
 def open_notification(headers: Mapping[str, str], body: bytes) -> Notification:
-    """Verify and decrypt a notification; raises VerificationError."""
+    """Verify and decrypt a notification; raises VerificationError (DecryptionError when
+    the signature holds but the content does not open)."""
     verify_signature(headers, body)
     try:
         envelope = json.loads(body)
         resource = envelope["resource"]
         event_type = str(envelope["event_type"])
     except (ValueError, KeyError, TypeError):
-        raise VerificationError("malformed notification") from None
+        raise DecryptionError("malformed notification") from None
     if not isinstance(resource, dict):
-        raise VerificationError("malformed notification")
+        raise DecryptionError("malformed notification")
     return Notification(str(envelope.get("id", "")), event_type, decrypt_resource(resource))
 
 

@@ -86,6 +86,8 @@ async def test_bad_notifications_never_credit(
     # forged: signed with a key that is not WeChat Pay's
     r = await fake_pay.deliver(client, resource, key=fake_pay.forger_key)
     assert r.status_code == 401 and r.json()["code"] == "FAIL"
+    assert r.json()["error"]["code"] == "PAY_NOTIFY_SIGNATURE_INVALID"
+    assert r.json()["message"] == r.json()["error"]["message"] == "签名验证失败"
     # stale: more than 5 minutes old
     old = int(clock.now().timestamp()) - 301
     assert (await fake_pay.deliver(client, resource, timestamp=old)).status_code == 401
@@ -104,11 +106,23 @@ async def test_bad_notifications_never_credit(
     envelope = json.loads(body)
     envelope["resource"]["ciphertext"] = envelope["resource"]["ciphertext"][:-8] + "AAAAAAA="
     raw = json.dumps(envelope).encode()
-    assert (await post(fake_pay.signed_headers(raw), raw)).status_code == 401
+    r = await post(fake_pay.signed_headers(raw), raw)
+    assert r.status_code == 401 and r.json()["code"] == "FAIL"
+    # a decryption failure, not a signature failure (the signature holds)
+    assert r.json()["error"]["code"] == "PAY_NOTIFY_UNDECRYPTABLE"
+    assert r.json()["message"] == "通知内容解密失败"
+    r = await post({**fake_pay.signed_headers(raw), "Accept-Language": "en"}, raw)
+    assert r.json()["message"] == "The notification's resource could not be decrypted"
+    # signed, but not even an envelope with a resource
+    for broken in (b"[]", b'{"event_type": "TRANSACTION.SUCCESS", "resource": "x"}'):
+        r = await post(fake_pay.signed_headers(broken), broken)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "PAY_NOTIFY_UNDECRYPTABLE"
     # properly signed, but the amount or the merchant differ from our record: 5xx, retry
     wrong_amount = {**resource, "amount": {**resource["amount"], "total": 1}}
     r = await fake_pay.deliver(client, wrong_amount)
     assert r.status_code == 500 and r.json()["code"] == "FAIL"
+    assert r.json()["error"]["code"] == "PAY_NOTIFY_NOT_HANDLED"
     assert (await fake_pay.deliver(client, {**resource, "mchid": "1900000999"})).status_code == 500
     assert (await fake_pay.deliver(client, {**resource, "appid": "wx000other"})).status_code == 500
     # a payment for an order nobody knows
