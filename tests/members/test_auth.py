@@ -19,6 +19,7 @@ from mall.config import Settings
 from mall.kit import clock, security
 from mall.members import service as members_service
 from mall.members.models import AuthSession, Staff
+from mall.redis import get_redis
 from tests.conftest import StaffLogin
 from tests.wechat.fake import FakeWeChat, fake_wechat, fake_wechat_server
 
@@ -422,3 +423,30 @@ def _client_from(client: httpx.AsyncClient, address: str) -> httpx.AsyncClient:
         ),
         base_url="http://testserver",
     )
+
+
+async def test_ended_sessions_are_pruned_after_a_week(client: httpx.AsyncClient) -> None:
+    from mall.kit.jobs import all_jobs, run_job_once
+
+    clock.set_now(clock.now().replace(microsecond=0))
+    kept = await _member_login(client, "hal")
+    revoked = await _member_login(client, "ida")
+    await client.post("/api/v1/auth/logout", headers=_bearer(revoked["token"]))
+    job = next(j for j in all_jobs() if j.name == "members.prune_sessions")
+
+    async def prune() -> None:
+        await get_redis().delete(f"job:lease:{job.name}")  # the lease runs on Redis time
+        assert await run_job_once(job)
+
+    clock.advance(timedelta(days=8))
+    await prune()
+    # the logged-out one went; the other lives 30 days from its login
+    assert await AuthSession.all().count() == 1
+    # a refresh (day 8) slides it to day 38; a week after that it goes too
+    assert (await _refresh(client, "/api/v1/auth/refresh", kept["refresh_token"])).is_success
+    clock.advance(timedelta(days=36))
+    await prune()
+    assert await AuthSession.all().count() == 1
+    clock.advance(timedelta(days=2))
+    await prune()
+    assert await AuthSession.all().count() == 0
