@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     # the production shape: the app only serves, a `mall worker` beside it persists
     # winners and runs the jobs (it shares the app's embedded Redis)
     env["MALL_RUN_JOBS_IN_PROCESS"] = "false"
+    # the members log in from this one address, and their tokens outlive the run
+    env["MALL_MEMBER_LOGIN_IP_MAX_ATTEMPTS"] = str(max(args.members * 2, 60))
+    env["MALL_ACCESS_TOKEN_TTL_SECONDS"] = str(6 * 3600)
     server = subprocess.Popen(
         [sys.executable, "-m", "mall.cli", "--data-dir", str(data), "serve", "--demo",
          "--port", str(port), "--workers", str(args.workers)],

@@ -160,6 +160,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 workers=settings.workers,
                 log_level="info",
                 access_log=False,
+                # the client address is decided by mall.kit.clientip (MALL_TRUSTED_PROXIES);
+                # uvicorn would otherwise believe X-Forwarded-For from any local peer
+                proxy_headers=False,
             )
         except KeyboardInterrupt:
             # uvicorn shut down gracefully, then re-raised the SIGINT/SIGTERM it caught

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import logging
+import math
+import os
+import secrets
+import tempfile
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+log = logging.getLogger("mall.config")
+
+# The signing secret of old releases, public in the source: never used to sign anything.
 DEFAULT_SECRET = "dev-secret-change-me-0123456789abcdef"
+# Out of production with no MALL_SECRET_KEY, a random secret is made once and kept here.
+SECRET_FILE = "secret_key"
+MIN_SECRET_LENGTH = 32
+# rough floor on the guessing work of a production secret (see weak_secret)
+MIN_SECRET_BITS = 88
 
 
 class ConfigError(RuntimeError):
@@ -20,7 +36,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MALL_", env_file=".env", extra="ignore")
 
     env: Literal["development", "test", "production"] = "development"
-    secret_key: str = DEFAULT_SECRET
+    # Signs member and staff tokens. Empty outside production: a random secret is made on
+    # first use and kept in <data_dir>/secret_key (mode 0600). Production requires one.
+    secret_key: str = ""
     data_dir: Path = Path(".mall-data")
     # None means: SQLite file / embedded redis-server under data_dir.
     database_url: str | None = None
@@ -43,11 +61,32 @@ class Settings(BaseSettings):
     # without a token does not serve /metrics at all (404)
     metrics_token: SecretStr = SecretStr("")
 
-    access_token_ttl_seconds: int = 2 * 3600
+    # Addresses (or networks) of reverse proxies whose X-Forwarded-For is believed; empty:
+    # the client address is the TCP peer's. JSON list or comma separated.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Access tokens are short-lived; refresh tokens rotate on every use and a reused
+    # (already rotated) one revokes its whole session. Members' sessions slide (each
+    # refresh extends them), staff sessions end a fixed time after the login.
+    access_token_ttl_seconds: int = 15 * 60
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
-    staff_token_ttl_seconds: int = 12 * 3600
+    staff_token_ttl_seconds: int = 15 * 60
+    staff_session_ttl_seconds: int = 12 * 3600
+    # A staff name (existing or not) is locked this long after this many failed logins.
     staff_max_failed_logins: int = 5
     staff_lockout_seconds: int = 15 * 60
+    # One client address may fail this many staff logins per window (any names) before
+    # it gets 429; kept below staff_max_failed_logins so one address cannot lock anyone.
+    staff_login_ip_max_failures: int = 4
+    staff_login_ip_window_seconds: int = 15 * 60
+    # Login attempts per staff name per window (from all addresses) before 429.
+    staff_login_name_max_attempts: int = 10
+    staff_login_name_window_seconds: int = 60
+    # WeChat logins per client address per window before 429.
+    member_login_ip_max_attempts: int = 60
+    member_login_ip_window_seconds: int = 60
+    # argon2 hashes computed at once per process (each takes ~64 MiB while it runs)
+    password_hash_concurrency: int = 2
 
     wechat_api_base: str = "https://api.weixin.qq.com"
     wechat_appid: str = ""
@@ -162,6 +201,35 @@ class Settings(BaseSettings):
     # --- referral: a new member may bind a share code this many days after joining ---
     referral_bind_days: int = 7
 
+    _generated_secret: str | None = PrivateAttr(default=None)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
+
+    def signing_key(self) -> str:
+        """MALL_SECRET_KEY, or out of production the random secret of the data folder."""
+        if self.secret_key and self.secret_key != DEFAULT_SECRET:
+            return self.secret_key
+        if self.env == "production":
+            raise ConfigError("refusing to sign tokens: MALL_SECRET_KEY is not set")
+        if self._generated_secret is None:
+            self._generated_secret = _data_dir_secret(self.data_dir / SECRET_FILE)
+        return self._generated_secret
+
     @property
     def database_dsn(self) -> str:
         if self.database_url:
@@ -187,8 +255,9 @@ class Settings(BaseSettings):
         if self.env != "production":
             return
         problems = []
-        if self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 32:
-            problems.append("MALL_SECRET_KEY is the default or shorter than 32 characters")
+        weak = weak_secret(self.secret_key)
+        if weak:
+            problems.append(f"MALL_SECRET_KEY {weak} (make one with `openssl rand -hex 32`)")
         if self.dev_login:
             problems.append("MALL_DEV_LOGIN must be false in production")
         if self.is_sqlite:
@@ -199,6 +268,56 @@ class Settings(BaseSettings):
             problems.append("MALL_WECHAT_APPID and MALL_WECHAT_SECRET are required in production")
         if problems:
             raise ConfigError("refusing to start: " + "; ".join(problems))
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why `secret` is unfit to sign production tokens, or None. A heuristic floor, not a
+    proof: long enough, not the old public default, not a repeated pattern, and an
+    estimated entropy (length x Shannon entropy of its characters) of MIN_SECRET_BITS."""
+    if not secret:
+        return "is not set"
+    if secret == DEFAULT_SECRET:
+        return "is the public default"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if (secret + secret).find(secret, 1) < len(secret):
+        return "is a repeated pattern"
+    counts = Counter(secret)
+    n = len(secret)
+    per_char = -sum(c / n * math.log2(c / n) for c in counts.values())
+    if len(counts) < 8 or per_char * n < MIN_SECRET_BITS:
+        return "is too predictable (too few different characters)"
+    return None
+
+
+def _data_dir_secret(path: Path) -> str:
+    """The random secret kept at `path`, made on first use. Several processes may start at
+    once: the secret is written to a private temporary file and linked into place, so the
+    first link wins and every process reads the same secret."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(secrets.token_urlsafe(48) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, path)
+                log.info("made a random signing secret in %s", path)
+            except FileExistsError:
+                pass  # another process made it first
+        finally:
+            os.unlink(tmp)
+        text = path.read_text(encoding="utf-8").strip()
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{path} holds no usable secret; delete it to make a new one")
+    if path.stat().st_mode & 0o077:
+        log.warning("%s was readable by other users; made it private (0600)", path)
+        path.chmod(0o600)
+    return text
 
 
 _settings: Settings | None = None

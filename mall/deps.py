@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mall.errors import FORBIDDEN, UNAUTHORIZED
 from mall.i18n import get_locale
+from mall.kit.clientip import client_ip
 from mall.members import service as members_service
 from mall.members.models import Member, Staff
 from mall.redis import RedisClient as AnyRedis
@@ -32,8 +33,9 @@ async def _current_staff(
 ) -> Staff:
     if credentials is None or not credentials.credentials:
         raise UNAUTHORIZED()
-    staff = await members_service.staff_from_token(credentials.credentials)
+    staff, session_id = await members_service.staff_from_token(credentials.credentials)
     request.state.staff_id = staff.id
+    request.state.staff_session_id = session_id
     return staff
 
 
@@ -47,10 +49,26 @@ def _redis() -> AnyRedis:
     return get_redis()
 
 
+def _client_ip(request: Request) -> str:
+    return client_ip(request)
+
+
+def _bearer_token(
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> str:
+    if credentials is None or not credentials.credentials:
+        raise UNAUTHORIZED()
+    return credentials.credentials
+
+
 CurrentMember = Annotated[Member, Depends(_current_member)]
 CurrentStaff = Annotated[Staff, Depends(_current_staff)]
 AdminStaff = Annotated[Staff, Depends(_admin_staff)]
 RedisClient = Annotated[AnyRedis, Depends(_redis)]
+# the client's address (X-Forwarded-For only from MALL_TRUSTED_PROXIES)
+ClientIP = Annotated[str, Depends(_client_ip)]
+# the raw bearer token (401 without one), for routes that end their own session
+BearerToken = Annotated[str, Depends(_bearer_token)]
 Locale = Annotated[str, Depends(get_locale)]
 IdempotencyKey = Annotated[
     str | None,

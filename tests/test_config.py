@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import stat
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mall.config import DEFAULT_SECRET, ConfigError, Settings
+from mall.config import DEFAULT_SECRET, SECRET_FILE, ConfigError, Settings, weak_secret
 
 pytestmark = pytest.mark.nodb
 
 SAFE_PRODUCTION: dict[str, str] = {
     "MALL_ENV": "production",
-    "MALL_SECRET_KEY": "s3cret-" + "x" * 40,
+    "MALL_SECRET_KEY": "Qm9yaW5nIGJ1dCByYW5kb20tbG9va2luZyBzZWNyZXQgZm9y",
     "MALL_DEV_LOGIN": "false",
     "MALL_DATABASE_URL": "postgres://mall:pw@db.internal:5432/mall",
     "MALL_REDIS_URL": "redis://cache.internal:6379/0",
@@ -29,6 +32,10 @@ SAFE_PRODUCTION: dict[str, str] = {
 UNSAFE: dict[str, tuple[dict[str, str], str]] = {
     "default secret": ({"MALL_SECRET_KEY": DEFAULT_SECRET}, "MALL_SECRET_KEY"),
     "short secret": ({"MALL_SECRET_KEY": "short"}, "MALL_SECRET_KEY"),
+    "no secret": ({"MALL_SECRET_KEY": ""}, "MALL_SECRET_KEY"),
+    "one character": ({"MALL_SECRET_KEY": "a" * 32}, "MALL_SECRET_KEY"),
+    "a repeated word": ({"MALL_SECRET_KEY": "password" * 5}, "MALL_SECRET_KEY"),
+    "mostly one character": ({"MALL_SECRET_KEY": "s3cret-" + "x" * 40}, "MALL_SECRET_KEY"),
     "dev login on": ({"MALL_DEV_LOGIN": "true"}, "MALL_DEV_LOGIN"),
     "sqlite by default": ({"MALL_DATABASE_URL": ""}, "MALL_DATABASE_URL"),
     "sqlite url": ({"MALL_DATABASE_URL": "sqlite:///tmp/mall.sqlite3"}, "MALL_DATABASE_URL"),
@@ -109,6 +116,77 @@ def test_production_refuses_each_unsafe_setting(clean_env: Path, case: str) -> N
     assert variable in message
     # only the broken setting is blamed
     assert all(v not in message for v in VARIABLES - {variable})
+
+
+def test_random_secrets_pass_the_production_check() -> None:
+    for _ in range(2000):
+        assert weak_secret(secrets.token_hex(16)) is None  # `openssl rand -hex 16`
+        assert weak_secret(secrets.token_urlsafe(32)) is None
+
+
+def test_outside_production_a_random_secret_is_made_once_and_kept(
+    clean_env: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    settings = _settings({"MALL_SECRET_KEY": "", "MALL_DATA_DIR": str(data)})
+    key = settings.signing_key()
+    assert key != DEFAULT_SECRET and weak_secret(key) is None
+    kept = data / SECRET_FILE
+    assert kept.read_text().strip() == key
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    # the next start (another process) reads the same secret: tokens stay valid
+    assert _settings({"MALL_DATA_DIR": str(data)}).signing_key() == key
+    # the public constant of old releases counts as no secret
+    assert (
+        _settings({"MALL_SECRET_KEY": DEFAULT_SECRET, "MALL_DATA_DIR": str(data)}).signing_key()
+        == key
+    )
+    # another data folder, another secret
+    assert _settings({"MALL_DATA_DIR": str(tmp_path / "other")}).signing_key() != key
+    # a secret that is set is used as it is, and nothing is written for it
+    mine = _settings({"MALL_SECRET_KEY": "mine-" + "z" * 30, "MALL_DATA_DIR": str(tmp_path / "x")})
+    assert mine.signing_key() == "mine-" + "z" * 30
+    assert not (tmp_path / "x").exists()
+
+
+def test_processes_starting_at_once_agree_on_one_secret(clean_env: Path, tmp_path: Path) -> None:
+    def start(_i: int) -> str:
+        return _settings({"MALL_DATA_DIR": str(tmp_path)}).signing_key()
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(start, range(16)))
+    assert len(keys) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [SECRET_FILE]  # no temporary files left
+
+
+def test_a_readable_secret_file_is_made_private(clean_env: Path, tmp_path: Path) -> None:
+    kept = tmp_path / SECRET_FILE
+    kept.write_text("r" + secrets.token_hex(24) + "\n")
+    kept.chmod(0o644)
+    assert _settings({"MALL_DATA_DIR": str(tmp_path)}).signing_key() == kept.read_text().strip()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    kept.write_text("short\n")
+    with pytest.raises(ConfigError, match="delete it"):
+        _settings({"MALL_DATA_DIR": str(tmp_path)}).signing_key()
+
+
+def test_production_never_makes_a_secret(clean_env: Path, tmp_path: Path) -> None:
+    settings = _settings({**SAFE_PRODUCTION, "MALL_SECRET_KEY": "", "MALL_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="MALL_SECRET_KEY"):
+        settings.signing_key()
+    assert not any(tmp_path.iterdir())
+
+
+def test_trusted_proxies_read_as_a_list_or_comma_separated(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MALL_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    monkeypatch.setenv("MALL_TRUSTED_PROXIES", '["::1"]')
+    assert Settings().trusted_proxies == ["::1"]
+    monkeypatch.setenv("MALL_TRUSTED_PROXIES", "not-an-address")
+    with pytest.raises(ValueError):
+        Settings()
 
 
 def test_dev_login_is_off_in_production_whatever_the_flag(clean_env: Path) -> None:

@@ -28,7 +28,7 @@ PRODUCTION_NEEDS = (
 )
 # stand-ins for the secrets a deployer writes into docker/.env
 DEPLOYER_VALUES = {
-    "MALL_SECRET_KEY": "k" * 64,
+    "MALL_SECRET_KEY": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "MALL_WECHAT_APPID": "wx0123456789abcdef",
     "MALL_WECHAT_SECRET": "s" * 32,
     "POSTGRES_PASSWORD": "pg-password",

@@ -257,7 +257,7 @@ async def test_points_mall_items_on_every_master_list_and_redeem(
 
     member, _new = await members_service.login_with_wechat("dev:cluster-shopper")
     await points_service.earn(member.id, 1000, idempotency_key="cl-grant", reason="test")
-    headers = {"Authorization": f"Bearer {members_service.tokens_for(member).token}"}
+    headers = {"Authorization": f"Bearer {(await members_service.tokens_for(member)).token}"}
     r = await client.get("/api/v1/points-mall/items", headers=headers, params={"size": 50})
     assert r.status_code == 200, r.text
     listed = {item["id"]: item for item in r.json()["items"]}

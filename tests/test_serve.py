@@ -285,7 +285,7 @@ def test_production_refuses_unsafe_settings_and_demo_data(command: str, tmp_path
         args.func(args, unsafe)
     safe = unsafe.model_copy(
         update={
-            "secret_key": "k" * 40,
+            "secret_key": "c2V0LWEtcmVhbC1zZWNyZXQtaW4tcHJvZHVjdGlvbg",
             "dev_login": False,
             "database_url": "postgres://u@127.0.0.1:1/x",
             "redis_url": "redis://127.0.0.1:1/0",

@@ -5,15 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from mall.audit import service as audit_service
-from mall.config import get_settings
-from mall.deps import AdminStaff, CurrentStaff
+from mall.deps import AdminStaff, ClientIP, CurrentStaff
 from mall.kit.text import SafeLine
 from mall.members import service as members_service
-from mall.members.schemas import StaffCreateIn, StaffLoginIn, StaffLoginOut, StaffOut
+from mall.members.schemas import (
+    RefreshIn,
+    StaffCreateIn,
+    StaffLoginIn,
+    StaffLoginOut,
+    StaffOut,
+    TokenOut,
+)
 
 router = APIRouter(tags=["admin: staff"])
 
@@ -30,14 +36,32 @@ class AuditOut(BaseModel):
 
 
 @router.post("/login", response_model=StaffLoginOut)
-async def login(body: StaffLoginIn) -> StaffLoginOut:
-    """Staff login; locks the account for a while after repeated failures."""
-    staff, token = await members_service.staff_login(body.username, body.password)
+async def login(body: StaffLoginIn, ip: ClientIP) -> StaffLoginOut:
+    """Staff login. Too many failures from one address answer 429 `RATE_LIMITED`;
+    repeated failures on one name lock it for a while (423 `ACCOUNT_LOCKED`), whether the
+    name exists or not. The access token lasts minutes: renew it at `/refresh`."""
+    staff, tokens = await members_service.staff_login(body.username, body.password, ip=ip)
     return StaffLoginOut(
-        token=token,
-        expires_in=get_settings().staff_token_ttl_seconds,
+        token=tokens.token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
         staff=StaffOut.model_validate(staff),
     )
+
+
+@router.post("/refresh", response_model=TokenOut)
+async def refresh(body: RefreshIn) -> TokenOut:
+    """A new access token and refresh token; each refresh token works once (an old one
+    used again ends the session: 401 `SESSION_REVOKED`)."""
+    tokens = await members_service.staff_refresh(body.refresh_token)
+    return TokenOut(**tokens.__dict__)
+
+
+@router.post("/logout", status_code=204, response_class=Response)
+async def logout(request: Request, _staff: CurrentStaff) -> Response:
+    """End this session: its refresh token and its access token stop working at once."""
+    await members_service.revoke_session(request.state.staff_session_id)
+    return Response(status_code=204)
 
 
 @router.get("/me", response_model=StaffOut)

@@ -30,3 +30,15 @@ async def over_limit(key: str, limit: int) -> bool:
 
 async def reset(key: str) -> None:
     await get_redis().delete(f"rl:{key}")
+
+
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+async def give_back(key: str) -> None:
+    """Undo one counted hit (e.g. a reserved failure that turned out a success); a window
+    that has ended stays ended."""
+    await get_redis().eval(_GIVE_BACK, 1, f"rl:{key}")

@@ -1,9 +1,17 @@
-"""Signed tokens (JWT, HS256) and password hashing (argon2)."""
+"""Signed tokens (JWT, HS256) and password hashing (argon2).
+
+argon2 is slow and memory-hard on purpose (about 50 ms and 64 MiB a call), so hashing and
+verifying run in worker threads (argon2-cffi releases the GIL), at most
+`password_hash_concurrency` at a time per event loop: the loop keeps answering while
+logins are checked, and a burst of logins cannot take all memory."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Any, Literal
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -13,20 +21,54 @@ from mall.config import get_settings
 from mall.errors import TOKEN_EXPIRED, TOKEN_INVALID
 from mall.kit import clock
 
-TokenType = Literal["member", "member_refresh", "staff"]
+TokenType = Literal["member", "member_refresh", "staff", "staff_refresh"]
 
 _hasher = PasswordHasher()
+_T = TypeVar("_T")
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def hash_password(password: str) -> str:
+    """Blocks for the hash's duration: requests use `hash_password_async`."""
     return _hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    """Blocks for the hash's duration: requests use `verify_password_async`."""
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return False
+
+
+async def _off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(max(1, get_settings().password_hash_concurrency))
+    async with gate:
+        return await asyncio.to_thread(fn, *args)
+
+
+async def hash_password_async(password: str) -> str:
+    return await _off_loop(hash_password, password)
+
+
+async def verify_password_async(password_hash: str, password: str) -> bool:
+    return await _off_loop(verify_password, password_hash, password)
+
+
+def new_token_id() -> str:
+    return secrets.token_hex(16)
 
 
 def issue_token(subject: int, typ: TokenType, ttl_seconds: int, **claims: Any) -> str:
@@ -39,14 +81,14 @@ def issue_token(subject: int, typ: TokenType, ttl_seconds: int, **claims: Any) -
         "jti": secrets.token_hex(8),
         **claims,
     }
-    return jwt.encode(payload, get_settings().secret_key, algorithm="HS256")
+    return jwt.encode(payload, get_settings().signing_key(), algorithm="HS256")
 
 
 def decode_token(token: str, typ: TokenType) -> dict[str, Any]:
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
-            get_settings().secret_key,
+            get_settings().signing_key(),
             algorithms=["HS256"],
             options={
                 "require": ["exp", "sub", "typ"],

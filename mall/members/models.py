@@ -32,17 +32,46 @@ class Member(Model):
 
 
 class Staff(Model):
-    """An ops or admin account for the console and the admin API."""
+    """An ops or admin account for the console and the admin API.
+
+    Failed logins and lock-outs are counted in Redis by name (see members.service), so
+    names that do not exist lock the same way."""
 
     id = fields.BigIntField(primary_key=True)
     username = fields.CharField(max_length=64, unique=True)
     password_hash = fields.CharField(max_length=255)
     role = fields.CharField(max_length=16, default="ops")  # admin | ops
     active = fields.BooleanField(default=True)
-    failed_logins = fields.IntField(default=0)
-    locked_until = fields.DatetimeField(null=True)
     last_login_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "staff"
+
+
+class AuthSession(Model):
+    """One login of a member or a staff account: the family of its refresh tokens.
+
+    Only the newest refresh token (`refresh_jti`) is valid; using it moves `refresh_jti`
+    on with a conditional update, so of two uses of one token only one succeeds. A
+    signed refresh token of this session with another id was already used: it is replayed,
+    and the whole session is revoked. Staff access tokens carry the session id (`sid`) and
+    admin routes check it is not revoked, so a logout ends them at once; member access
+    tokens are checked by signature alone (the flash-sale path reads no row) and lapse
+    within minutes."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharField(max_length=8)  # member | staff
+    subject_id = fields.BigIntField(description="Member or staff id, by kind")
+    refresh_jti = fields.CharField(max_length=32)
+    rotations = fields.IntField(default=0)
+    ip = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(null=True)
+    expires_at = fields.DatetimeField(description="When the newest refresh token lapses")
+    revoked_at = fields.DatetimeField(null=True)
+    revoked_reason = fields.CharField(max_length=16, default="")  # logout | reuse | ...
+
+    class Meta:
+        table = "auth_session"
+        indexes = (("kind", "subject_id"),)

@@ -32,6 +32,7 @@ from mall.domains import domain_modules
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock, ratelimit
+from mall.members import service as members_service
 from mall.members.models import Member, Staff
 from mall.members.service import MEMBER_NOT_FOUND, get_member
 
@@ -196,7 +197,8 @@ async def erase(member_id: int) -> dict[str, int]:
         birthday=None,
         tags=[],
     )
-    return {}
+    # its sessions end too: no refresh token of the account works again
+    return {"sessions": await members_service.revoke_sessions("member", member_id, "deleted")}
 
 
 # --- export ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from mall.deps import CurrentMember
+from mall.deps import BearerToken, ClientIP, CurrentMember
 from mall.members import privacy, service
 from mall.members.schemas import (
     DeletionCheckOut,
@@ -24,17 +24,28 @@ router = APIRouter(prefix="/api/v1", tags=["members"])
 
 
 @router.post("/auth/wechat-login", response_model=LoginOut)
-async def wechat_login(body: WeChatLoginIn) -> LoginOut:
-    """Exchange a `wx.login` code for a token; creates the member on first login."""
-    member, is_new = await service.login_with_wechat(body.code)
-    tokens = service.tokens_for(member).model_dump()
+async def wechat_login(body: WeChatLoginIn, ip: ClientIP) -> LoginOut:
+    """Exchange a `wx.login` code for a token; creates the member on first login.
+    The access token lasts `expires_in` seconds (minutes); renew it with the refresh
+    token. Limited per client address (429 `RATE_LIMITED`)."""
+    member, is_new = await service.login_with_wechat(body.code, ip=ip)
+    tokens = (await service.tokens_for(member, ip)).model_dump()
     return LoginOut(member=MemberOut.model_validate(member), is_new=is_new, **tokens)
 
 
 @router.post("/auth/refresh", response_model=TokenOut)
 async def refresh(body: RefreshIn) -> TokenOut:
+    """A new access token and a new refresh token. Each refresh token works once: keep
+    the new one. Using an old one again ends the session (401 `SESSION_REVOKED`)."""
     _member, tokens = await service.refresh(body.refresh_token)
     return tokens
+
+
+@router.post("/auth/logout", status_code=204, response_class=Response)
+async def logout(token: BearerToken) -> Response:
+    """End this login: its refresh token stops working."""
+    await service.member_logout(token)
+    return Response(status_code=204)
 
 
 @router.post("/auth/phone", response_model=MemberOut)

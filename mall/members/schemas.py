@@ -82,6 +82,7 @@ class StaffOut(BaseModel):
 
 class StaffLoginOut(BaseModel):
     token: str
+    refresh_token: str
     expires_in: int
     staff: StaffOut
 

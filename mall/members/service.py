@@ -1,10 +1,26 @@
-"""Member login and profile, staff accounts and their login lock-out."""
+"""Member login and profile, staff accounts, their login lock-out, and the login
+sessions (refresh-token families) of both.
+
+Staff login, in order, each step before anything costly:
+1. the client address: its unsuccessful staff logins (any names) are counted up front and
+   given back on success; past `staff_login_ip_max_failures` it gets 429. That is below
+   `staff_max_failed_logins`, so one address can neither lock a name nor guess on.
+2. the name: at most `staff_login_name_max_attempts` tries per window from everywhere, 429.
+3. the lock, by name, in Redis, whether the name exists or not (so answers never tell
+   which names exist): one Lua step hands out at most `staff_max_failed_logins` password
+   checks per window; the last failing one, or any one asked for beyond, locks the name.
+4. the password, checked in a worker thread; unknown names check a dummy hash.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
@@ -12,10 +28,21 @@ from tortoise.expressions import F
 from mall.config import get_settings
 from mall.errors import FORBIDDEN, NOT_FOUND, TOKEN_INVALID, ErrorCode
 from mall.i18n import _
-from mall.kit import clock
-from mall.kit.security import decode_token, hash_password, issue_token, verify_password
-from mall.members.models import Member, Staff
+from mall.kit import clock, ratelimit
+from mall.kit.clientip import rate_key
+from mall.kit.security import (
+    TokenType,
+    decode_token,
+    hash_password,
+    hash_password_async,
+    issue_token,
+    needs_rehash,
+    new_token_id,
+    verify_password_async,
+)
+from mall.members.models import AuthSession, Member, Staff
 from mall.members.schemas import MemberOut, MeOut, TokenOut
+from mall.redis import get_redis, script
 from mall.wechat import client as wechat
 
 log = logging.getLogger("mall.members")
@@ -30,6 +57,11 @@ ACCOUNT_LOCKED = ErrorCode(
 )
 STAFF_EXISTS = ErrorCode("STAFF_EXISTS", 409, _("A staff account with this name already exists"))
 MEMBER_NOT_FOUND = ErrorCode("MEMBER_NOT_FOUND", 404, _("Member not found"))
+SESSION_REVOKED = ErrorCode(
+    "SESSION_REVOKED", 401, _("You have been logged out; please log in again")
+)
+
+SessionKind = Literal["member", "staff"]
 
 # Hooks run after a member joins (e.g. the new-member gift pack); domains append here.
 on_member_joined: list[Callable[[Member], Awaitable[None]]] = []
@@ -44,8 +76,17 @@ async def _resolve_openid(code: str) -> tuple[str, str | None]:
     return session.openid, session.unionid
 
 
-async def login_with_wechat(code: str) -> tuple[Member, bool]:
-    """Find or create the member by openid; `is_new` says whether it just joined."""
+async def login_with_wechat(code: str, *, ip: str | None = None) -> tuple[Member, bool]:
+    """Find or create the member by openid; `is_new` says whether it just joined.
+    A login from a client (`ip` given: every route passes it) is limited per client
+    address (429) before WeChat is asked."""
+    settings = get_settings()
+    if ip is not None:
+        await ratelimit.hit(
+            f"member-login-ip:{rate_key(ip)}",
+            settings.member_login_ip_max_attempts,
+            settings.member_login_ip_window_seconds,
+        )
     openid, unionid = await _resolve_openid(code)
     member = await Member.get_or_none(openid=openid)
     if member is not None:
@@ -66,21 +107,129 @@ async def login_with_wechat(code: str) -> tuple[Member, bool]:
     return member, True
 
 
-def tokens_for(member: Member) -> TokenOut:
-    settings = get_settings()
-    return TokenOut(
-        token=issue_token(member.id, "member", settings.access_token_ttl_seconds),
-        refresh_token=issue_token(member.id, "member_refresh", settings.refresh_token_ttl_seconds),
-        expires_in=settings.access_token_ttl_seconds,
+# --- sessions: refresh-token families --------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokens:
+    token: str
+    refresh_token: str
+    expires_in: int
+
+
+def _now_s() -> int:
+    return int(clock.now().timestamp())
+
+
+def _tokens(
+    kind: SessionKind, subject_id: int, sid: int, jti: str, ends: int, **claims: Any
+) -> Tokens:
+    """An access token (minutes; never past the session's end) and the refresh token `jti`
+    of session `sid`, which lapses at `ends` (unix seconds)."""
+    left = max(ends - _now_s(), 1)
+    access_ttl = get_settings().access_token_ttl_seconds
+    if kind == "staff":
+        access_ttl = get_settings().staff_token_ttl_seconds
+    access_ttl = min(access_ttl, left)
+    refresh_typ: TokenType = "member_refresh" if kind == "member" else "staff_refresh"
+    return Tokens(
+        token=issue_token(subject_id, kind, access_ttl, sid=sid, **claims),
+        refresh_token=issue_token(subject_id, refresh_typ, left, sid=sid, jti=jti),
+        expires_in=access_ttl,
     )
 
 
-async def refresh(refresh_token: str) -> tuple[Member, TokenOut]:
-    payload = decode_token(refresh_token, "member_refresh")
-    member = await Member.get_or_none(id=int(payload["sub"]))
-    if member is None or member.deleted_at is not None:  # a deleted account logs in no more
+async def _open_session(
+    kind: SessionKind, subject_id: int, ip: str, ttl: int, **claims: Any
+) -> Tokens:
+    jti = new_token_id()
+    ends = _now_s() + ttl
+    session = await AuthSession.create(
+        kind=kind,
+        subject_id=subject_id,
+        refresh_jti=jti,
+        ip=ip[:64],
+        expires_at=datetime.fromtimestamp(ends, UTC),
+    )
+    return _tokens(kind, subject_id, session.id, jti, ends, **claims)
+
+
+async def _rotate(refresh_token: str, kind: SessionKind) -> tuple[int, int, str, int]:
+    """Use a refresh token once: (subject id, session id, new jti, session end). A signed
+    token of the session that is not its newest one was used before, so someone holds a
+    copy: the whole session is revoked (the rightful client logs in again)."""
+    payload = decode_token(refresh_token, "member_refresh" if kind == "member" else "staff_refresh")
+    sid, jti = payload.get("sid"), payload.get("jti")
+    if not isinstance(sid, int) or not isinstance(jti, str):
         raise TOKEN_INVALID()
-    return member, tokens_for(member)
+    subject_id = int(payload["sub"])
+    now = clock.now()
+    # members' sessions slide with use; a staff session ends where its login said
+    ends = _now_s() + get_settings().refresh_token_ttl_seconds
+    if kind == "staff":
+        ends = int(payload["exp"])
+    new_jti = new_token_id()
+    mine = AuthSession.filter(id=sid, kind=kind, subject_id=subject_id, revoked_at__isnull=True)
+    rotated = await mine.filter(refresh_jti=jti).update(
+        refresh_jti=new_jti,
+        rotations=F("rotations") + 1,
+        last_used_at=now,
+        expires_at=datetime.fromtimestamp(ends, UTC),
+    )
+    if not rotated:
+        if await mine.update(revoked_at=now, revoked_reason="reuse"):
+            log.warning("reused refresh token: %s session %s revoked", kind, sid)
+        raise SESSION_REVOKED()
+    return subject_id, sid, new_jti, ends
+
+
+async def revoke_session(session_id: int, reason: str = "logout") -> bool:
+    """End one session: its refresh tokens at once, staff access tokens too."""
+    updated = await AuthSession.filter(id=session_id, revoked_at__isnull=True).update(
+        revoked_at=clock.now(), revoked_reason=reason[:16]
+    )
+    return bool(updated)
+
+
+async def revoke_sessions(kind: SessionKind, subject_id: int, reason: str) -> int:
+    """End every session of a member or staff account (e.g. account deleted, disabled)."""
+    return await AuthSession.filter(
+        kind=kind, subject_id=subject_id, revoked_at__isnull=True
+    ).update(revoked_at=clock.now(), revoked_reason=reason[:16])
+
+
+async def prune_sessions(older_than: timedelta = timedelta(days=7)) -> int:
+    """Delete sessions that lapsed or were revoked more than `older_than` ago."""
+    cutoff = clock.now() - older_than
+    lapsed = await AuthSession.filter(expires_at__lt=cutoff).delete()
+    revoked = await AuthSession.filter(revoked_at__lt=cutoff).delete()
+    return lapsed + revoked
+
+
+# --- members -----------------------------------------------------------------
+
+
+async def tokens_for(member: Member, ip: str = "") -> TokenOut:
+    """A new session for a member who just logged in."""
+    tokens = await _open_session("member", member.id, ip, get_settings().refresh_token_ttl_seconds)
+    return TokenOut(**tokens.__dict__)
+
+
+async def refresh(refresh_token: str) -> tuple[Member, TokenOut]:
+    member_id, sid, jti, ends = await _rotate(refresh_token, "member")
+    member = await Member.get_or_none(id=member_id)
+    if member is None or member.deleted_at is not None:  # a deleted account logs in no more
+        await revoke_session(sid, "gone")
+        raise TOKEN_INVALID()
+    return member, TokenOut(**_tokens("member", member_id, sid, jti, ends).__dict__)
+
+
+async def member_logout(token: str) -> None:
+    """End the session of a member access token (its refresh tokens stop working; the
+    access token itself lapses within minutes)."""
+    sid = decode_token(token, "member").get("sid")
+    if isinstance(sid, int):
+        await revoke_session(sid)
 
 
 async def member_from_token(token: str) -> Member:
@@ -157,43 +306,92 @@ def age_on(birthday: date, day: date) -> int:
 async def create_staff(username: str, password: str, role: str = "ops") -> Staff:
     if role not in ("admin", "ops"):
         raise FORBIDDEN()
+    password_hash = await hash_password_async(password)
     try:
-        return await Staff.create(
-            username=username, password_hash=hash_password(password), role=role
-        )
+        return await Staff.create(username=username, password_hash=password_hash, role=role)
     except IntegrityError:
         raise STAFF_EXISTS() from None
 
 
-async def staff_login(username: str, password: str) -> tuple[Staff, str]:
+def _name_key(username: str) -> str:
+    # a digest: names are any text a client sends, and a key must not be steered
+    return hashlib.sha256(username.encode("utf-8")).hexdigest()[:24]
+
+
+async def staff_login(username: str, password: str, *, ip: str) -> tuple[Staff, Tokens]:
+    """Check a staff login (see the module docstring for the order) and open a session.
+    Unknown names, inactive accounts and wrong passwords answer alike."""
     settings = get_settings()
+    ip_bucket = f"staff-login-ip:{rate_key(ip)}"
+    await ratelimit.hit(
+        ip_bucket, settings.staff_login_ip_max_failures, settings.staff_login_ip_window_seconds
+    )
+    name = _name_key(username)
+    await ratelimit.hit(
+        f"staff-login-name:{name}",
+        settings.staff_login_name_max_attempts,
+        settings.staff_login_name_window_seconds,
+    )
+    keys = [f"stafflogin:{{{name}}}:fails", f"stafflogin:{{{name}}}:lock"]
+    now_ms = int(clock.now().timestamp() * 1000)
+    lockout_ms = settings.staff_lockout_seconds * 1000
+    locked, value = await script("mall.members", "staff_login_reserve")(
+        keys=keys, args=[now_ms, settings.staff_max_failed_logins, lockout_ms]
+    )
+    if int(locked):
+        raise ACCOUNT_LOCKED(minutes=max(1, math.ceil(int(value) / 60_000)))
     staff = await Staff.get_or_none(username=username)
-    now = clock.now()
+    # unknown names check a dummy hash: the same work, the same time
+    checked = await verify_password_async(staff.password_hash if staff else _DUMMY_HASH, password)
+    if not checked or staff is None or not staff.active:
+        log.info("staff login failed ip=%s staff=%s", ip, staff.id if staff else "-")
+        if int(value) >= settings.staff_max_failed_logins:
+            await script("mall.members", "staff_login_lock")(keys=keys, args=[now_ms, lockout_ms])
+            log.warning("staff login name locked ip=%s staff=%s", ip, staff.id if staff else "-")
+            raise ACCOUNT_LOCKED(minutes=max(1, math.ceil(settings.staff_lockout_seconds / 60)))
+        raise LOGIN_FAILED()
+    await get_redis().delete(keys[0])
+    await ratelimit.give_back(ip_bucket)
+    changes: dict[str, Any] = {"last_login_at": clock.now()}
+    if needs_rehash(staff.password_hash):  # hashed with older parameters
+        changes["password_hash"] = await hash_password_async(password)
+    await Staff.filter(id=staff.id).update(**changes)
+    log.info("staff login staff=%s ip=%s", staff.id, ip)
+    return staff, await staff_tokens(staff, ip)
+
+
+async def staff_tokens(staff: Staff, ip: str = "") -> Tokens:
+    """A new session for a staff account (the login above; tests skip the password)."""
+    ttl = get_settings().staff_session_ttl_seconds
+    return await _open_session("staff", staff.id, ip, ttl, role=staff.role)
+
+
+async def staff_refresh(refresh_token: str) -> Tokens:
+    staff_id, sid, jti, ends = await _rotate(refresh_token, "staff")
+    staff = await Staff.get_or_none(id=staff_id)
     if staff is None or not staff.active:
-        verify_password(_DUMMY_HASH, password)  # same cost for unknown users
-        raise LOGIN_FAILED()
-    if staff.locked_until and staff.locked_until > now:
-        minutes = max(1, int((staff.locked_until - now).total_seconds() // 60) + 1)
-        raise ACCOUNT_LOCKED(minutes=minutes)
-    if not verify_password(staff.password_hash, password):
-        await Staff.filter(id=staff.id).update(failed_logins=F("failed_logins") + 1)
-        await staff.refresh_from_db()
-        if staff.failed_logins >= settings.staff_max_failed_logins:
-            until = now + timedelta(seconds=settings.staff_lockout_seconds)
-            await Staff.filter(id=staff.id).update(locked_until=until, failed_logins=0)
-            raise ACCOUNT_LOCKED(minutes=settings.staff_lockout_seconds // 60)
-        raise LOGIN_FAILED()
-    await Staff.filter(id=staff.id).update(failed_logins=0, locked_until=None, last_login_at=now)
-    token = issue_token(staff.id, "staff", settings.staff_token_ttl_seconds, role=staff.role)
-    return staff, token
+        await revoke_session(sid, "inactive")
+        raise TOKEN_INVALID()
+    return _tokens("staff", staff_id, sid, jti, ends, role=staff.role)
 
 
-async def staff_from_token(token: str) -> Staff:
+async def staff_from_token(token: str) -> tuple[Staff, int]:
+    """The staff account and session id of an access token; a token of a session that
+    was logged out or revoked is refused at once (one indexed read per admin request)."""
     payload = decode_token(token, "staff")
-    staff = await Staff.get_or_none(id=int(payload["sub"]))
+    sid = payload.get("sid")
+    if not isinstance(sid, int):
+        raise TOKEN_INVALID()
+    staff_id = int(payload["sub"])
+    live = await AuthSession.filter(
+        id=sid, kind="staff", subject_id=staff_id, revoked_at__isnull=True
+    ).exists()
+    if not live:
+        raise SESSION_REVOKED()
+    staff = await Staff.get_or_none(id=staff_id)
     if staff is None or not staff.active:
         raise TOKEN_INVALID()
-    return staff
+    return staff, sid
 
 
 async def list_staff() -> list[Staff]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mall.deps import CurrentMember
+from mall.deps import ClientIP, CurrentMember
 from mall.errors import MallError
 from mall.kit.bounds import Cursor, Limit
 from mall.kit.pagination import Page
@@ -49,11 +49,11 @@ async def bind(body: BindIn, member: CurrentMember) -> BindingOut:
 
 
 @router.post("/referral/wechat-login", response_model=ShareLoginOut)
-async def login_with_share_code(body: ShareLoginIn) -> ShareLoginOut:
+async def login_with_share_code(body: ShareLoginIn, ip: ClientIP) -> ShareLoginOut:
     """`/auth/wechat-login` for a mini-program opened from a share: logs in (creating the
     member on first login) and binds the share code. A code that cannot be bound never
     fails the login; `referral.error` says why."""
-    member, is_new = await members_service.login_with_wechat(body.code)
+    member, is_new = await members_service.login_with_wechat(body.code, ip=ip)
     result: ReferralResult | None = None
     if body.share_code:
         try:
@@ -61,7 +61,7 @@ async def login_with_share_code(body: ShareLoginIn) -> ShareLoginOut:
             result = ReferralResult(bound=True)
         except MallError as exc:
             result = ReferralResult(bound=False, error=exc.code)
-    tokens = members_service.tokens_for(member)
+    tokens = await members_service.tokens_for(member, ip)
     return ShareLoginOut(
         **tokens.model_dump(),
         member=MemberOut.model_validate(member),

@@ -180,6 +180,13 @@ async def _issue_tokens(client: httpx.AsyncClient, run: str, members: int) -> li
     async def login(i: int) -> None:
         async with semaphore:
             r = await client.post("/api/v1/auth/wechat-login", json={"code": f"dev:{run}-{i}"})
+            if r.status_code == 429:
+                raise SystemExit(
+                    "dev login was rate-limited: the service allows "
+                    "MALL_MEMBER_LOGIN_IP_MAX_ATTEMPTS logins per address a minute (60); "
+                    f"start it with MALL_MEMBER_LOGIN_IP_MAX_ATTEMPTS={members} for a drill, "
+                    "or pass fewer --members"
+                )
             if r.status_code != 200:
                 raise SystemExit(f"dev login failed ({r.status_code}): {r.text[:200]}")
             tokens[i] = r.json()["token"]

@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mall.kit.security import issue_token
+from mall.members import service as members_service
 from mall.members.models import Staff
 
 StaffToken = Callable[..., Awaitable[dict[str, str]]]
@@ -20,6 +20,7 @@ def ops_headers() -> StaffToken:
         staff = await Staff.create(
             username=f"{role}_{secrets.token_hex(4)}", password_hash="!", role=role
         )
-        return {"Authorization": f"Bearer {issue_token(staff.id, 'staff', 3600, role=role)}"}
+        tokens = await members_service.staff_tokens(staff)
+        return {"Authorization": f"Bearer {tokens.token}"}
 
     return make

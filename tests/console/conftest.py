@@ -123,19 +123,22 @@ class Console:
     async def sign_in(self, role: str = "ops", hash_path: str = "dashboard") -> int:
         """Skips the login form (tests/console/test_login.py covers it): a staff token is
         put where the form would put it."""
-        from mall.config import get_settings
-        from mall.kit.security import issue_token
         from mall.members import service as members_service
 
         staff = await members_service.create_staff(f"{role}_{secrets.token_hex(3)}", PASSWORD, role)
-        token = issue_token(staff.id, "staff", get_settings().staff_token_ttl_seconds, role=role)
+        tokens = await members_service.staff_tokens(staff)
         await self.open()
         await self.page.evaluate(
-            """([token, staff]) => {
+            """([token, refresh, staff]) => {
                 sessionStorage.setItem("mall.console.token", token);
+                sessionStorage.setItem("mall.console.refresh", refresh);
                 sessionStorage.setItem("mall.console.staff", JSON.stringify(staff));
             }""",
-            [token, {"id": staff.id, "username": staff.username, "role": role, "active": True}],
+            [
+                tokens.token,
+                tokens.refresh_token,
+                {"id": staff.id, "username": staff.username, "role": role, "active": True},
+            ],
         )
         await self.open(hash_path)
         await self.page.reload()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import httpx
+
+from mall.kit import clock
 from tests.console.conftest import Console
 
 OPS_MENU = [
@@ -25,11 +30,8 @@ async def test_wrong_password_is_shown_and_nothing_is_stored(console: Console) -
     await console.page.fill("#f-username", "ops_wrong")
     await console.page.fill("#f-password", "not-the-password")
     await console.page.click("form.login-card button[type=submit]")
-    error = console.page.locator(".form-error")
-    await error.wait_for()
-    await console.page.wait_for_function(
-        "document.querySelector('.form-error').textContent.length > 0"
-    )
+    # (a selector, not a string predicate: the console's CSP forbids eval)
+    await console.page.wait_for_selector(".form-error:not(:empty)")
     assert await console.page.evaluate("sessionStorage.getItem('mall.console.token')") is None
     assert await console.page.locator("nav.sidebar").count() == 0
 
@@ -77,3 +79,30 @@ async def test_language_switch_is_remembered(console: Console) -> None:
     await console.page.wait_for_selector("form.login-card")
     assert await console.page.text_content("form.login-card button[type=submit]") == "Log in"
     assert await console.page.evaluate("sessionStorage.getItem('mall.console.token')") is None
+
+
+async def test_an_expired_token_is_renewed_and_logout_ends_the_session(
+    console: Console, client: httpx.AsyncClient
+) -> None:
+    await console.login("ops")
+    storage = "(k) => sessionStorage.getItem(k)"
+    first = await console.page.evaluate(storage, "mall.console.refresh")
+    assert first
+    clock.advance(timedelta(minutes=16))  # the access token has expired
+    # the page's requests find it expired, renew it once together and go on
+    await console.go("products")
+    await console.page.wait_for_function(
+        "(first) => sessionStorage.getItem('mall.console.refresh') !== first", arg=first
+    )
+    await console.go("dashboard")
+    await console.page.wait_for_selector("nav.sidebar")
+    assert await console.page.locator("form.login-card").count() == 0
+    token = await console.page.evaluate(storage, "mall.console.token")
+    r = await client.get("/api/admin/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200  # renewed once: a second use would have ended the session
+    # logging out ends the session on the server, not only in the tab
+    await console.page.click("button[data-action=logout]")
+    await console.page.wait_for_selector("form.login-card")
+    r = await client.get("/api/admin/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "SESSION_REVOKED"
+    assert await console.page.evaluate(storage, "mall.console.refresh") is None

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from mall.kit.security import issue_token
 from mall.members import service as members_service
 from mall.members.models import Staff
 from mall.points import service as points_service
@@ -25,8 +24,8 @@ async def ops() -> dict[str, str]:
     staff = await Staff.create(
         username=f"ops_{secrets.token_hex(3)}", password_hash="-", role="ops"
     )
-    token = issue_token(staff.id, "staff", 3600, role="ops")
-    return {"Authorization": f"Bearer {token}"}
+    tokens = await members_service.staff_tokens(staff)
+    return {"Authorization": f"Bearer {tokens.token}"}
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def new_member() -> NewMember:
             await points_service.earn(
                 member.id, points, idempotency_key=f"test-grant:{member.id}", reason="test"
             )
-        token = members_service.tokens_for(member).token
+        token = (await members_service.tokens_for(member)).token
         return member.id, {"Authorization": f"Bearer {token}"}
 
     return make

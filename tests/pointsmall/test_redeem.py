@@ -197,7 +197,7 @@ async def test_each_refusal_has_its_code_and_spends_nothing(
     assert await points_service.get_balance(member_id) == 900
     clock.advance(timedelta(days=1))
     member = await members_service.get_member(member_id)
-    headers = {"Authorization": f"Bearer {members_service.tokens_for(member).token}"}
+    headers = {"Authorization": f"Bearer {(await members_service.tokens_for(member)).token}"}
     assert (await _redeem(client, daily["id"], headers)).status_code == 201
 
     zh = await client.post(

@@ -75,12 +75,11 @@ async def assert_ledger_clean() -> None:
 async def staff_token(role: str = "admin") -> dict[str, str]:
     """Headers of a fresh staff account, without the password hashing of a real login
     (the login itself is tested in tests/members)."""
-    from mall.config import get_settings
-    from mall.kit.security import issue_token
+    from mall.members import service as members_service
     from mall.members.models import Staff
 
     staff = await Staff.create(
         username=f"{role}_{secrets.token_hex(3)}", password_hash="!", role=role
     )
-    token = issue_token(staff.id, "staff", get_settings().staff_token_ttl_seconds, role=role)
-    return {"Authorization": f"Bearer {token}"}
+    tokens = await members_service.staff_tokens(staff)
+    return {"Authorization": f"Bearer {tokens.token}"}

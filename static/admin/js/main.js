@@ -1,5 +1,5 @@
 // The console shell: login, role-aware menu, hash routes, language switch.
-import { api, session, whenUnauthorized } from "./api.js";
+import { api, logout, session, whenUnauthorized } from "./api.js";
 import { h, clear, busy, field, input, showError } from "./dom.js";
 import { t, lang, setLang } from "./i18n.js";
 import * as dashboard from "./views/dashboard.js";
@@ -81,7 +81,7 @@ function loginPage() {
         busy(submit, async () => {
           try {
             const answer = await api("POST", "/login", { body: { username: username.value.trim(), password: password.value } });
-            session.save(answer.token, answer.staff);
+            session.save(answer.token, answer.staff, answer.refresh_token);
             if (!location.hash || location.hash === "#/login") location.hash = "#/dashboard";
             render();
           } catch (err) {
@@ -142,8 +142,8 @@ function shell() {
         type: "button",
         class: "btn",
         "data-action": "logout",
-        onClick: () => {
-          session.clear();
+        onClick: async () => {
+          await logout();
           location.hash = "";
           render();
         },
