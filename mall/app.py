@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mall import __version__, db, errors, i18n
 from mall import redis as mall_redis
-from mall.config import Settings, get_settings, project_root, set_settings
+from mall.config import Settings, get_settings, set_settings, static_folder
 from mall.domains import domain_modules
 from mall.errors import SERVICE_UNAVAILABLE, ErrorCode, MallError
 from mall.kit.jobs import Runner
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/static/uploads", StaticFiles(directory=settings.uploads_dir), name="uploads")
-    static_dir = project_root() / "static"
+    static_dir = static_folder()
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app

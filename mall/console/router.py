@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from mall.config import project_root
+from mall.config import static_folder
 
 router = APIRouter(include_in_schema=False)
 
-INDEX = project_root() / "static" / "admin" / "index.html"
+INDEX = static_folder() / "admin" / "index.html"
 # the page is small and changes with each release; scripts are revalidated too
 _HEADERS = {
     "Cache-Control": "no-cache",
