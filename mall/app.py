@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, errors, i18n
+from mall import __version__, db, docs_ui, errors, i18n
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, set_settings, static_folder
 from mall.domains import domain_modules
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     app.add_middleware(AttemptFastPath)  # inside RequestContext: locale, id and metrics apply
     app.add_middleware(RequestContext)
     errors.install(app)
+    docs_ui.install(app)  # /docs and /redoc from vendored assets, no CDN
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
