@@ -29,6 +29,8 @@ async def test_docs_pages_use_only_local_assets(client: httpx.AsyncClient) -> No
         r = await client.get(page)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "/openapi.json" in r.text
+        # what the scripts themselves would fetch (ReDoc's footer logo) stays blocked
+        assert "img-src 'self' data:" in r.headers["content-security-policy"]
         # nothing from another host: no CDN, no Google Fonts, no validator badge
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}", r.text, re.I), r.text
         urls = _asset_urls(r.text)
