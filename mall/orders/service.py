@@ -179,8 +179,9 @@ def _new_number() -> str:
 
 
 async def pricing_rules() -> PricingRules:
-    """The pricing section of the rules document ops edit (`/api/admin/v1/rules`)."""
-    return (await points_service.get_rules()).pricing
+    """The rules document ops edit (`/api/admin/v1/rules`): its pricing section and the
+    levels' rates, the same numbers `GET /api/v1/points` shows."""
+    return (await points_service.get_rules()).pricing_rules()
 
 
 async def _ancestors() -> dict[int, list[int]]:

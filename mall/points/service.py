@@ -28,6 +28,7 @@ from tortoise.expressions import F
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
+from mall import pricing
 from mall.audit import service as audit_service
 from mall.config import get_settings
 from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
@@ -53,10 +54,12 @@ from mall.points.models import (
     SignIn,
 )
 from mall.points.schemas import (
+    STORED,
     ExternalOrderRow,
     ImportOut,
     ImportRowError,
     Level,
+    MemberDayOut,
     NextLevelOut,
     PointsSummaryOut,
     Rules,
@@ -134,7 +137,9 @@ async def get_rules() -> Rules:
 
 async def get_rules_version() -> tuple[int, Rules, datetime | None]:
     version, document, saved_at = await versioned.latest(PointsRulesVersion)
-    return version, Rules() if document is None else Rules.model_validate(document), saved_at
+    if document is None:
+        return version, Rules(), saved_at
+    return version, Rules.model_validate(document, context=STORED), saved_at
 
 
 async def save_rules(rules: Rules, *, staff: Any, base_version: int | None) -> int:
@@ -702,13 +707,28 @@ async def summary(member_id: int) -> PointsSummaryOut:
     ).order_by("expires_at")
     level = rules.level(member.level)
     nxt = next((lv for lv in rules.levels if lv.level == member.level + 1), None)
+    # the same PricingRules the catalog and checkout charge with
+    prices = rules.pricing_rules()
+    basis, percents = pricing.member_rates(member.level, now, prices)
     return PointsSummaryOut(
         balance=member.points_balance,
         expiring_soon=sum(lot.remaining for lot in soon),
         expiring_soon_at=soon[0].expires_at if soon else None,
         level=member.level,
         level_name=level.name,
-        discount_percent=level.discount_percent,
+        discount_percent=pricing.percent_for_level(prices.level_percent_by_level, member.level),
+        member_day=MemberDayOut(
+            day_of_month=prices.member_day_of_month,
+            next_date=pricing.next_member_day(now, prices),
+            today=pricing.is_member_day(now, prices),
+            percent=pricing.percent_for_level(prices.member_day_percent_by_level, member.level),
+            policy=prices.member_day_policy,
+        ),
+        price_basis_today=basis,
+        price_percents_today=percents,
+        points_per_yuan=prices.points_per_yuan,
+        points_max_share_percent=prices.points_max_share_percent,
+        points_worth_fen=max(member.points_balance, 0) * 100 // prices.points_per_yuan,
         growth_value=member.growth_value,
         next_level=NextLevelOut(
             level=nxt.level,
