@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from tortoise.transactions import in_transaction
 
 from mall.audit import service as audit_service
@@ -20,6 +21,8 @@ from mall.coupons.schemas import (
     TemplateIn,
     TemplateOut,
     TemplatePatch,
+    VoidIn,
+    VoidOut,
 )
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
@@ -172,3 +175,27 @@ async def issue_pack(
         work,
     )
     return IssuePackOut.model_validate(result)
+
+
+@router.post("/coupons/{coupon_id}/void", response_model=VoidOut)
+async def void_coupon(
+    coupon_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: VoidIn,
+    staff: CurrentStaff,
+    idempotency_key: IdempotencyKey = None,
+) -> VoidOut:
+    """Void a coupon the member never used (usable or expired); audited. A coupon held by
+    an unpaid order or already used is refused (`COUPON_NOT_VOIDABLE`); voiding a voided
+    coupon again answers it unchanged."""
+
+    async def work() -> VoidOut:
+        coupon = await service.void(coupon_id, reason=body.reason, staff=staff)
+        return VoidOut.model_validate(coupon, from_attributes=True)
+
+    result = await idempotency.run(
+        f"coupon.void:{staff.id}",
+        idempotency_key,
+        idempotency.fingerprint(coupon_id, body.model_dump()),
+        work,
+    )
+    return VoidOut.model_validate(result)

@@ -40,7 +40,7 @@ def coupon_out(coupon: Coupon) -> CouponOut:
 @router.get("/coupons", response_model=CouponPage)
 async def my_coupons(
     member: CurrentMember,
-    status: Literal["usable", "locked", "used", "expired"] | None = None,
+    status: Literal["usable", "locked", "used", "expired", "voided"] | None = None,
     cursor: str | None = None,
     size: int = Query(20, ge=1, le=100),
 ) -> CouponPage:
