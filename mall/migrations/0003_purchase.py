@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from tortoise import fields
+from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0002_member_deleted_at')]
@@ -17,5 +18,18 @@ class Migration(migrations.Migration):
             model_name='Coupon',
             name='voided_at',
             field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AlterModelOptions(
+            name='PointsHold',
+            options={'table': 'points_hold', 'app': 'models', 'indexes': [Index(fields=['status', 'expires_at'])], 'pk_attr': 'id', 'table_description': 'Points reserved for a checkout: `held` until captured or voided (or timed out).'},
+        ),
+        ops.AddField(
+            model_name='PointsHold',
+            name='expires_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddIndex(
+            model_name='PointsHold',
+            index=Index(fields=['status', 'expires_at']),
         ),
     ]

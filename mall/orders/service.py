@@ -418,6 +418,7 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
                     idempotency_key=_points_key(order),
                     reason="order",
                     reference=_ref(order),
+                    expires_at=_hold_deadline(order),
                 )
                 order.points_hold_id = held.id
             if order.wallet_fen > 0:
@@ -443,6 +444,18 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
     if order.status == PENDING_PAYMENT:
         await _create_prepay(order, member.openid)
     return order
+
+
+def _hold_deadline(order: Order) -> datetime | None:
+    """The points hold outlives the order's own close (deadline, then the forced close),
+    so the points job never voids a hold a payment may still capture; None (the points
+    default) for an order paid in full at checkout."""
+    if order.pay_deadline is None:
+        return None
+    settings = get_settings()
+    return order.pay_deadline + timedelta(
+        seconds=settings.order_close_force_after_seconds + settings.points_hold_timeout_seconds
+    )
 
 
 async def _mark_paid(order: Order, *, transaction_id: str | None) -> bool:

@@ -85,7 +85,10 @@ class PointsLotUse(Model):
 
 
 class PointsHold(Model):
-    """Points reserved for a checkout: `held` until captured or voided."""
+    """Points reserved for a checkout: `held` until captured or voided (or timed out).
+
+    The release job voids a hold still open past `expires_at` (holds from before it
+    existed: `created_at` plus `points_hold_timeout_seconds`)."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -99,11 +102,13 @@ class PointsHold(Model):
     reason = fields.CharField(max_length=128, default="")
     reference = fields.CharField(max_length=128, default="")
     created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(null=True)
     closed_at = fields.DatetimeField(null=True)
     closed_key = fields.CharField(max_length=191, null=True)
 
     class Meta:
         table = "points_hold"
+        indexes = (("status", "expires_at"),)
 
 
 class SignIn(Model):

@@ -24,14 +24,14 @@ from typing import Any
 
 from pydantic import ValidationError
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from mall import pricing
 from mall.audit import service as audit_service
 from mall.config import get_settings
-from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
+from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock, ratelimit, versioned
 from mall.members import service as members_service
@@ -374,6 +374,7 @@ async def _take(
     reason: str,
     reference: str,
     make_hold: bool = False,
+    hold_expires_at: datetime | None = None,
 ) -> PointsEntry:
     """Debit `points` from lots, or raise NOT_ENOUGH_POINTS and change nothing."""
     try:
@@ -393,6 +394,7 @@ async def _take(
                     reason=reason[:128],
                     reference=reference[:128],
                     created_at=entry.created_at,
+                    expires_at=hold_expires_at,
                 )
     except IntegrityError:
         found = await _existing(key)
@@ -439,18 +441,70 @@ async def spend(
 
 
 async def hold(
-    member_id: int, points: int, *, idempotency_key: str, reason: str, reference: str = ""
+    member_id: int,
+    points: int,
+    *,
+    idempotency_key: str,
+    reason: str,
+    reference: str = "",
+    expires_at: datetime | None = None,
 ) -> PointsHold:
-    """Reserve points (they leave the balance now); later `capture` or `void` the hold."""
+    """Reserve points (they leave the balance now); later `capture` or `void` the hold.
+
+    Past `expires_at` the release job voids a hold still open, so points never stay
+    stuck when the owner (a checkout, a redemption) is gone. An owner with its own
+    deadline passes a moment safely after it (its close job runs first); the default is
+    `points_hold_timeout_seconds` from now."""
     _positive(points)
     key = _key(idempotency_key)
     found = await PointsHold.get_or_none(idempotency_key=key)
     if found is not None:
         return found
+    if expires_at is None:
+        expires_at = clock.now() + timedelta(seconds=get_settings().points_hold_timeout_seconds)
     await _take(
-        member_id, points, key, kind=HOLD, reason=reason, reference=reference, make_hold=True
+        member_id,
+        points,
+        key,
+        kind=HOLD,
+        reason=reason,
+        reference=reference,
+        make_hold=True,
+        hold_expires_at=expires_at,
     )
     return await PointsHold.get(idempotency_key=key)
+
+
+async def release_expired_holds(batch: int = 500) -> int:
+    """The release job: void every hold still open past its deadline. A hold captured
+    meanwhile is left alone (capture and void are conditional updates on `held`)."""
+    now = clock.now()
+    legacy_before = now - timedelta(seconds=get_settings().points_hold_timeout_seconds)
+    released = 0
+    after = 0
+    while True:
+        due = (
+            await PointsHold.filter(
+                Q(expires_at__lte=now) | Q(expires_at__isnull=True, created_at__lte=legacy_before),
+                status="held",
+                id__gt=after,
+            )
+            .order_by("id")
+            .limit(batch)
+            .values_list("id", flat=True)
+        )
+        if not due:
+            break
+        for hold_id in due:
+            try:
+                await void(int(hold_id), idempotency_key=f"hold:{hold_id}:timeout")  # type: ignore[call-overload]
+                released += 1
+            except MallError as exc:  # captured meanwhile
+                log.info("hold %s not released: %s", hold_id, exc.code)
+        after = int(due[-1])  # type: ignore[call-overload]
+    if released:
+        log.info("released %s points holds past their deadline", released)
+    return released
 
 
 async def _get_hold(hold_id: int) -> PointsHold:
