@@ -20,6 +20,20 @@ class Migration(migrations.Migration):
             field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
         ),
         ops.AlterModelOptions(
+            name='LevelChange',
+            options={'table': 'points_level_change', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A member moved from one level to another (growth moved, or the thresholds did).'},
+        ),
+        ops.AddField(
+            model_name='LevelChange',
+            name='reason',
+            field=fields.CharField(default='growth', max_length=16),
+        ),
+        ops.AddField(
+            model_name='LevelChange',
+            name='rules_version',
+            field=fields.IntField(null=True),
+        ),
+        ops.AlterModelOptions(
             name='PointsHold',
             options={'table': 'points_hold', 'app': 'models', 'indexes': [Index(fields=['status', 'expires_at'])], 'pk_attr': 'id', 'table_description': 'Points reserved for a checkout: `held` until captured or voided (or timed out).'},
         ),

@@ -151,7 +151,10 @@ class ExternalOrder(Model):
 
 
 class LevelChange(Model):
-    """A member moved from one level to another (growth rose, or fell on a claw-back)."""
+    """A member moved from one level to another (growth moved, or the thresholds did).
+
+    `reason` is `growth` (earned, or clawed back: `entry_id` says which entry) or
+    `rules` (ops changed the level thresholds: `rules_version` says which version)."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -162,6 +165,8 @@ class LevelChange(Model):
     to_level = fields.IntField()
     growth_value = fields.BigIntField()
     entry_id = fields.BigIntField(null=True)
+    reason = fields.CharField(max_length=16, default="growth")
+    rules_version = fields.IntField(null=True)
     created_at = fields.DatetimeField()
 
     class Meta:

@@ -305,18 +305,39 @@ async def _change_growth(member: Member, growth: int, entry_id: int | None) -> N
         )
         member.growth_value += growth
     rules = await get_rules()
-    level = rules.level_for(member.growth_value).level
-    if level != member.level:
-        await Member.filter(id=member.id).update(level=level)
-        await LevelChange.create(
-            member_id=member.id,
-            from_level=member.level,
-            to_level=level,
-            growth_value=member.growth_value,
-            entry_id=entry_id,
-            created_at=clock.now(),
-        )
-        member.level = level
+    await _set_level(member, rules.level_for(member.growth_value).level, entry_id=entry_id)
+
+
+async def _set_level(
+    member: Member,
+    level: int,
+    *,
+    entry_id: int | None = None,
+    reason: str = "growth",
+    rules_version: int | None = None,
+) -> bool:
+    """Move a locked member to `level` (conditional on the level read) and record it.
+    The one place a level changes: growth earned or clawed back, and re-levelling.
+
+    Level benefits are read from the member's level where they are used (prices,
+    birthday gift size, points-mall level gates), so a moved member has them at once."""
+    if level == member.level:
+        return False
+    moved = await Member.filter(id=member.id, level=member.level).update(level=level)
+    if not moved:
+        raise RuntimeError(f"member {member.id} level changed under a member lock")
+    await LevelChange.create(
+        member_id=member.id,
+        from_level=member.level,
+        to_level=level,
+        growth_value=member.growth_value,
+        entry_id=entry_id,
+        reason=reason,
+        rules_version=rules_version,
+        created_at=clock.now(),
+    )
+    member.level = level
+    return True
 
 
 async def _earn(
@@ -750,6 +771,56 @@ members_service.profile_extras.append(_profile_extra)
 async def level_of(member: Member) -> Level:
     """The member's level with its benefits (discount, birthday gift) from the rules."""
     return (await get_rules()).level(member.level)
+
+
+_RELEVELLED = "points:relevelled_version"
+
+
+async def relevel_members(batch: int = 500) -> int:
+    """Put every member on the level their growth value reaches under the rules in
+    force, up or down (a level is a threshold on growth; the price shown and charged
+    follow the level). One member at a time, under its lock, each move recorded with
+    `reason="rules"`. Idempotent: a second run moves nobody. Returns members moved."""
+    version, rules, _at = await get_rules_version()
+    bounds = [lv.threshold for lv in rules.levels[1:]] + [None]
+    moved = 0
+    for lv, upper in zip(rules.levels, bounds, strict=True):
+        after = 0
+        while True:
+            query = Member.filter(
+                growth_value__gte=lv.threshold, deleted_at__isnull=True, id__gt=after
+            ).exclude(level=lv.level)
+            if upper is not None:
+                query = query.filter(growth_value__lt=upper)
+            ids = [
+                int(i)  # type: ignore[call-overload]
+                for i in await query.order_by("id").limit(batch).values_list("id", flat=True)
+            ]
+            if not ids:
+                break
+            for member_id in ids:
+                async with in_transaction():
+                    member = await _lock_member(member_id)
+                    target = rules.level_for(member.growth_value).level
+                    if await _set_level(member, target, reason="rules", rules_version=version):
+                        moved += 1
+            after = ids[-1]
+    if moved:
+        log.info("re-levelled %s members for rules version %s", moved, version)
+    return moved
+
+
+async def relevel_if_rules_changed() -> int | None:
+    """The re-levelling job: runs `relevel_members` once per rules version (a marker in
+    Redis; if it is lost the next run re-checks everyone, which moves nobody twice).
+    None when the version in force was done already."""
+    version, _rules, _at = await get_rules_version()
+    redis = get_redis()
+    if await redis.get(_RELEVELLED) == str(version):
+        return None
+    moved = await relevel_members()
+    await redis.set(_RELEVELLED, str(version))
+    return moved
 
 
 async def summary(member_id: int) -> PointsSummaryOut:

@@ -35,6 +35,10 @@ async def _release_holds() -> int:
     return await service.release_expired_holds()
 
 
+async def _relevel() -> int | None:
+    return await service.relevel_if_rules_changed()
+
+
 JOBS: list[Job] = [
     Job("points.expire_lots", get_settings().points_job_interval_seconds, _expire),
     Job("points.birthday_gifts", get_settings().points_job_interval_seconds, _birthdays),
@@ -43,6 +47,7 @@ JOBS: list[Job] = [
         get_settings().points_hold_release_interval_seconds,
         _release_holds,
     ),
+    Job("points.relevel", get_settings().points_relevel_interval_seconds, _relevel),
 ]
 
 CHECKS: dict[str, CheckFn] = {"ledger": check_ledger}
