@@ -1,5 +1,6 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
+from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index
 
@@ -9,6 +10,22 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
+        ops.CreateModel(
+            name='PointsDebt',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('member', fields.ForeignKeyField('models.Member', source_field='member_id', db_index=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.RESTRICT)),
+                ('entry_id', fields.BigIntField(unique=True)),
+                ('original_entry_id', fields.BigIntField(db_index=True)),
+                ('points', fields.BigIntField()),
+                ('remaining', fields.BigIntField()),
+                ('reason', fields.CharField(default='', max_length=128)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('settled_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'points_debt', 'app': 'models', 'indexes': [Index(fields=['member_id', 'remaining'])], 'pk_attr': 'id', 'table_description': 'Points a claw-back could not take because they were already spent: owed, never a'},
+            bases=['Model'],
+        ),
         ops.AddField(
             model_name='Coupon',
             name='void_reason',
@@ -18,6 +35,21 @@ class Migration(migrations.Migration):
             model_name='Coupon',
             name='voided_at',
             field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='ExternalOrder',
+            name='points_reversed',
+            field=fields.BigIntField(default=0),
+        ),
+        ops.AddField(
+            model_name='ExternalOrder',
+            name='refunded_at_bind_fen',
+            field=fields.BigIntField(default=0),
+        ),
+        ops.AddField(
+            model_name='ExternalOrder',
+            name='refunded_fen',
+            field=fields.BigIntField(default=0),
         ),
         ops.AlterModelOptions(
             name='LevelChange',

@@ -111,6 +111,31 @@ class PointsHold(Model):
         indexes = (("status", "expires_at"),)
 
 
+class PointsDebt(Model):
+    """Points a claw-back could not take because they were already spent: owed, never a
+    negative balance. New earnings settle debts first (oldest first), each settlement a
+    `reverse` entry of the clawed-back earn with `reference` "debt:<id>", so
+    `points == remaining + settled` always."""
+
+    id = fields.BigIntField(primary_key=True)
+    member: Any = fields.ForeignKeyField(
+        "models.Member", related_name=False, db_index=True, on_delete=fields.RESTRICT
+    )
+    member_id: int
+    # the claw-back entry that fell short, and the earn it reverses
+    entry_id = fields.BigIntField(unique=True)
+    original_entry_id = fields.BigIntField(db_index=True)
+    points = fields.BigIntField()
+    remaining = fields.BigIntField()
+    reason = fields.CharField(max_length=128, default="")
+    created_at = fields.DatetimeField()
+    settled_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "points_debt"
+        indexes = (("member_id", "remaining"),)
+
+
 class SignIn(Model):
     """One member's sign-in on one Asia/Shanghai day — the unique pair decides races."""
 
@@ -142,6 +167,11 @@ class ExternalOrder(Model):
     member_id = fields.BigIntField(null=True, db_index=True)
     bound_at = fields.DatetimeField(null=True)
     points_awarded = fields.BigIntField(default=0)
+    # refunds so far (the marketplace's cumulative figure), what had been refunded when
+    # the order was bound (points were awarded on the rest), and the points clawed back
+    refunded_fen = fields.BigIntField(default=0)
+    refunded_at_bind_fen = fields.BigIntField(default=0)
+    points_reversed = fields.BigIntField(default=0)
     imported_at = fields.DatetimeField(db_index=True)
     updated_at = fields.DatetimeField()
 

@@ -261,6 +261,11 @@ class PointsSummaryOut(BaseModel):
     points_per_yuan: int = Field(description="points worth 1 yuan at checkout")
     points_max_share_percent: int = Field(description="points pay at most this share")
     points_worth_fen: int = Field(description="what the balance is worth at checkout")
+    points_owed: int = Field(
+        default=0,
+        description="points clawed back by refunds after they were spent; new points pay "
+        "this first",
+    )
     growth_value: int
     next_level: NextLevelOut | None
 
@@ -327,6 +332,26 @@ class ExternalOrderRow(BaseModel):
     paid_fen: int = Field(ge=0, le=10**12)
     paid_at: datetime | None = None
     status: Literal["paid", "shipped", "completed", "refunded", "cancelled"] = "completed"
+    refunded_fen: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**12,
+        description="refunded so far (cumulative); empty: all of it when refunded or "
+        "cancelled, else nothing",
+    )
+
+    @model_validator(mode="after")
+    def _refund_within_paid(self) -> ExternalOrderRow:
+        if self.refunded_fen is not None and self.refunded_fen > self.paid_fen:
+            raise ValueError("refunded_fen cannot exceed paid_fen")
+        return self
+
+    @property
+    def refund_fen(self) -> int:
+        """What the marketplace has refunded of this order so far."""
+        if self.refunded_fen is not None:
+            return self.refunded_fen
+        return self.paid_fen if self.status in ("refunded", "cancelled") else 0
 
 
 class ImportRowError(BaseModel):
@@ -341,6 +366,9 @@ class ImportOut(BaseModel):
     created: int
     updated: int
     unchanged: int
+    refunded: int = Field(
+        default=0, description="claimed orders whose new refund clawed their points back"
+    )
     errors: list[ImportRowError]
 
 
