@@ -65,6 +65,31 @@ class Migration(migrations.Migration):
             name='rules_version',
             field=fields.IntField(null=True),
         ),
+        ops.AddField(
+            model_name='OrderRefund',
+            name='cash_attempt',
+            field=fields.IntField(default=0),
+        ),
+        ops.AddField(
+            model_name='OrderRefund',
+            name='resolution',
+            field=fields.CharField(default='', max_length=16),
+        ),
+        ops.AddField(
+            model_name='OrderRefund',
+            name='resolution_note',
+            field=fields.CharField(default='', max_length=255),
+        ),
+        ops.AddField(
+            model_name='OrderRefund',
+            name='resolved_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='OrderRefund',
+            name='resolved_by',
+            field=fields.BigIntField(null=True),
+        ),
         ops.AlterModelOptions(
             name='PointsHold',
             options={'table': 'points_hold', 'app': 'models', 'indexes': [Index(fields=['status', 'expires_at'])], 'pk_attr': 'id', 'table_description': 'Points reserved for a checkout: `held` until captured or voided (or timed out).'},
@@ -77,5 +102,30 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name='PointsHold',
             index=Index(fields=['status', 'expires_at']),
+        ),
+        ops.AddField(
+            model_name='TopUpRefund',
+            name='attempt',
+            field=fields.IntField(default=0),
+        ),
+        ops.AddField(
+            model_name='TopUpRefund',
+            name='resolution',
+            field=fields.CharField(default='', max_length=16),
+        ),
+        ops.AddField(
+            model_name='TopUpRefund',
+            name='resolution_note',
+            field=fields.CharField(default='', max_length=255),
+        ),
+        ops.AddField(
+            model_name='TopUpRefund',
+            name='resolved_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='TopUpRefund',
+            name='resolved_by',
+            field=fields.BigIntField(null=True),
         ),
     ]
