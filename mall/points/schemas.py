@@ -52,8 +52,11 @@ class Level(_Section):
     # The one home of a level's prices: what `GET /api/v1/points` shows and what the
     # catalog and checkout charge (percent of list price paid: 95 = 5% off).
     discount_percent: int = Field(default=100, ge=1, le=100)
-    member_day_percent: int = Field(
-        default=100, ge=1, le=100, description="percent paid on member day"
+    member_day_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="percent paid on member day; empty: the same as discount_percent",
     )
     birthday_points: int = Field(default=0, ge=0, le=1_000_000)
 
@@ -193,7 +196,9 @@ class Rules(_Section):
         return PricingRules(
             **self.pricing.model_dump(),
             level_percent_by_level={lv.level: lv.discount_percent for lv in self.levels},
-            member_day_percent_by_level={lv.level: lv.member_day_percent for lv in self.levels},
+            member_day_percent_by_level={
+                lv.level: lv.member_day_percent or lv.discount_percent for lv in self.levels
+            },
         )
 
 

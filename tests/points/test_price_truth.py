@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
+from mall import pricing
 from mall.catalog.models import Product, Sku
 from mall.kit import clock
 from mall.members.models import Member
@@ -166,3 +168,17 @@ async def test_sending_the_old_tables_is_accepted_only_when_they_agree(
     assert r.status_code == 200, r.text
     assert "member_day_percent_by_level" not in r.json()["rules"]["pricing"]
     assert [lv["member_day_percent"] for lv in r.json()["rules"]["levels"]] == [95, 92, 90, 88]
+
+
+@pytest.mark.nodb
+def test_a_level_without_a_member_day_rate_pays_its_level_rate_on_member_day() -> None:
+    data = Rules().model_dump(mode="json")
+    data["levels"].append(
+        {"level": 4, "name": "黑金会员", "threshold": 20000, "discount_percent": 85}
+    )
+    rules = Rules.model_validate(data)
+    prices = rules.pricing_rules()
+    assert prices.level_percent_by_level == {0: 100, 1: 98, 2: 95, 3: 92, 4: 85}
+    assert prices.member_day_percent_by_level == {0: 95, 1: 92, 2: 90, 3: 88, 4: 85}
+    member_day = datetime(2025, 3, 18, 4, tzinfo=UTC)
+    assert pricing.member_unit_price(10000, 4, member_day, prices) == 8500
