@@ -79,6 +79,14 @@ REDEMPTION_NOT_FOUND = ErrorCode("REDEMPTION_NOT_FOUND", 404, _("The redemption 
 REDEMPTION_NOT_CANCELLABLE = ErrorCode(
     "REDEMPTION_NOT_CANCELLABLE", 409, _("This redemption can no longer be cancelled")
 )
+REDEMPTION_COUPON_USED = ErrorCode(
+    "REDEMPTION_COUPON_USED",
+    409,
+    _(
+        "A coupon from this redemption has been used or is held by an unpaid order; "
+        "the redemption can no longer be cancelled"
+    ),
+)
 REDEMPTION_NOT_SHIPPABLE = ErrorCode(
     "REDEMPTION_NOT_SHIPPABLE", 409, _("Only gifts awaiting shipment can be marked shipped")
 )
@@ -704,15 +712,16 @@ async def cancel(
     staff: Staff | None = None,
     reason: str = "",
 ) -> PointsMallRedemption:
-    """Cancel before shipping: a reversing points entry, stock and limits back.
-    Cancelling an already cancelled redemption returns it unchanged. A redemption that
-    issued coupons is never cancelled: the coupons domain has no way to void a coupon,
-    and the member must not keep usable coupons with the points back."""
+    """Cancel before shipping: a reversing points entry, stock and limits back, and the
+    coupons it issued voided in the same transaction (the member must not keep usable
+    coupons with the points back). If one of them is used or held by an unpaid order,
+    nothing changes (REDEMPTION_COUPON_USED). Cancelling an already cancelled
+    redemption returns it unchanged."""
     redemption = await get_redemption(redemption_id, member_id)
     if redemption.status == "cancelled":
         return redemption
     allowed = STAFF_CANCELLABLE if staff is not None else MEMBER_CANCELLABLE
-    if redemption.status not in allowed or redemption.coupon_ids:
+    if redemption.status not in allowed:
         raise REDEMPTION_NOT_CANCELLABLE()
     by = f"staff:{staff.username}" if staff is not None else "member"
     async with in_transaction():
@@ -735,6 +744,15 @@ async def cancel(
         await PointsMallItem.filter(id=redemption.item_id).update(
             stock=F("stock") + redemption.quantity
         )
+        for coupon_id in redemption.coupon_ids or []:
+            try:
+                await coupons_service.void(
+                    coupon_id, reason=f"pointsmall redemption {redemption.id} cancelled"
+                )
+            except MallError as exc:
+                if exc.error is coupons_service.COUPON_NOT_VOIDABLE:
+                    raise REDEMPTION_COUPON_USED(**exc.params) from None
+                raise
         if staff is not None:
             await audit_service.record(
                 staff,
@@ -742,6 +760,7 @@ async def cancel(
                 f"pointsmall_redemption:{redemption.id}",
                 reason=reason,
                 points=redemption.points_spent,
+                voided_coupon_ids=list(redemption.coupon_ids or []),
             )
     keys = item_keys(redemption.item_id, redemption.period_label)
     try:

@@ -58,7 +58,7 @@ async def test_import_csv_reports_row_errors_and_is_idempotent(
     assert await ExternalOrder.all().count() == 2
 
 
-async def test_reimport_updates_unbound_orders_but_never_bound_ones(
+async def test_reimport_updates_unbound_orders_and_only_refunds_bound_ones(
     client: httpx.AsyncClient, staff_headers: StaffLogin, member_headers: MemberLogin
 ) -> None:
     ops = await staff_headers("ops")
@@ -75,16 +75,27 @@ async def test_reimport_updates_unbound_orders_but_never_bound_ones(
         headers=alice,
     )
     assert bound.status_code == 200
+    # a bound order takes no other change (it would rewrite what earned the points)
+    changed = [{**rows[0], "phone": "13900139000"}, rows[1]]
+    r = await client.post(
+        "/api/admin/v1/external-orders/import", json={"orders": changed}, headers=ops
+    )
+    body = r.json()
+    assert (body["updated"], body["unchanged"], body["refunded"]) == (0, 1, 0)
+    assert [(e["row"], e["code"]) for e in body["errors"]] == [(1, "IMPORT_ROW_BOUND")]
+    # but a refund: the unbound order is updated, the bound one refunded (points back)
     changed = [{**row, "status": "refunded"} for row in rows]
     r = await client.post(
         "/api/admin/v1/external-orders/import", json={"orders": changed}, headers=ops
     )
     body = r.json()
-    assert (body["updated"], body["unchanged"]) == (1, 0)
-    assert [(e["row"], e["code"]) for e in body["errors"]] == [(1, "IMPORT_ROW_BOUND")]
+    assert (body["updated"], body["unchanged"], body["refunded"]) == (1, 0, 1)
+    assert body["errors"] == []
     x1 = await ExternalOrder.get(order_no="X1")
     x2 = await ExternalOrder.get(order_no="X2")
-    assert (x1.status, x2.status) == ("completed", "refunded")
+    assert (x1.status, x2.status) == ("refunded", "refunded")
+    assert (x1.refunded_fen, x1.points_reversed) == (3000, 3)
+    assert await service.get_balance(x1.member_id or 0) == 0
 
 
 async def test_import_multipart_with_chinese_headers_in_gbk(
