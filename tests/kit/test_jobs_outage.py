@@ -1,15 +1,19 @@
-"""The job runner through a Redis outage: one line when it starts, one when it ends, quiet
-retries with backoff in between (not a traceback per second), and work resumes."""
+"""A Redis outage in the logs: the job runner writes one line when it starts and one when
+it ends, with quiet retries and backoff in between (not a traceback per second), and work
+resumes; requests answer 503 with one line for the burst, not one each."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from mall import errors
 from mall import redis as mall_redis
 from mall.kit import jobs
 
@@ -96,3 +100,31 @@ async def test_a_crashing_consumer_backs_off_and_logs_each_crash(
     assert 3 <= calls <= 4, calls
     crashes = [r for r in caplog.records if r.name == "mall.jobs"]
     assert len(crashes) == calls and all(r.exc_info for r in crashes)
+
+
+async def test_requests_during_an_outage_answer_503_with_one_log_line(
+    client: httpx.AsyncClient,
+    member_headers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = await member_headers("outage")
+    shared = mall_redis.get_redis()
+    dead = mall_redis.connect("unix:///nonexistent-mall-test/redis.sock")
+    monkeypatch.setattr(errors, "_redis_down_log", errors._QuietLog())
+    caplog.set_level(logging.INFO, logger="mall.errors")
+    try:
+        statuses = [
+            (
+                await client.post(
+                    "/api/v1/points/sign-in", headers={**headers, "Idempotency-Key": f"k{n}"}
+                )
+            ).status_code
+            for n in range(20)
+        ]
+    finally:
+        mall_redis.set_client(shared)
+        await dead.aclose()
+    assert statuses == [503] * 20
+    lines = [r.getMessage() for r in caplog.records if r.name == "mall.errors"]
+    assert len(lines) == 1 and "redis unavailable" in lines[0], lines
