@@ -11,6 +11,7 @@ from tortoise import Tortoise, connections
 
 from mall.config import Settings
 from mall.domains import model_module_names
+from mall.kit import dbtime
 
 log = logging.getLogger("mall.db")
 
@@ -19,6 +20,7 @@ MIGRATIONS_PACKAGE = "mall.migrations"
 
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     dsn = settings.database_dsn
+    dbtime.install(sqlite=settings.is_sqlite)  # UTC text on SQLite; auto_now from the clock
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return {
