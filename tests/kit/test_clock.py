@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from tortoise import connections
@@ -117,3 +119,27 @@ async def test_created_at_follows_the_mall_clock() -> None:
     assert (await Member.get(id=member.id)).created_at == moment
     february = clock.local_month_bounds_utc(date(2028, 2, 1))
     assert await Member.filter(created_at__gte=february[0], created_at__lt=february[1]).exists()
+
+
+async def test_migration_rewrites_sqlite_datetimes_written_with_an_offset() -> None:
+    """Rows an older version wrote at +08:00 (or without an offset) become UTC text."""
+    migration = importlib.import_module("mall.migrations.0002_utc_datetimes")
+    conn = connections.get("default")
+    member = await Member.create(openid="o-old", nickname="old")
+    if conn.capabilities.dialect != "sqlite":  # timestamptz: nothing to rewrite
+        await migration.datetimes_to_utc_text(None, SimpleNamespace(client=conn))
+        return
+    await conn.execute_query(
+        "UPDATE member SET created_at = ?, updated_at = ? WHERE id = ?",
+        ["2026-11-30 23:59:00+08:00", "2026-12-01 02:41:00.5", member.id],
+    )
+    # a November sign-up whose text sorts into December
+    since, until = clock.local_month_bounds_utc(date(2026, 12, 1))
+    december = Member.filter(created_at__gte=since, created_at__lt=until)
+    assert await december.exists()
+    await migration.datetimes_to_utc_text(None, SimpleNamespace(client=conn))
+    _n, rows = await conn.execute_query(
+        "SELECT created_at, updated_at FROM member WHERE id = ?", [member.id]
+    )
+    assert tuple(rows[0]) == ("2026-11-30 15:59:00+00:00", "2026-12-01 02:41:00.500000+00:00")
+    assert not await december.exists()
