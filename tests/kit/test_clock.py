@@ -123,7 +123,7 @@ async def test_created_at_follows_the_mall_clock() -> None:
 
 async def test_migration_rewrites_sqlite_datetimes_written_with_an_offset() -> None:
     """Rows an older version wrote at +08:00 (or without an offset) become UTC text."""
-    migration = importlib.import_module("mall.migrations.0002_utc_datetimes")
+    migration = importlib.import_module("mall.migrations.0004_utc_datetimes")
     conn = connections.get("default")
     member = await Member.create(openid="o-old", nickname="old")
     if conn.capabilities.dialect != "sqlite":  # timestamptz: nothing to rewrite
