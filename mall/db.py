@@ -13,6 +13,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from mall import sqlite
 from mall.config import Settings
 from mall.domains import model_module_names
+from mall.kit import dbtime
 
 log = logging.getLogger("mall.db")
 
@@ -21,6 +22,7 @@ MIGRATIONS_PACKAGE = "mall.migrations"
 
 def _connection_config(settings: Settings) -> str | dict[str, Any]:
     dsn = settings.database_dsn
+    dbtime.install(sqlite=settings.is_sqlite)  # UTC text on SQLite; auto_now from the clock
     if not settings.is_sqlite:
         return dsn
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1432,9 +1432,9 @@ async def search_orders(
     if tracking_no:
         query = query.filter(tracking_no=tracking_no.strip())
     if since is not None:
-        query = query.filter(created_at__gte=since)
+        query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
-        query = query.filter(created_at__lt=until)
+        query = query.filter(created_at__lt=clock.as_utc(until))
     rows, next_cursor = await cursor_page(query, cursor, size)
     return await summaries(rows), next_cursor
 

@@ -1511,8 +1511,7 @@ overview_extras: list[Callable[[datetime, datetime], Awaitable[dict[str, object]
 
 async def overview(start: date, end: date) -> dict[str, Any]:
     """Points issued / spent / expired and binding over [start, end] (Shanghai days)."""
-    since = clock.start_of_local_day(start)
-    until = clock.start_of_local_day(end + timedelta(days=1))
+    since, until = clock.local_days_bounds_utc(start, end)
     window = PointsEntry.filter(created_at__gte=since, created_at__lt=until)
 
     async def sums(**where: Any) -> dict[str, int]:

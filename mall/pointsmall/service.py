@@ -22,7 +22,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -144,17 +144,14 @@ def period_label(period: str, moment: datetime) -> str:
 
 def _period_ttl(period: str, moment: datetime) -> int:
     """Seconds until the period ends, plus a day so late confirms still find it."""
-    local = moment.astimezone(clock.SHANGHAI)
-    start = clock.start_of_local_day(local.date())
+    day = moment.astimezone(clock.SHANGHAI).date()
     if period == "week":
-        end = start + timedelta(days=7 - local.weekday())
+        _start, end = clock.local_week_bounds_utc(day)
     elif period == "month":
-        first = local.date().replace(day=1)
-        nxt = (first + timedelta(days=32)).replace(day=1)
-        end = clock.start_of_local_day(nxt)
+        _start, end = clock.local_month_bounds_utc(day)
     else:
-        end = start + timedelta(days=1)
-    return int((end - local).total_seconds()) + 86400
+        _start, end = clock.local_day_bounds_utc(day)
+    return int((end - moment).total_seconds()) + 86400
 
 
 def _parse_info(info: str) -> tuple[int, int, str]:
@@ -845,9 +842,9 @@ async def export_csv(
     if status:
         query = query.filter(status=status)
     if since is not None:
-        query = query.filter(created_at__gte=since)
+        query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
-        query = query.filter(created_at__lt=until)
+        query = query.filter(created_at__lt=clock.as_utc(until))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_CSV_HEADER)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.kit import clock
@@ -202,6 +203,7 @@ async def test_admin_grant_and_deduct_are_idempotent_and_audited(
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_points_summary_level_and_profile(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:
@@ -227,6 +229,7 @@ async def test_points_summary_level_and_profile(
     assert me["level_name"] == "银卡会员" and me["points_balance"] == 600
 
 
+@pytest.mark.clock
 async def test_birthday_gift_once_a_year_sized_by_level() -> None:
     clock.set_now(datetime(2025, 7, 3, 4, 0, tzinfo=UTC))
     july = await new_member(birthday=date(1990, 7, 20))
@@ -248,6 +251,7 @@ async def test_birthday_gift_once_a_year_sized_by_level() -> None:
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_overview_figures(client: httpx.AsyncClient, staff_headers: StaffLogin) -> None:
     ops = await staff_headers("ops")
     clock.set_now(datetime(2025, 9, 10, 4, 0, tzinfo=UTC))
