@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mall.i18n import _, translate
+from mall.validation import field_errors
 
 log = logging.getLogger("mall.errors")
 
@@ -107,14 +108,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ())),
-                "message": str(err.get("msg", "")),
-                "type": str(err.get("type", "")),
-            }
-            for err in exc.errors()
-        ]
+        fields = field_errors(exc.errors())
         return JSONResponse(MallError(VALIDATION_ERROR, fields=fields).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
