@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 import mall
 from mall import i18n
 from mall.validation import INVALID, MESSAGES, field_errors, field_message
+from tests.conftest import MemberLogin
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -170,3 +171,27 @@ async def test_a_422_speaks_the_requests_language(client: httpx.AsyncClient) -> 
         "message": "JSON 格式错误",
         "type": "json_invalid",
     }
+
+
+async def test_an_over_long_idempotency_key_names_the_header(
+    client: httpx.AsyncClient, member_headers: MemberLogin
+) -> None:
+    """A declared header (coupons claim) and one read by hand (the flash-sale attempt)
+    answer alike: VALIDATION_ERROR naming `header.Idempotency-Key`, never
+    IDEMPOTENCY_KEY_REUSED."""
+    alice = await member_headers("alice")
+    headers = {**alice, "Idempotency-Key": "k" * 129, "Accept-Language": "en"}
+    expected = {
+        "field": "header.Idempotency-Key",
+        "message": "String should have at most 128 characters",
+        "type": "string_too_long",
+    }
+    for method, url, body in (
+        ("POST", "/api/v1/coupons/claim", {"template_id": 1}),
+        ("POST", "/api/v1/seckill/items/1/attempt", None),
+    ):
+        r = await client.request(method, url, json=body, headers=headers)
+        assert r.status_code == 422, (url, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR", url
+        assert error["fields"] == [expected], url
