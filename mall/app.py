@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, errors, i18n
+from mall import __version__, db, errors, i18n, openapi
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, project_root, set_settings
 from mall.domains import domain_modules
@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     routers = sorted(domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
     for module in routers:
         app.include_router(module.router)
+    openapi.install(app)  # 4xx answers documented with the real error envelope
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/static/uploads", StaticFiles(directory=settings.uploads_dir), name="uploads")

@@ -96,14 +96,35 @@ def _fail(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
 
 
+# WeChat Pay's own answer format, not the API's error envelope
+_FAIL_SCHEMA = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": ["FAIL"]},
+                "message": {"type": "string"},
+            },
+        }
+    }
+}
+
+
 @router.post(
     "/wechat/pay-notify",
     tags=["wechat"],
     status_code=204,
     responses={
         204: {"description": "verified and handled"},
-        401: {"description": '`{"code":"FAIL"}`: signature, timestamp or decryption failed'},
-        500: {"description": '`{"code":"FAIL"}`: verified but not handled; WeChat retries'},
+        401: {
+            "description": '`{"code":"FAIL"}`: signature, timestamp or decryption failed',
+            "content": _FAIL_SCHEMA,
+        },
+        500: {
+            "description": '`{"code":"FAIL"}`: verified but not handled; WeChat retries',
+            "content": _FAIL_SCHEMA,
+        },
     },
 )
 async def pay_notify(request: Request) -> Response:
