@@ -62,7 +62,15 @@ class MallError(Exception):
             "message": translate(self.error.message, **self.params),
         }
         if self.fields:
-            payload["fields"] = self.fields
+            # fields made by hand carry an English sentence: translated here, like messages
+            payload["fields"] = [
+                {
+                    "field": str(f.get("field", "")),
+                    "message": translate(str(f.get("message", ""))),
+                    "type": str(f.get("type") or "value_error"),
+                }
+                for f in self.fields
+            ]
         extra = {k: v for k, v in self.params.items() if isinstance(v, (int, str, float, bool))}
         if extra:
             payload["details"] = extra

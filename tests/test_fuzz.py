@@ -3,7 +3,8 @@
 Schemathesis reads the app's own document and makes, for every operation:
 - its coverage cases (deterministic): boundary values (min, max, one past them, over-long
   strings), wrong types (`0.5`, `true`, `null`, `"AAA"` for an id), missing required fields,
-  unexpected properties, malformed content types, unspecified methods, a missing token;
+  unexpected properties, malformed content types, an unspecified method;
+- where a token is taken: none, a forged one and an over-long one;
 - each integer parameter and each integer of a valid body set to -1, the largest BIGINT
   and one past it (the coverage phase only probes bounds a schema declares);
 - a few Hypothesis examples (derandomized, so every run sends the same requests), some
@@ -20,6 +21,7 @@ Every answer must be below 500, and every 4xx must be the envelope
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,6 +34,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 
 from mall.domains import domain_modules
@@ -44,6 +47,7 @@ from tests.conftest import MemberLogin, StaffLogin
 EXAMPLES = int(os.environ.get("MALL_FUZZ_EXAMPLES", "2"))
 COVERAGE_PER_OPERATION = int(os.environ.get("MALL_FUZZ_COVERAGE", "40"))
 BASE = "http://testserver"
+CJK = re.compile(r"[\u4e00-\u9fff]")
 WECHAT_PAY = "POST /api/v1/wechat/pay-notify"  # answers in WeChat Pay's own format
 # Operations left out, each with its reason. (None today: huge uploads are not generated,
 # the body limits are tested on their own.)
@@ -62,7 +66,9 @@ RIGHT_5XX = {
 
 
 def _operations(document: dict[str, Any]) -> list[Any]:
-    schema = schemathesis.openapi.from_dict(document)
+    # Tokens are ours to set (see _request and _auth_probes); no schemathesis.toml is read.
+    config = SchemathesisConfig.from_dict({"generation": {"with-security-parameters": False}})
+    schema = schemathesis.openapi.from_dict(document, config=config)
     only = os.environ.get("MALL_FUZZ_ONLY")
     operations = []
     for result in schema.get_all_operations():
@@ -93,7 +99,31 @@ def _coverage(operation: Any) -> list[Any]:
     if len(cases) > limit:
         step = len(cases) / limit  # an even spread over the kinds of cases
         cases = [cases[int(i * step)] for i in range(limit)]
-    return cases + _big_integers(operation, positives)[: limit * 2]
+    return cases + _big_integers(operation, positives)[: limit * 2] + _auth_probes(positives)
+
+
+NO_TOKEN = "none"  # a marker for _request: send the case without Authorization
+_keys = itertools.count()
+
+
+def _auth_probes(positives: list[Any]) -> list[Any]:
+    """A valid request without a token and with a forged one, where a token is taken."""
+    if not positives or not positives[0].operation.definition.raw.get("security"):
+        return []
+    base = positives[0]
+    probes = []
+    for token in (NO_TOKEN, "Bearer not-a-token", "Bearer " + "e" * 2000):
+        headers = {**dict(base.headers or {}), "Authorization": token}
+        probes.append(
+            base.operation.Case(
+                path_parameters=dict(base.path_parameters or {}),
+                query=dict(base.query or {}),
+                headers=headers,
+                body=base.body,
+                media_type=base.media_type,
+            )
+        )
+    return probes
 
 
 # Integers past what the database holds (BIGINT), its largest, and a negative: the
@@ -197,8 +227,14 @@ def _request(case: Any, tokens: dict[str, str]) -> dict[str, Any]:
     headers = {str(k): str(v) for k, v in (kwargs.get("headers") or {}).items()}
     headers.pop("X-Schemathesis-TestCaseId", None)
     operation = case.operation
-    secured = bool(operation.definition.raw.get("security"))
-    if secured and "Authorization" not in _about(case):  # keep the "missing token" cases
+    key = headers.get("Idempotency-Key")
+    if key is not None and 0 < len(key) <= 128:
+        # a fresh key per request, or every case after the first is a replay (or a reuse)
+        headers["Idempotency-Key"] = f"fuzz-{next(_keys)}"
+    probe = headers.get("Authorization")
+    if probe == NO_TOKEN:
+        del headers["Authorization"]
+    elif probe is None and operation.definition.raw.get("security"):
         admin = operation.path.startswith("/api/admin/")
         headers["Authorization"] = tokens["admin" if admin else "member"]
     kwargs["headers"] = headers
@@ -209,12 +245,12 @@ def _request(case: Any, tokens: dict[str, str]) -> dict[str, Any]:
 
 
 def _cause(caplog: pytest.LogCaptureFixture, response: httpx.Response) -> str:
-    """The exception the server logged for this answer's request id, if any."""
+    """The exception class and message the server logged for this answer, if any."""
     rid = response.headers.get("x-request-id", "")
     for record in reversed(caplog.records):
         if rid and rid in record.getMessage() and record.exc_info and record.exc_info[1]:
             exc = record.exc_info[1]
-            return f"\n      cause: {type(exc).__name__}: {str(exc)[:200]}"
+            return f"{type(exc).__name__}: {str(exc)[:200]}"
     return ""
 
 
@@ -247,6 +283,10 @@ def _check(label: str, response: httpx.Response) -> str | None:
         return f"{status} unregistered code {code}: {message}"
     if registered.status != status:
         return f"{status} but {code} is registered as {registered.status}"
+    for field in error.get("fields", []):
+        # the requests carry no Accept-Language: the field messages are Chinese
+        if set(field) != {"field", "message", "type"} or not CJK.search(field["message"]):
+            return f"{status} a field message that is not localized: {field}"
     return None
 
 
@@ -289,10 +329,12 @@ async def test_fuzz_the_openapi_document(
                 body = kwargs.get("json", kwargs.get("content"))
                 if body is not None:
                     sent_as += f" body={str(body)[:200]}"
-                problem += _cause(caplog, response)
-                failures[operation.label][problem.split(" ", 1)[0]].append(
-                    f"{sent_as}\n      -> {problem}"
-                )
+                kind = problem.split(" ", 1)[0]
+                cause = _cause(caplog, response)
+                if cause:  # one entry per distinct exception class
+                    problem += f"\n      cause: {cause}"
+                    kind += " " + cause.split(":", 1)[0]
+                failures[operation.label][kind].append(f"{sent_as}\n      -> {problem}")
         if os.environ.get("MALL_FUZZ_TIMES"):
             took = time.perf_counter() - op_started
             print(f"  {took:6.2f} s {operation.label} {dict(sorted(op_statuses.items()))}")
