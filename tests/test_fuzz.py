@@ -11,7 +11,7 @@ Schemathesis reads the app's own document and makes, for every operation:
   fitting the schema and some not.
 Requests go through httpx's ASGI transport in the tests' event loop (the database and
 Redis connections live there), with a member token on shopper routes and an admin token on
-/api/admin routes, over the demo data so small ids find real objects.
+/api/admin routes, over the demo data so small ids find real objects, at a frozen clock.
 
 Every answer must be below 500, and every 4xx must be the envelope
 `{"error": {"code", "message", ...}}` with a registered code whose status is the answer's.
@@ -28,7 +28,9 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -39,6 +41,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from mall.domains import domain_modules
 from mall.errors import REGISTRY
+from mall.kit import clock
 from tests.conftest import MemberLogin, StaffLogin
 
 # Hypothesis examples per operation and generation mode, and coverage cases per operation
@@ -48,6 +51,8 @@ EXAMPLES = int(os.environ.get("MALL_FUZZ_EXAMPLES", "2"))
 COVERAGE_PER_OPERATION = int(os.environ.get("MALL_FUZZ_COVERAGE", "40"))
 BASE = "http://testserver"
 CJK = re.compile(r"[\u4e00-\u9fff]")
+# a fixed instant, early morning in Shanghai on the 1st (the previous day and month in UTC)
+FROZEN = datetime(2026, 12, 1, 2, 47, tzinfo=ZoneInfo("Asia/Shanghai"))
 WECHAT_PAY = "POST /api/v1/wechat/pay-notify"  # answers in WeChat Pay's own format
 # Operations left out, each with its reason. (None today: huge uploads are not generated,
 # the body limits are tested on their own.)
@@ -299,6 +304,7 @@ async def test_fuzz_the_openapi_document(
 ) -> None:
     document = json.loads(json.dumps(app.openapi()))  # a copy for schemathesis to keep
     operations = _operations(document)
+    clock.set_now(FROZEN)  # the same answers on any day (the fixtures reset the clock)
     for module in domain_modules("demo"):
         await module.seed()
     tokens = {
