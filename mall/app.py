@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, docs_ui, errors, i18n
+from mall import __version__, db, docs_ui, errors, i18n, openapi
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, set_settings, static_folder
 from mall.console import router as console_router
@@ -207,6 +207,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     routers = sorted(domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
     for module in routers:
         app.include_router(module.router)
+    openapi.install(app)  # 4xx answers documented with the real error envelope
 
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     uploads = StaticFiles(directory=settings.uploads_dir)

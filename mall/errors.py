@@ -14,10 +14,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mall.i18n import _, translate
 from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
+from mall.validation import field_errors
 
 log = logging.getLogger("mall.errors")
 
@@ -60,7 +62,15 @@ class MallError(Exception):
             "message": translate(self.error.message, **self.params),
         }
         if self.fields:
-            payload["fields"] = self.fields
+            # fields made by hand carry an English sentence: translated here, like messages
+            payload["fields"] = [
+                {
+                    "field": str(f.get("field", "")),
+                    "message": translate(str(f.get("message", ""))),
+                    "type": str(f.get("type") or "value_error"),
+                }
+                for f in self.fields
+            ]
         extra = {k: v for k, v in self.params.items() if isinstance(v, (int, str, float, bool))}
         if extra:
             payload["details"] = extra
@@ -89,7 +99,54 @@ IDEMPOTENCY_KEY_REUSED = ErrorCode(
     "IDEMPOTENCY_KEY_REUSED", 422, _("This Idempotency-Key was used for a different request")
 )
 
-_HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 401: UNAUTHORIZED, 403: FORBIDDEN}
+BAD_REQUEST = ErrorCode("BAD_REQUEST", 400, _("The request body could not be read"))
+
+_HTTP_CODES = {
+    400: BAD_REQUEST,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+}
+
+
+# The envelope as the OpenAPI document shows it (see mall.openapi); `MallError.body()` and
+# the handlers below are what really produce it.
+class FieldError(BaseModel):
+    field: str = Field(description="where: `body.<name>`, `query.<name>`, `header.<name>` ...")
+    message: str = Field(description="what is wrong, in the request's language")
+    type: str = Field(description="a stable check name, e.g. `less_than_equal`, `missing`")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="a stable code, see `GET /api/v1/errors`")
+    message: str = Field(description="for people, in the language of `Accept-Language`")
+    fields: list[FieldError] = Field(
+        default_factory=list, description="VALIDATION_ERROR: one entry per invalid field"
+    )
+    details: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the values the message was made from"
+    )
+    request_id: str | None = Field(default=None, description="INTERNAL_ERROR: quote it")
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with the envelope schema and its codes."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in codes:
+        by_status.setdefault(code.status, []).append(code)
+    return {
+        status: {"model": ErrorEnvelope, "description": describe(same)}
+        for status, same in sorted(by_status.items())
+    }
+
+
+def describe(codes: list[ErrorCode]) -> str:
+    return "; ".join(f"`{c.code}`: {c.message}" for c in codes)
 
 
 def request_id(request: Request) -> str:
@@ -110,14 +167,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ())),
-                "message": str(err.get("msg", "")),
-                "type": str(err.get("type", "")),
-            }
-            for err in exc.errors()
-        ]
+        fields = field_errors(exc.errors())
         return JSONResponse(MallError(VALIDATION_ERROR, fields=fields).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

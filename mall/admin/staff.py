@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mall.audit import service as audit_service
 from mall.deps import AdminStaff, ClientIP, CurrentStaff
+from mall.errors import TOKEN_INVALID, error_responses
 from mall.kit.text import SafeLine
 from mall.members import service as members_service
 from mall.members.schemas import (
@@ -49,7 +50,11 @@ async def login(body: StaffLoginIn, ip: ClientIP) -> StaffLoginOut:
     )
 
 
-@router.post("/refresh", response_model=TokenOut)
+@router.post(
+    "/refresh",
+    response_model=TokenOut,
+    responses=error_responses(TOKEN_INVALID, members_service.SESSION_REVOKED),
+)
 async def refresh(body: RefreshIn) -> TokenOut:
     """A new access token and refresh token; each refresh token works once (an old one
     used again ends the session: 401 `SESSION_REVOKED`)."""

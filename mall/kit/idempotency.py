@@ -15,10 +15,34 @@ from typing import Any
 from pydantic import BaseModel
 
 from mall.config import get_settings
-from mall.errors import IDEMPOTENCY_IN_PROGRESS, IDEMPOTENCY_KEY_REUSED, REGISTRY, MallError
+from mall.errors import (
+    IDEMPOTENCY_IN_PROGRESS,
+    IDEMPOTENCY_KEY_REUSED,
+    REGISTRY,
+    VALIDATION_ERROR,
+    MallError,
+)
 from mall.redis import get_redis
+from mall.validation import field_message
 
 _LEASE_SECONDS = 120
+MAX_KEY_LENGTH = 128  # as declared on the header (mall.deps.IdempotencyKey)
+
+
+def check_key(key: str | None) -> None:
+    """An over-long key is a VALIDATION_ERROR naming the header, the same answer FastAPI
+    gives where the header is declared, for the routes that read it by hand."""
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        error = {"type": "string_too_long", "ctx": {"max_length": MAX_KEY_LENGTH}}
+        raise VALIDATION_ERROR(
+            fields=[
+                {
+                    "field": "header.Idempotency-Key",
+                    "message": field_message(error),
+                    "type": "string_too_long",
+                }
+            ]
+        )
 
 
 def fingerprint(*parts: Any) -> str:
@@ -43,8 +67,7 @@ async def run(
     """Run `work` once per (scope, key); replay its answer (or its MallError) after."""
     if not key:
         return _jsonable(await work())
-    if len(key) > 128:
-        raise IDEMPOTENCY_KEY_REUSED()
+    check_key(key)
     redis = get_redis()
     rkey = f"idem:{scope}:{key}"
     claimed = await redis.set(

@@ -48,6 +48,7 @@ from mall.pointsmall.models import (
 )
 from mall.pointsmall.schemas import ItemCreate, ItemOut, ItemPage, ItemPatch
 from mall.redis import get_redis, script
+from mall.validation import field_errors
 
 log = logging.getLogger("mall.pointsmall")
 
@@ -276,16 +277,7 @@ async def update_item(item_id: int, patch: ItemPatch, staff: Staff) -> PointsMal
             }
         )
     except ValidationError as exc:
-        raise VALIDATION_ERROR(
-            fields=[
-                {
-                    "field": ".".join(["body", *(str(p) for p in err["loc"])]),
-                    "message": err["msg"],
-                    "type": err["type"],
-                }
-                for err in exc.errors()
-            ]
-        ) from None
+        raise VALIDATION_ERROR(fields=field_errors(exc.errors(), prefix=("body",))) from None
     if "coupon_template_id" in changes:
         await _check_coupon_template(merged.coupon_template_id)
     old_period = item.limit_period

@@ -56,9 +56,8 @@ class ReferralRules(BaseModel):
         codes = [level.code for level in self.levels]
         if len(set(codes)) != len(codes):
             raise ValueError("level codes must be unique")
-        for name in (self.member_level, self.staff_level):
-            if name not in codes:
-                raise ValueError(f"level {name!r} is not among the levels")
+        if self.member_level not in codes or self.staff_level not in codes:
+            raise ValueError("member_level and staff_level must be codes of the levels")
         return self
 
     def level(self, code: str) -> PromoterLevel | None:

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mall.errors import IDEMPOTENCY_KEY_REUSED, SERVICE_UNAVAILABLE, UNAUTHORIZED, MallError
-from mall.kit import clock
+from mall.errors import SERVICE_UNAVAILABLE, UNAUTHORIZED, MallError
+from mall.kit import clock, idempotency
 from mall.kit.bounds import Id, fits_bigint
 from mall.kit.security import decode_token
 from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
@@ -75,7 +75,7 @@ def _bearer_member_id(authorization: str | None) -> int:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "maxLength": 128},
+                "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
                 "description": "A retry with the same key returns the same win.",
             }
         ],
@@ -91,8 +91,7 @@ async def attempt(item_id: Id, request: Request) -> Response:
     headers = request.headers
     member_id = _bearer_member_id(headers.get("authorization"))
     key = headers.get("idempotency-key")
-    if key is not None and len(key) > 128:
-        raise IDEMPOTENCY_KEY_REUSED()
+    idempotency.check_key(key)
     answer = await service.attempt(item_id, member_id, key)
     return Response(service.answer_json(answer), media_type="application/json")
 
@@ -151,8 +150,7 @@ class AttemptFastPath:
                 pass
         status, extra = 200, []
         try:
-            if key is not None and len(key) > 128:
-                raise IDEMPOTENCY_KEY_REUSED()
+            idempotency.check_key(key)
             member_id = _bearer_member_id(authorization)
             body = service.answer_json(await service.attempt(item_id, member_id, key))
         except MallError as exc:

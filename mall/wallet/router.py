@@ -102,6 +102,22 @@ def _fail(error: ErrorCode) -> JSONResponse:
     )
 
 
+# WeChat Pay's own answer format, not the API's error envelope
+_FAIL_SCHEMA = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": ["FAIL"]},
+                "message": {"type": "string"},
+                "error": {"$ref": "#/components/schemas/ErrorEnvelope/properties/error"},
+            },
+        }
+    }
+}
+
+
 @router.post(
     "/wechat/pay-notify",
     tags=["wechat"],
@@ -111,10 +127,14 @@ def _fail(error: ErrorCode) -> JSONResponse:
         401: {
             "description": '`{"code": "FAIL", "message", "error": {"code", "message"}}`: '
             "`PAY_NOTIFY_SIGNATURE_INVALID` (signature, timestamp, serial) or "
-            "`PAY_NOTIFY_UNDECRYPTABLE` (signed, but the resource does not decrypt)"
+            "`PAY_NOTIFY_UNDECRYPTABLE` (signed, but the resource does not decrypt)",
+            "content": _FAIL_SCHEMA,
         },
         413: {"description": "`PAYLOAD_TOO_LARGE`: over `MALL_PAY_NOTIFY_MAX_BODY_BYTES`"},
-        500: {"description": "`PAY_NOTIFY_NOT_HANDLED`: verified but not handled; WeChat retries"},
+        500: {
+            "description": "`PAY_NOTIFY_NOT_HANDLED`: verified but not handled; WeChat retries",
+            "content": _FAIL_SCHEMA,
+        },
     },
 )
 async def pay_notify(request: Request) -> Response:

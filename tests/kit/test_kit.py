@@ -106,3 +106,21 @@ def test_money_helpers() -> None:
     assert fmt_yuan(-5) == "-¥0.05"
     assert apply_rate(999, 9, 10) == 899  # 899.1 -> 899
     assert apply_rate(995, 1, 2) == 498  # 497.5 rounds half up
+
+
+async def test_an_over_long_idempotency_key_is_a_validation_error() -> None:
+    """Not IDEMPOTENCY_KEY_REUSED (nothing was reused): the header is named and the work
+    does not run."""
+    calls = 0
+
+    async def work() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        return {"n": calls}
+
+    with pytest.raises(MallError) as exc:
+        await idempotency.run("m1", "k" * 129, idempotency.fingerprint("x"), work)
+    assert exc.value.code == "VALIDATION_ERROR"
+    assert exc.value.fields and exc.value.fields[0]["field"] == "header.Idempotency-Key"
+    assert calls == 0
+    assert await idempotency.run("m1", "k" * 128, idempotency.fingerprint("x"), work) == {"n": 1}
