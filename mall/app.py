@@ -19,7 +19,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +27,7 @@ from mall import redis as mall_redis
 from mall.config import Settings, get_settings, project_root, set_settings
 from mall.domains import domain_modules
 from mall.errors import SERVICE_UNAVAILABLE, ErrorCode, MallError
+from mall.kit import metrics as node_metrics
 from mall.kit.jobs import Runner
 
 log = logging.getLogger("mall.app")
@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus text: request counts and latencies by route."""
-        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(node_metrics.latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/errors", tags=["health"])
     async def error_codes() -> list[dict[str, Any]]:

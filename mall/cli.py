@@ -144,6 +144,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:
         _refuse_demo_in_production(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # before prometheus_client is imported here or in a worker: /metrics sums the workers
+    from mall.kit.metrics import prepare_dir
+
+    prepare_dir(settings.data_dir)
     with embedded_redis(settings):
         asyncio.run(_migrate(settings))
         if args.demo:
