@@ -266,6 +266,29 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(drills[args.name](args.rest))
 
 
+def cmd_layout(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import layout
+
+    async def run() -> int:
+        async with resources(settings):
+            if args.action == "migrate":
+                try:
+                    fence = args.fence_seconds
+                    found = await layout.migrate(
+                        fence_seconds=layout.FENCE_SECONDS if fence is None else fence
+                    )
+                except layout.LayoutError as exc:
+                    print(str(exc), file=sys.stderr)
+                    return 1
+            else:
+                found = await layout.status()
+            print(found.line())
+            return 0 if found.ok else 1
+
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     data_help = "data folder (SQLite, embedded Redis, uploads); default MALL_DATA_DIR"
     parser = argparse.ArgumentParser(prog="mall", description=__doc__)
@@ -313,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("name")
     drill.add_argument("rest", nargs=argparse.REMAINDER)
     drill.set_defaults(func=cmd_drill)
+
+    layout = add(sub, "layout", "the Redis key layout version; migrate it (rolling deploys)")
+    layout.add_argument("action", nargs="?", choices=["show", "migrate"], default="show")
+    layout.add_argument(
+        "--fence-seconds",
+        type=float,
+        help="migrate: how long no node decides before the keys move (default 9)",
+    )
+    layout.set_defaults(func=cmd_layout)
 
     # `mall bench [--seconds --connections --members --workers]` is dispatched in main()
     add(sub, "bench", "benchmark the hot paths against /healthz (needs wrk)")
