@@ -285,20 +285,38 @@ async def _login_members(bases: list[str], prefix: str, n: int) -> list[str]:
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def _burst(calls: list[tuple[str, int, str]]) -> list[tuple[int, str]]:
-    """Every (node base, item, token) attempt at once; (status, result) each."""
-    limits = httpx.Limits(max_connections=64)
+async def _burst(
+    calls: list[tuple[str, int, str]],
+    *,
+    connections: int = 64,
+    stop: tuple[Node, int] | None = None,
+) -> list[tuple[int, str]]:
+    """Every (node base, item, token) attempt at once; (status, result) each, status 0
+    when the node could not be reached. `stop=(node, n)`: SIGTERM `node` once it has
+    answered n attempts, while the rest of the burst is still on its way."""
+    limits = httpx.Limits(max_connections=connections)
+    answered: Counter[str] = Counter()
+    stopping: list[asyncio.Task[int]] = []
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
 
         async def one(base: str, item_id: int, token: str) -> tuple[int, str]:
-            r = await http.post(
-                f"{base}/api/v1/seckill/items/{item_id}/attempt",
-                headers={"Authorization": f"Bearer {token}"},
-            )
+            try:
+                r = await http.post(
+                    f"{base}/api/v1/seckill/items/{item_id}/attempt",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.TransportError as exc:  # a node going away
+                return 0, type(exc).__name__
+            answered[base] += 1
+            if stop is not None and not stopping and answered[stop[0].base] >= stop[1]:
+                stopping.append(asyncio.create_task(asyncio.to_thread(stop[0].stop)))
             result = r.json().get("result", "") if r.status_code == 200 else r.text
             return r.status_code, str(result)
 
-        return list(await asyncio.gather(*(one(*call) for call in calls)))
+        answers = list(await asyncio.gather(*(one(*call) for call in calls)))
+        if stopping:
+            assert await stopping[0] == 0, stop and stop[0].output
+        return answers
 
 
 def _admin_headers(base: str) -> dict[str, str]:
@@ -337,12 +355,14 @@ def _wait_persisted(base: str, admin: dict[str, str], session_id: int, held: int
     raise AssertionError(f"the worker did not persist every win: {item}")
 
 
-def test_two_app_nodes_and_a_worker_sell_exactly_the_stock(
+def test_two_app_nodes_and_a_worker_sell_exactly_the_stock_across_a_rolling_restart(
     mall: Mall, cluster: RedisClusterHarness
 ) -> None:
     """Two `mall serve` processes (each reaching the cluster through another master) and
     a `mall worker`: a burst split over both nodes, every member trying on both at once,
-    sells exactly the stock, each member at most once; every reconciler is clean."""
+    sells exactly the stock, each member at most once; every reconciler is clean. Then a
+    rolling deploy during a second sale: node A stops (SIGTERM) in the middle of a burst
+    and a new node takes its place while B keeps answering; the stock stays exact."""
     started = time.monotonic()
     a = _serve(mall, "a", cluster.ports[0])
     b = _serve(mall, "b", cluster.ports[1])
@@ -370,10 +390,44 @@ def test_two_app_nodes_and_a_worker_sell_exactly_the_stock(
     assert per_node[a.base] == per_node[b.base] == members
 
     _wait_persisted(a.base, admin, session_id, stock)
-    checked = mall.run("check", "all")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert re.search(rf"item {item_id} .*redis_stock=0 held={stock} backlog=0", checked.stdout)
+    sales = [(item_id, stock)]
 
-    for node in (a, b, worker):
+    # --- a rolling restart of node A during a second sale
+    stock = 30
+    session_id, item_id = _new_sale(b.base, admin, stock)
+    sales.append((item_id, stock))
+    first = [(base, item_id, token) for token in tokens for base in (a.base, b.base)]
+    random.Random(8).shuffle(first)
+    # few connections, so that A still has attempts queued when its SIGTERM lands
+    answers = asyncio.run(_burst(first, connections=8, stop=(a, 10)))
+    assert a.proc.poll() == 0
+    on_b = [ans for (base, _i, _t), ans in zip(first, answers, strict=True) if base == b.base]
+    assert {status for status, _r in on_b} == {200}, Counter(on_b).most_common(5)
+    on_a = Counter(
+        st for (base, _i, _t), (st, _r) in zip(first, answers, strict=True) if base == a.base
+    )
+    assert set(on_a) <= {200, 0}, on_a  # answered, or refused once A stopped listening
+
+    a2 = _serve(mall, "a2", cluster.ports[2])  # the new release's node, same key layout
+    a2.wait_ready()
+    second = [(base, item_id, token) for token in tokens for base in (a2.base, b.base)]
+    random.Random(9).shuffle(second)
+    later = asyncio.run(_burst(second))
+    assert {status for status, _r in later} == {200}, Counter(later).most_common(5)
+    won = [
+        token
+        for (_b, _i, token), (_s, r) in zip(first + second, answers + later, strict=True)
+        if r == "won"
+    ]
+    assert len(won) <= stock and len(set(won)) == len(won)  # a win A never sent is held
+    _wait_persisted(b.base, admin, session_id, stock)  # sold out exactly: 80 members tried
+
+    checked = mall.run("check", "all")  # every reconciler, both sales
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for sold_item, sold in sales:
+        line = rf"item {sold_item} .*redis_stock=0 held={sold} backlog=0 returns_due=0 OK"
+        assert re.search(line, checked.stdout), checked.stdout
+
+    for node in (a2, b, worker):
         assert node.stop() == 0, node.output
-    print(f"two nodes: {time.monotonic() - started:.1f}s")
+    print(f"two nodes and a rolling restart: {time.monotonic() - started:.1f}s")
