@@ -289,6 +289,57 @@ def cmd_layout(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run())
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import backup
+
+    async def run() -> int:
+        async with resources(settings):
+            try:
+                manifest = await backup.backup(args.dir, uploads=settings.uploads_dir)
+            except backup.BackupError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        print(
+            f"backed up the {manifest['database']} database and {manifest['uploads']} "
+            f"uploaded files into {args.dir} (Redis is rebuilt from the database on restore)"
+        )
+        return 0
+
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import backup
+
+    if not args.yes:
+        print(
+            "restore replaces the database and empties Redis; stop every app node and "
+            "worker, then run again with --yes",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> int:
+        async with resources(settings):
+            try:
+                manifest = await backup.restore(
+                    args.dir, uploads=settings.uploads_dir, empty_redis=not args.keep_redis
+                )
+            except backup.BackupError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        print(
+            f"restored the {manifest['database']} database of {manifest['created_at']}"
+            + ("" if args.keep_redis else "; Redis emptied (hot items warm from the database)")
+        )
+        return 0
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     data_help = "data folder (SQLite, embedded Redis, uploads); default MALL_DATA_DIR"
     parser = argparse.ArgumentParser(prog="mall", description=__doc__)
@@ -345,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="migrate: how long no node decides before the keys move (default 9)",
     )
     layout.set_defaults(func=cmd_layout)
+
+    backup = add(sub, "backup", "back up the database and uploads into a new folder")
+    backup.add_argument("dir", type=Path)
+    backup.set_defaults(func=cmd_backup)
+
+    restore = add(sub, "restore", "restore a backup (stop app nodes and workers first)")
+    restore.add_argument("dir", type=Path)
+    restore.add_argument("--yes", action="store_true", help="replace the database")
+    restore.add_argument(
+        "--keep-redis", action="store_true", help="do not empty Redis (not advised)"
+    )
+    restore.set_defaults(func=cmd_restore)
 
     # `mall bench [--seconds --connections --members --workers]` is dispatched in main()
     add(sub, "bench", "benchmark the hot paths against /healthz (needs wrk)")
