@@ -20,7 +20,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +36,7 @@ from mall.errors import (
     ErrorCode,
     MallError,
 )
+from mall.kit import metrics as node_metrics
 from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
 from mall.kit.headers import AddHeaders
 from mall.kit.jobs import Runner
@@ -181,8 +181,9 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
-        """Prometheus text: request counts and latencies by route. With `MALL_METRICS_TOKEN`
-        set it needs `Authorization: Bearer <token>`; production without one: 404."""
+        """Prometheus text: request counts and latencies by route, summed over the node's
+        workers. With `MALL_METRICS_TOKEN` set it needs `Authorization: Bearer <token>`;
+        production without one: 404."""
         token = settings.metrics_token.get_secret_value()
         if not token:
             if settings.env == "production":
@@ -193,7 +194,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(node_metrics.latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/errors", tags=["health"])
     async def error_codes() -> list[dict[str, Any]]:

@@ -148,6 +148,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:
         _refuse_demo_in_production(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # before prometheus_client is imported here or in a worker: /metrics sums the workers
+    from mall.kit.metrics import prepare_dir
+
+    prepare_dir(settings.data_dir)
     with embedded_redis(settings, supervise=True):
         asyncio.run(_migrate(settings))
         if args.demo:
@@ -269,6 +273,80 @@ def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(drills[args.name](args.rest))
 
 
+def cmd_layout(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import layout
+
+    async def run() -> int:
+        async with resources(settings):
+            if args.action == "migrate":
+                try:
+                    fence = args.fence_seconds
+                    found = await layout.migrate(
+                        fence_seconds=layout.FENCE_SECONDS if fence is None else fence
+                    )
+                except layout.LayoutError as exc:
+                    print(str(exc), file=sys.stderr)
+                    return 1
+            else:
+                found = await layout.status()
+            print(found.line())
+            return 0 if found.ok else 1
+
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import backup
+
+    async def run() -> int:
+        async with resources(settings):
+            try:
+                manifest = await backup.backup(args.dir, uploads=settings.uploads_dir)
+            except backup.BackupError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        print(
+            f"backed up the {manifest['database']} database and {manifest['uploads']} "
+            f"uploaded files into {args.dir} (Redis is rebuilt from the database on restore)"
+        )
+        return 0
+
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.ops import backup
+
+    if not args.yes:
+        print(
+            "restore replaces the database and empties Redis; stop every app node and "
+            "worker, then run again with --yes",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> int:
+        async with resources(settings):
+            try:
+                manifest = await backup.restore(
+                    args.dir, uploads=settings.uploads_dir, empty_redis=not args.keep_redis
+                )
+            except backup.BackupError as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+        print(
+            f"restored the {manifest['database']} database of {manifest['created_at']}"
+            + ("" if args.keep_redis else "; Redis emptied (hot items warm from the database)")
+        )
+        return 0
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with embedded_redis(settings):
+        return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     data_help = "data folder (SQLite, embedded Redis, uploads); default MALL_DATA_DIR"
     parser = argparse.ArgumentParser(prog="mall", description=__doc__)
@@ -316,6 +394,27 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("name")
     drill.add_argument("rest", nargs=argparse.REMAINDER)
     drill.set_defaults(func=cmd_drill)
+
+    layout = add(sub, "layout", "the Redis key layout version; migrate it (rolling deploys)")
+    layout.add_argument("action", nargs="?", choices=["show", "migrate"], default="show")
+    layout.add_argument(
+        "--fence-seconds",
+        type=float,
+        help="migrate: how long no node decides before the keys move (default 9)",
+    )
+    layout.set_defaults(func=cmd_layout)
+
+    backup = add(sub, "backup", "back up the database and uploads into a new folder")
+    backup.add_argument("dir", type=Path)
+    backup.set_defaults(func=cmd_backup)
+
+    restore = add(sub, "restore", "restore a backup (stop app nodes and workers first)")
+    restore.add_argument("dir", type=Path)
+    restore.add_argument("--yes", action="store_true", help="replace the database")
+    restore.add_argument(
+        "--keep-redis", action="store_true", help="do not empty Redis (not advised)"
+    )
+    restore.set_defaults(func=cmd_restore)
 
     # `mall bench [--seconds --connections --members --workers]` is dispatched in main()
     add(sub, "bench", "benchmark the hot paths against /healthz (needs wrk)")

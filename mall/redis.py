@@ -37,6 +37,7 @@ from redis.exceptions import (
     ClusterError,
     MaxConnectionsError,
     NoScriptError,
+    RedisError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -49,14 +50,22 @@ log = logging.getLogger("mall.redis")
 # The shared client's type: code that needs a cluster-only feature checks isinstance.
 RedisClient: TypeAlias = Redis | RedisCluster
 
+
+class KeyLayoutUnknown(RedisError):
+    """Redis holds a key layout this code does not know (a newer release migrated it, or
+    a migration is under way): this process makes no Lua decision until it does."""
+
+
 # Errors that mean "Redis cannot serve right now" (answered 503 + Retry-After): outages,
-# and on a cluster a failover in progress (CLUSTERDOWN, slots not covered, TRYAGAIN).
+# on a cluster a failover in progress (CLUSTERDOWN, slots not covered, TRYAGAIN), and a
+# node whose code does not know the key layout in Redis (a rolling deploy).
 UNAVAILABLE: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ClusterError,
     SlotNotCoveredError,
     TryAgainError,
+    KeyLayoutUnknown,
 )
 
 MAX_CONNECTIONS = 256  # per process (single node), per node of a cluster
@@ -226,7 +235,8 @@ class ClusterModeUndetected(RuntimeError):
 
 async def check_ready() -> None:
     """Raise unless Redis can serve every key: a single node answers and is not a cluster
-    node; on a cluster, every master reports `cluster_state:ok`."""
+    node; on a cluster, every master reports `cluster_state:ok`; and the key layout in
+    Redis is the one this code knows."""
     client = get_redis()
     if isinstance(client, RedisCluster):
         answers: Any = await client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
@@ -234,10 +244,11 @@ async def check_ready() -> None:
         states = {str(info.get("cluster_state")) for info in infos}
         if states != {"ok"}:
             raise ClusterStateNotOk(", ".join(sorted(states)))
-        return
-    info = await client.info("cluster")
-    if int(info.get("cluster_enabled", 0)):
-        raise ClusterModeUndetected()
+    else:
+        info = await client.info("cluster")
+        if int(info.get("cluster_enabled", 0)):
+            raise ClusterModeUndetected()
+    await layout_guard.refresh(client)  # a node on a layout it does not know: not ready
 
 
 class CrossSlotKeys(ValueError):
@@ -276,6 +287,88 @@ def _encode(key: Any) -> bytes:
     return str(key).encode()
 
 
+# --- the key layout (rolling deploys) ---------------------------------------------
+# The names and shapes of the hot keys (stock, buyers, reservations, streams ...) are a
+# versioned layout. Redis holds the version in use under LAYOUT_KEY; a process makes Lua
+# decisions only while that is the version its code knows, so an old and a new app node
+# never decide on keys they read differently. A release that changes the layout bumps
+# KEY_LAYOUT_VERSION and brings a migration (`mall layout migrate`, mall/ops/layout.py).
+KEY_LAYOUT_VERSION = 1
+LAYOUT_KEY = "mall:key-layout"
+LAYOUT_RECHECK_SECONDS = 1.0
+# Redis unreachable for the layout key alone (another master than the item's): keep the
+# last good answer this long. `mall layout migrate` fences longer than this plus a recheck.
+LAYOUT_STALE_SECONDS = 5.0
+
+
+class _LayoutGuard:
+    """The layout in Redis as this process last read it, re-read at most once a second
+    (one GET per process per second, however many calls); a fresh Redis (empty, or
+    restored and not warm yet) is claimed for this code's version."""
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[None] | None = None
+        self.forget()
+
+    def forget(self) -> None:
+        """Read again on the next call (tests; `mall layout migrate` in its own process)."""
+        self.client: object | None = None
+        self.ok = False
+        self.seen: str | None = None
+        self.fresh_until = 0.0
+        self.good_at = 0.0  # when a read last said ok
+
+    def fresh_ok(self, client: object) -> bool:
+        return self.ok and client is self.client and time.monotonic() < self.fresh_until
+
+    async def check(self, client: RedisClient) -> None:
+        """Raise KeyLayoutUnknown unless the layout in Redis is this code's."""
+        if client is self.client and time.monotonic() < self.fresh_until:
+            if self.ok:
+                return
+            raise KeyLayoutUnknown(self._message())
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is None or pending.done() or pending.get_loop() is not loop:
+            pending = self._pending = loop.create_task(self._read(client))
+        await asyncio.shield(pending)  # one read for every caller waiting on it
+
+    async def refresh(self, client: RedisClient) -> None:
+        """Read now (readiness)."""
+        self.fresh_until = 0.0
+        await self.check(client)
+
+    async def _read(self, client: RedisClient) -> None:
+        now = time.monotonic()
+        try:
+            value = await client.get(LAYOUT_KEY)
+            if value is None:
+                await client.set(LAYOUT_KEY, KEY_LAYOUT_VERSION, nx=True)
+                value = await client.get(LAYOUT_KEY)
+        except RedisError:
+            if self.ok and client is self.client and now - self.good_at < LAYOUT_STALE_SECONDS:
+                self.fresh_until = now + LAYOUT_RECHECK_SECONDS / 4
+                return  # the item's own call will tell whether Redis is really down
+            raise
+        self.client, self.seen = client, None if value is None else str(value)
+        self.ok = self.seen == str(KEY_LAYOUT_VERSION)
+        self.fresh_until = now + LAYOUT_RECHECK_SECONDS
+        if self.ok:
+            self.good_at = now
+            return
+        log.error("%s", self._message())
+        raise KeyLayoutUnknown(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"Redis key layout is {self.seen!r}; this code knows {KEY_LAYOUT_VERSION}: "
+            "no hot-path decisions on this node (see docs/SCALING.md, rolling deploys)"
+        )
+
+
+layout_guard = _LayoutGuard()
+
+
 @cache
 def _lua_source(package: str, name: str) -> str:
     spec = importlib.util.find_spec(package)
@@ -296,6 +389,8 @@ class Script(AsyncScript):
         client: Any = None,
     ) -> Any:
         check_one_slot(keys or ())
+        if not layout_guard.fresh_ok(self.registered_client):
+            await layout_guard.check(self.registered_client)
         return await super().__call__(keys, args, client)
 
 
@@ -334,6 +429,8 @@ class AutoPipeline:
 
     async def run(self, lua: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         check_one_slot(keys)  # one caller's mistake must not fail the whole batch
+        if not layout_guard.fresh_ok(self.client):
+            await layout_guard.check(self.client)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((lua, keys, args, future))

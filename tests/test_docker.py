@@ -4,7 +4,10 @@ files are parsed and the app's own Settings judge the result.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from fnmatch import fnmatch
 from typing import Any
 
@@ -412,3 +415,138 @@ def test_image_and_ci_install_the_pinned_versions_and_the_readme_does_not() -> N
     for entry in ignore:
         pattern = entry.rstrip("/")
         assert not fnmatch("docker/constraints.txt", pattern) and pattern != "docker", entry
+
+
+# --- docker/compose.cluster.yaml: two app nodes behind a proxy, a Redis Cluster -------
+
+CLUSTER_FILE = DOCKER / "compose.cluster.yaml"
+REDIS_NODES = ("redis-1", "redis-2", "redis-3")
+APP_NODES = ("app-1", "app-2")
+
+
+def _cluster_compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(CLUSTER_FILE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _depends(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("depends_on") or {}
+    if isinstance(raw, list):
+        return {name: "service_started" for name in raw}
+    return {
+        name: str((spec or {}).get("condition", "service_started")) for name, spec in raw.items()
+    }
+
+
+def test_the_single_node_default_stays_as_it_was() -> None:
+    services = _compose()["services"]
+    assert {"app", "worker", "postgres", "redis"} <= set(services)
+    assert not set(services) & {*REDIS_NODES, *APP_NODES}
+    assert "--cluster-enabled" not in services["redis"]["command"]
+
+
+def test_cluster_file_has_three_redis_masters_joined_once() -> None:
+    services = _cluster_compose()["services"]
+    assert {*REDIS_NODES, "redis-cluster-init", *APP_NODES, "worker", "postgres", "proxy"} <= set(
+        services
+    )
+    addresses = []
+    for name in REDIS_NODES:
+        node = services[name]
+        assert str(node["image"]).startswith("redis:7")
+        command = [str(part) for part in node["command"]]
+        flags = dict(zip(command[1::2], command[2::2], strict=False))
+        assert flags["--cluster-enabled"] == "yes"
+        assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+        assert flags["--maxmemory-policy"] == "noeviction"
+        assert any(str(v).endswith(":/data") for v in node["volumes"]), f"{name} keeps no data"
+        # a cluster remembers its peers by address: each node keeps a fixed one
+        addresses.append(node["networks"]["default"]["ipv4_address"])
+    assert len(set(addresses)) == 3
+    volumes = {str(v).split(":")[0] for n in REDIS_NODES for v in services[n]["volumes"]}
+    assert len(volumes) == 3, "each node its own volume"
+
+    init = services["redis-cluster-init"]
+    assert init["restart"] == "no"  # one-shot
+    script = " ".join(str(part) for part in [*init.get("entrypoint", []), *init["command"]])
+    assert "redis-cli --cluster create" in script and "--cluster-replicas 0" in script
+    assert all(address + ":6379" in script for address in addresses)
+    assert "cluster_state:ok" in script  # formed already: left alone; done: waits for ok
+    assert _depends(init) == {name: "service_healthy" for name in REDIS_NODES}
+
+
+@pytest.mark.parametrize("name", [*APP_NODES, "worker"])
+def test_cluster_app_nodes_point_at_the_cluster_and_pass_the_production_check(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = _cluster_compose()["services"]
+    service = services[name]
+    assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    raw = _environment(service)
+    env = {k: _interpolate(v, _deployed_values()) for k, v in raw.items()}
+    host = env["MALL_REDIS_URL"].removeprefix("redis://").split(":")[0]
+    assert host in REDIS_NODES, env["MALL_REDIS_URL"]
+    assert env["MALL_REDIS_CLUSTER"] == "true"  # right from the start, even before Redis
+    assert "@postgres:5432/" in env["MALL_DATABASE_URL"]
+    assert _depends(service)["redis-cluster-init"] == "service_completed_successfully"
+    # /metrics sums a container's own workers, never a folder shared with another node
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    settings = _settings_from({k: v for k, v in env.items() if k.startswith("MALL_")}, monkeypatch)
+    settings.check_safe()
+    assert settings.redis_cluster is True and settings.run_jobs_in_process is False
+    if name in APP_NODES:
+        assert service["command"][:2] == ["mall", "serve"] and "0.0.0.0" in service["command"]
+        assert "ports" not in service, "app nodes are reached through the proxy only"
+    else:
+        assert service["command"] == ["mall", "worker"]
+
+
+def test_cluster_app_nodes_reach_the_cluster_through_different_nodes_and_migrate_once() -> None:
+    services = _cluster_compose()["services"]
+    urls = {_environment(services[n])["MALL_REDIS_URL"] for n in (*APP_NODES, "worker")}
+    assert len(urls) == 3  # no single node is everyone's way in
+    # two nodes applying migrations to an empty database at once would race
+    assert _depends(services["app-2"])["app-1"] == "service_healthy"
+    assert _depends(services["worker"])["app-1"] == "service_healthy"
+
+
+def test_cluster_proxy_is_in_front_of_both_app_nodes() -> None:
+    services = _cluster_compose()["services"]
+    proxy = services["proxy"]
+    assert str(proxy["image"]).startswith(("caddy:", "nginx:"))
+    published = [str(p) for p in proxy["ports"]]
+    assert published == ["80:80", "443:443", "443:443/udp"]  # HTTPS, as WeChat requires
+    published_elsewhere = [n for n, s in services.items() if n != "proxy" and s.get("ports")]
+    assert not published_elsewhere, f"only the proxy is published: {published_elsewhere}"
+    assert set(_depends(proxy)) >= set(APP_NODES)
+    mounts = [str(v) for v in proxy["volumes"]]
+    [caddyfile] = [m.split(":")[0] for m in mounts if m.split(":")[1] == "/etc/caddy/Caddyfile"]
+    config = (DOCKER / caddyfile).read_text(encoding="utf-8")
+    upstreams = re.search(r"reverse_proxy\s+([^{]+)\{", config)
+    assert upstreams and set(upstreams.group(1).split()) == {f"{n}:8000" for n in APP_NODES}
+    assert re.search(r"health_uri\s+/readyz", config), "a node that is not ready is taken out"
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="caddy is not installed")
+def test_cluster_caddyfile_is_valid() -> None:
+    done = subprocess.run(
+        ["caddy", "validate", "--adapter", "caddyfile", "--config", DOCKER / "Caddyfile.cluster"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SITE_DOMAIN": "mall.example.com", "ACME_EMAIL": "ops@example.com"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cluster_file_names_only_documented_variables_and_real_settings() -> None:
+    text = CLUSTER_FILE.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", _env_example_text(), re.M))
+    used = {m.group(1) for m in _INTERPOLATION.finditer(text)}
+    assert used and not sorted(used - documented)
+    fields = set(Settings.model_fields)
+    named = set(re.findall(r"\bMALL_([A-Z0-9_]+)", text))
+    assert not sorted(f"MALL_{n}" for n in named if n.lower() not in fields)
+    for secret in ("MALL_SECRET_KEY", "POSTGRES_PASSWORD", "MALL_WECHAT_SECRET"):
+        assert f"${{{secret}:?" in text, f"{secret} must be supplied, not defaulted"
