@@ -238,7 +238,7 @@ async def test_points_mall_items_on_every_master_list_and_redeem(
     staff = await Staff.create(
         username=f"ops_{secrets.token_hex(3)}", password_hash="-", role="ops"
     )
-    ops = {"Authorization": f"Bearer {issue_token(staff.id, 'staff', 3600, role='ops')}"}
+    ops = {"Authorization": f"Bearer {(await members_service.staff_tokens(staff)).token}"}
     ids: list[int] = []
     for n in range(12):
         body = {

@@ -252,6 +252,8 @@ def mall(
         # tokens signed by one node are read by the other
         "MALL_SECRET_KEY": "scale-" + secrets.token_hex(24),
         "MALL_RUN_JOBS_IN_PROCESS": "false",  # the worker runs jobs and consumers
+        # 80 members log in from one address in seconds: above the per-address default
+        "MALL_MEMBER_LOGIN_IP_MAX_ATTEMPTS": "10000",
         "MALL_DATA_DIR": str(tmp_path / "worker-data"),
     }
     shared = Mall(env, tmp_path, nodes, {})
