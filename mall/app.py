@@ -24,11 +24,10 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, errors, i18n
+from mall import __version__, db, domains, errors, i18n
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, project_root, set_settings
 from mall.console import router as console_router
-from mall.domains import domain_modules
 from mall.errors import (
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
@@ -126,7 +125,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             await db.init_db(settings, global_fallback=True)
             mall_redis.connect(settings.redis_url)
             if settings.run_jobs_in_process:
-                runner = Runner()
+                runner = Runner(domains.jobs(), domains.consumers())
                 runner.start()
         try:
             yield
@@ -203,7 +202,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         ]
 
     # Starlette matches routes in order: the flash-sale attempt goes right after health.
-    routers = sorted(domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
+    routers = sorted(domains.domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
     for module in routers:
         app.include_router(module.router)
 
@@ -291,5 +290,5 @@ async def _probe(check: Callable[[], Awaitable[object]]) -> str:
 
 
 def _all_error_codes() -> list[ErrorCode]:
-    domain_modules("service")  # import every service so its codes are registered
+    domains.domain_modules("service")  # import every service so its codes are registered
     return list(errors.REGISTRY.values())
