@@ -27,7 +27,6 @@ from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock
 from mall.kit.pagination import cursor_page
-from mall.kit.touch import give_back_touch, try_touch
 from mall.members.models import Member
 from mall.points import service as points_service
 from mall.redis import get_redis
@@ -639,7 +638,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
     if not await touch_service.use_grant(member_id, template_id):
         return "no_grant", ""
     reference = f"campaign:{campaign.id}"
-    if not await try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
+    if not await touch_service.try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
         await touch_service.give_back_grant(member_id, template_id)
         return "skipped_by_cap", ""
     try:
@@ -650,7 +649,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
             page=campaign.payload.get("page") or None,
         )
     except MallError as exc:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         if exc.code == "WECHAT_USER_REFUSED":
             await touch_service.refused(member_id, template_id)
             return "refused", exc.code
@@ -662,7 +661,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
 
 async def _give_pack(campaign: Campaign, member_id: int, pack: Any) -> tuple[str, str]:
     reference = f"campaign:{campaign.id}"
-    if not await try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
+    if not await touch_service.try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
         return "skipped_by_cap", ""
     try:
         issue = await coupons_service.issue_pack(
@@ -673,16 +672,16 @@ async def _give_pack(campaign: Campaign, member_id: int, pack: Any) -> tuple[str
             staff_id=campaign.staff_id,
         )
     except MallError as exc:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "failed", exc.code
     except BaseException:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         raise
     if issue is None:  # given under this key before: this touch is not a new one
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "sent", "ALREADY_ISSUED"
     if not issue.coupon_ids:  # every template sold out or ended: nothing reached them
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "failed", "PACK_EMPTY"
     return "sent", ""
 

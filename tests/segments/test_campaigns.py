@@ -170,7 +170,7 @@ async def test_counts_grants_refusals_and_failures(
 
 
 async def clock_touch(member_id: int) -> bool:
-    from mall.kit.touch import try_touch
+    from mall.touch.service import try_touch
 
     return await try_touch(member_id, "test")
 
