@@ -39,6 +39,9 @@ from mall.errors import (
 from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
 from mall.kit.headers import AddHeaders
 from mall.kit.jobs import Runner
+from mall.orders import service as orders_service
+from mall.wallet import service as wallet_service
+from mall.wechat import pay as wechat_pay
 
 log = logging.getLogger("mall.app")
 
@@ -112,6 +115,7 @@ def _client_request_id(raw: bytes) -> str | None:
 def create_app(settings: Settings | None = None, *, manage_resources: bool = True) -> FastAPI:
     """Build the app. With `manage_resources=False` the caller (tests) owns DB and Redis."""
     settings = set_settings(settings or get_settings())
+    register_payment_handlers()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -215,6 +219,12 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         console = StaticFiles(directory=static_dir)
         app.mount("/static", AddHeaders(console, console_router.SECURITY_HEADERS), name="static")
     return app
+
+
+def register_payment_handlers() -> None:
+    """WeChat Pay hands each verified payment and refund to the domain that named it."""
+    for handlers in (wallet_service.PAYMENTS, orders_service.PAYMENTS):
+        wechat_pay.register(handlers)
 
 
 # uploaded pictures are only ever images: never sniffed into anything else, never active
