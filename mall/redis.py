@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -278,11 +279,7 @@ def _encode(key: Any) -> bytes:
 
 @cache
 def _lua_source(package: str, name: str) -> str:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"no package {package}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "lua" / f"{name}.lua"
-    return path.read_text(encoding="utf-8")
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Script(AsyncScript):
