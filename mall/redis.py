@@ -103,7 +103,7 @@ def connect(url: str, *, cluster: bool | None = None) -> RedisClient:
         socket_connect_timeout=1,
         retry=_retry(),
     )
-    _client = Redis(connection_pool=pool)
+    _client = Redis.from_pool(pool)  # close() then closes the pool's connections too
     return _client
 
 
