@@ -23,11 +23,10 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, docs_ui, errors, i18n, openapi
+from mall import __version__, db, docs_ui, domains, errors, i18n, openapi
 from mall import redis as mall_redis
 from mall.config import Settings, get_settings, set_settings, static_folder
 from mall.console import router as console_router
-from mall.domains import domain_modules
 from mall.errors import (
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
@@ -40,6 +39,9 @@ from mall.kit import metrics as node_metrics
 from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
 from mall.kit.headers import AddHeaders
 from mall.kit.jobs import Runner
+from mall.orders import service as orders_service
+from mall.wallet import service as wallet_service
+from mall.wechat import pay as wechat_pay
 
 log = logging.getLogger("mall.app")
 
@@ -113,6 +115,7 @@ def _client_request_id(raw: bytes) -> str | None:
 def create_app(settings: Settings | None = None, *, manage_resources: bool = True) -> FastAPI:
     """Build the app. With `manage_resources=False` the caller (tests) owns DB and Redis."""
     settings = set_settings(settings or get_settings())
+    register_payment_handlers()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +129,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             await db.init_db(settings, global_fallback=True)
             mall_redis.connect(settings.redis_url)
             if settings.run_jobs_in_process:
-                runner = Runner()
+                runner = Runner(domains.jobs(), domains.consumers())
                 runner.start()
         try:
             yield
@@ -205,7 +208,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         ]
 
     # Starlette matches routes in order: the flash-sale attempt goes right after health.
-    routers = sorted(domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
+    routers = sorted(domains.domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)  # 4xx answers documented with the real error envelope
@@ -219,6 +222,12 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         console = StaticFiles(directory=static_dir)
         app.mount("/static", AddHeaders(console, console_router.SECURITY_HEADERS), name="static")
     return app
+
+
+def register_payment_handlers() -> None:
+    """WeChat Pay hands each verified payment and refund to the domain that named it."""
+    for handlers in (wallet_service.PAYMENTS, orders_service.PAYMENTS):
+        wechat_pay.register(handlers)
 
 
 # uploaded pictures are only ever images: never sniffed into anything else, never active
@@ -294,5 +303,5 @@ async def _probe(check: Callable[[], Awaitable[object]]) -> str:
 
 
 def _all_error_codes() -> list[ErrorCode]:
-    domain_modules("service")  # import every service so its codes are registered
+    domains.domain_modules("service")  # import every service so its codes are registered
     return list(errors.REGISTRY.values())

@@ -9,49 +9,16 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mall import db
+from mall import db, domains
 from mall import redis as mall_redis
 from mall.config import ConfigError, Settings, get_settings, set_settings
-from mall.domains import domain_modules
 
 log = logging.getLogger("mall.cli")
-
-
-@dataclass
-class CheckReport:
-    """What `mall check NAME` prints; `ok=False` makes the command exit non-zero."""
-
-    name: str
-    ok: bool = True
-    lines: list[str] = field(default_factory=list)
-
-    def fail(self, line: str) -> None:
-        self.ok = False
-        self.lines.append("MISMATCH " + line)
-
-
-CheckFn = Callable[[], Awaitable[CheckReport]]
-DrillFn = Callable[[list[str]], Coroutine[Any, Any, int]]
-
-
-def _checks() -> dict[str, CheckFn]:
-    found: dict[str, CheckFn] = {}
-    for module in domain_modules("tasks"):
-        found.update(getattr(module, "CHECKS", {}))
-    return found
-
-
-def _drills() -> dict[str, DrillFn]:
-    found: dict[str, DrillFn] = {}
-    for module in domain_modules("tasks"):
-        found.update(getattr(module, "DRILLS", {}))
-    return found
 
 
 @contextmanager
@@ -130,7 +97,7 @@ async def _seed_demo(settings: Settings) -> tuple[str, str]:
             pw_file.parent.mkdir(parents=True, exist_ok=True)
             pw_file.write_text(password + "\n")
             pw_file.chmod(0o600)
-        for module in domain_modules("demo"):
+        for module in domains.domain_modules("demo"):
             await module.seed()
     return "admin", password
 
@@ -189,7 +156,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         async with resources(settings):
-            runner = Runner()
+            runner = Runner(domains.jobs(), domains.consumers())
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, runner.stop.set)
@@ -237,7 +204,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    checks = _checks()
+    checks = domains.checks()
     names = list(checks) if args.name == "all" else [args.name]
     unknown = [n for n in names if n not in checks]
     if unknown:
@@ -263,7 +230,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
-    drills = _drills()
+    drills = domains.drills()
     if args.name not in drills:
         print(
             f"unknown drill {args.name!r}; known: {', '.join(sorted(drills)) or 'none'}",

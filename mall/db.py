@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import pkgutil
+from importlib import resources
 from typing import Any
 
 from tortoise import Tortoise, connections
@@ -58,14 +57,12 @@ async def init_db(settings: Settings, *, global_fallback: bool = False) -> None:
 def _has_migrations() -> bool:
     """True when `mall.migrations` holds at least one migration module."""
     try:
-        spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
+        folder = resources.files(MIGRATIONS_PACKAGE)
     except ModuleNotFoundError:
         return False
-    if spec is None or not spec.submodule_search_locations:
-        return False
     return any(
-        not is_pkg and name[0] not in "_~"
-        for _finder, name, is_pkg in pkgutil.iter_modules(spec.submodule_search_locations)
+        entry.is_file() and entry.name.endswith(".py") and entry.name[0] not in "_~"
+        for entry in folder.iterdir()
     )
 
 

@@ -28,6 +28,16 @@ async def _current_member(
     return member
 
 
+async def _optional_member(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Member | None:
+    """Anonymous browsing works; a token that is sent must be valid (so a member never
+    silently sees the anonymous answer because of an expired login)."""
+    if credentials is None or not credentials.credentials:
+        return None
+    return await _current_member(request, credentials)
+
+
 async def _current_staff(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Staff:
@@ -62,6 +72,8 @@ def _bearer_token(
 
 
 CurrentMember = Annotated[Member, Depends(_current_member)]
+# the member when a token is sent (401 if it is not valid), None without one
+OptionalMember = Annotated[Member | None, Depends(_optional_member)]
 CurrentStaff = Annotated[Staff, Depends(_current_staff)]
 AdminStaff = Annotated[Staff, Depends(_admin_staff)]
 RedisClient = Annotated[AnyRedis, Depends(_redis)]

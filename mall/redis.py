@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -111,7 +112,7 @@ def connect(url: str, *, cluster: bool | None = None) -> RedisClient:
         socket_connect_timeout=1,
         retry=_retry(),
     )
-    _client = Redis(connection_pool=pool)
+    _client = Redis.from_pool(pool)  # close() then closes the pool's connections too
     return _client
 
 
@@ -371,11 +372,7 @@ layout_guard = _LayoutGuard()
 
 @cache
 def _lua_source(package: str, name: str) -> str:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"no package {package}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "lua" / f"{name}.lua"
-    return path.read_text(encoding="utf-8")
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Script(AsyncScript):

@@ -30,13 +30,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import MaxConnectionsError
 
+from mall import domains
 from mall import redis as mall_redis
 from mall.app import create_app
-from mall.cli import _checks
 from mall.config import Settings
 from mall.domains import domain_modules
 from mall.kit import clock
-from mall.kit.jobs import all_jobs, run_job_once
+from mall.kit.jobs import run_job_once
 from mall.kit.security import issue_token
 from mall.members import service as members_service
 from mall.members.models import Staff
@@ -280,12 +280,12 @@ async def test_demo_data_every_job_and_every_check_on_the_cluster(
 ) -> None:
     for module in domain_modules("demo"):
         await module.seed()
-    for job in all_jobs():
+    for job in domains.jobs():
         assert await run_job_once(job), job.name  # its lease, then its work
         assert not await run_job_once(job), job.name  # the lease holds on its master
-    lease_masters = {_master_of(f"job:lease:{job.name}") for job in all_jobs()}
+    lease_masters = {_master_of(f"job:lease:{job.name}") for job in domains.jobs()}
     assert len(lease_masters) >= 2  # leases are spread, each on its own slot
-    for name, check in _checks().items():
+    for name, check in domains.checks().items():
         report = await check()
         assert report.ok, (name, report.lines)
     for path in ("/api/v1/seckill/sessions", "/api/v1/blind-boxes", "/api/v1/coupons"):

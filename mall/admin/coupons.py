@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from tortoise.transactions import in_transaction
 
-from mall.audit import service as audit_service
-from mall.coupons import service
+from mall.coupons import ops, service
 from mall.coupons.models import CouponTemplate, GiftPack
 from mall.coupons.schemas import (
     GiftPackIn,
@@ -16,7 +14,6 @@ from mall.coupons.schemas import (
     GiftPackPatch,
     IssuePackIn,
     IssuePackOut,
-    IssueResult,
     TemplateIn,
     TemplateOut,
     TemplatePatch,
@@ -53,15 +50,7 @@ async def list_templates(_staff: CurrentStaff, active: bool | None = None) -> li
 
 @router.post("/coupon-templates", response_model=TemplateOut, status_code=201)
 async def create_template(body: TemplateIn, staff: CurrentStaff) -> TemplateOut:
-    async with in_transaction():
-        template = await service.create_template(body.model_dump())
-        await audit_service.record(
-            staff,
-            "coupon_template.create",
-            f"coupon_template:{template.id}",
-            **body.model_dump(mode="json"),
-        )
-    return (await _out([template]))[0]
+    return (await _out([await ops.create_template(staff, body)]))[0]
 
 
 @router.get("/coupon-templates/{template_id}", response_model=TemplateOut)
@@ -73,26 +62,13 @@ async def get_template(template_id: Id, _staff: CurrentStaff) -> TemplateOut:
 async def update_template(template_id: Id, body: TemplatePatch, staff: CurrentStaff) -> TemplateOut:
     """Change name, quantity, limits, claim window, validity of future issues, or switch it
     off. The money terms of a template never change."""
-    changes = body.model_dump(exclude_unset=True)
-    for name in ("name", "description", "per_member_limit", "valid_months", "claimable", "active"):
-        if changes.get(name, 0) is None:
-            changes.pop(name)
-    template = await service.update_template(template_id, changes)
-    await audit_service.record(
-        staff, "coupon_template.update", f"coupon_template:{template_id}",
-        **body.model_dump(mode="json", exclude_unset=True),
-    )  # fmt: skip
-    return (await _out([template]))[0]
+    return (await _out([await ops.update_template(staff, template_id, body)]))[0]
 
 
 @router.delete("/coupon-templates/{template_id}", response_model=TemplateOut)
 async def deactivate_template(template_id: Id, staff: CurrentStaff) -> TemplateOut:
     """Switch a template off (issued coupons keep working until they expire)."""
-    template = await service.update_template(template_id, {"active": False})
-    await audit_service.record(
-        staff, "coupon_template.deactivate", f"coupon_template:{template_id}"
-    )
-    return (await _out([template]))[0]
+    return (await _out([await ops.deactivate_template(staff, template_id)]))[0]
 
 
 @router.get("/gift-packs", response_model=list[GiftPackOut])
@@ -102,11 +78,7 @@ async def list_packs(_staff: CurrentStaff) -> list[GiftPackOut]:
 
 @router.post("/gift-packs", response_model=GiftPackOut, status_code=201)
 async def create_pack(body: GiftPackIn, staff: CurrentStaff) -> GiftPackOut:
-    pack = await service.create_pack(body.model_dump())
-    await audit_service.record(
-        staff, "gift_pack.create", f"gift_pack:{pack.id}", **body.model_dump(mode="json")
-    )
-    return _pack_out(pack)
+    return _pack_out(await ops.create_pack(staff, body))
 
 
 @router.get("/gift-packs/{pack_id}", response_model=GiftPackOut)
@@ -116,20 +88,12 @@ async def get_pack(pack_id: Id, _staff: CurrentStaff) -> GiftPackOut:
 
 @router.patch("/gift-packs/{pack_id}", response_model=GiftPackOut)
 async def update_pack(pack_id: Id, body: GiftPackPatch, staff: CurrentStaff) -> GiftPackOut:
-    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
-    pack = await service.update_pack(pack_id, changes)
-    await audit_service.record(
-        staff, "gift_pack.update", f"gift_pack:{pack_id}",
-        **body.model_dump(mode="json", exclude_unset=True),
-    )  # fmt: skip
-    return _pack_out(pack)
+    return _pack_out(await ops.update_pack(staff, pack_id, body))
 
 
 @router.delete("/gift-packs/{pack_id}", response_model=GiftPackOut)
 async def deactivate_pack(pack_id: Id, staff: CurrentStaff) -> GiftPackOut:
-    pack = await service.update_pack(pack_id, {"active": False})
-    await audit_service.record(staff, "gift_pack.deactivate", f"gift_pack:{pack_id}")
-    return _pack_out(pack)
+    return _pack_out(await ops.deactivate_pack(staff, pack_id))
 
 
 @router.post("/gift-packs/{pack_id}/issue", response_model=IssuePackOut)
@@ -141,30 +105,7 @@ async def issue_pack(
     request_key = idempotency_key or uuid.uuid4().hex
 
     async def work() -> IssuePackOut:
-        _pack, results = await service.issue_pack_to_members(
-            pack_id,
-            member_ids=body.member_ids,
-            tag=body.tag,
-            min_level=body.min_level,
-            request_key=request_key,
-            staff_id=staff.id,
-        )
-        issued = [r for r in results if r["issued"]]
-        await audit_service.record(
-            staff,
-            "gift_pack.issue",
-            f"gift_pack:{pack_id}",
-            request_key=request_key,
-            members=len(results),
-            issued=len(issued),
-            member_ids=[r["member_id"] for r in issued][:1000],
-        )
-        return IssuePackOut(
-            pack_id=pack_id,
-            members=len(results),
-            issued=len(issued),
-            results=[IssueResult.model_validate(r) for r in results],
-        )
+        return await ops.issue_pack(staff, pack_id, body, request_key=request_key)
 
     result = await idempotency.run(
         f"gift_pack.issue:{pack_id}",

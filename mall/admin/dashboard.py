@@ -1,37 +1,35 @@
 """Ops dashboard: the health figures of the console's charts, in one read-only call.
 
-Figures come from the domains' services where they have one (points overview, coupon
-template figures, seckill live session view, wallet liability). Where a domain has no
-such function the models are read here, read-only: member sign-ups (members), repurchase
-(mall orders and bound marketplace orders), and the monthly stored-value movement."""
+Figures come from the domains' services (points overview, coupon template figures,
+seckill live session view, wallet liability) and their read models (`stats.py`: member
+sign-ups, purchases per member in mall orders and bound marketplace orders, the
+stored-value ledger's movement). This module only shapes them into months and quarters."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from tortoise.functions import Count, Sum
 
 from mall.coupons import service as coupons_service
 from mall.deps import CurrentStaff
 from mall.kit import clock
-from mall.members.models import Member
+from mall.members import stats as members_stats
+from mall.orders import stats as orders_stats
 from mall.points import service as points_service
-from mall.points.models import ExternalOrder
+from mall.points import stats as points_stats
 from mall.seckill import service as seckill_service
+from mall.wallet import service as wallet_service
+from mall.wallet import stats as wallet_stats
 
 router = APIRouter(tags=["admin: dashboard"])
 
 # the band ops aim for: below 30% members are idle, above 50% points are too cheap
 CONSUMPTION_LOW = 0.3
 CONSUMPTION_HIGH = 0.5
-# mall orders that count as a purchase (paid, whatever happened after, except a full refund)
-PURCHASED = ("paid", "shipped", "completed")
-MARKETPLACE_PURCHASED = ("paid", "shipped", "completed")
 
 
 class PointsMonth(BaseModel):
@@ -177,11 +175,10 @@ async def _points(months: list[date], today: date) -> tuple[list[PointsMonth], l
 
 
 async def _signups(months: list[date]) -> list[SignupMonth]:
-    # members has no figures function: its model is read here
     out = []
     for start in months:
         since, until = clock.local_month_bounds_utc(start)
-        n = await Member.filter(created_at__gte=since, created_at__lt=until).count()
+        n = await members_stats.joined_between(since, until)
         out.append(SignupMonth(month=_label(start), members=n))
     return out
 
@@ -189,31 +186,8 @@ async def _signups(months: list[date]) -> list[SignupMonth]:
 async def _purchases(since: datetime, until: datetime) -> Counter[int]:
     """Purchases per member in [since, until): mall orders by payment time and marketplace
     orders bound to a member, by their payment time."""
-    per_member: Counter[int] = Counter()
-    if importlib.util.find_spec("mall.orders.models") is not None:
-        from mall.orders.models import Order
-
-        rows = (
-            await Order.filter(status__in=PURCHASED, paid_at__gte=since, paid_at__lt=until)
-            .annotate(n=Count("id"))
-            .group_by("member_id")
-            .values_list("member_id", "n")
-        )
-        for member_id, n in rows:
-            per_member[int(member_id)] += int(n)
-    rows = (
-        await ExternalOrder.filter(
-            member_id__isnull=False,
-            status__in=MARKETPLACE_PURCHASED,
-            paid_at__gte=since,
-            paid_at__lt=until,
-        )
-        .annotate(n=Count("id"))
-        .group_by("member_id")
-        .values_list("member_id", "n")
-    )
-    for member_id, n in rows:
-        per_member[int(member_id)] += int(n)
+    per_member = await orders_stats.purchases_per_member(since, until)
+    per_member.update(await points_stats.bound_purchases_per_member(since, until))
     return per_member
 
 
@@ -275,24 +249,13 @@ async def _coupons() -> CouponFigures:
 
 
 async def _stored_value(months: list[date]) -> StoredValue:
-    if importlib.util.find_spec("mall.wallet.service") is None:
-        return StoredValue(available=False)
-    from mall.wallet import service as wallet_service
-    from mall.wallet.models import WalletEntry
-
-    owed: Any = await wallet_service.liability()
+    owed = await wallet_service.liability()
     outstanding = int(owed.principal_fen) + int(owed.bonus_fen)
-    # the wallet has no history function: walk back from today's figure by each
-    # month's net movement in its (append-only) ledger, read here
+    # walk back from today's figure by each month's net movement in the ledger
     history = []
     for start in months:
         _since, until = clock.local_month_bounds_utc(start)
-        later = (
-            await WalletEntry.filter(created_at__gte=until)
-            .annotate(p=Sum("principal_delta"), b=Sum("bonus_delta"))
-            .values("p", "b")
-        )
-        moved = int(later[0]["p"] or 0) + int(later[0]["b"] or 0) if later else 0
+        moved = await wallet_stats.movement_since(until)
         history.append(StoredValueMonth(month=_label(start), outstanding_fen=outstanding - moved))
     return StoredValue(
         available=True,
@@ -330,7 +293,7 @@ async def dashboard(
             orders_imported=window["orders_imported"],
             orders_bound=window["orders_bound"],
             binding_rate=window["binding_rate"],
-            members=await Member.all().count(),
+            members=await members_stats.member_count(),
         ),
         points=points,
         binding=binding,

@@ -78,16 +78,16 @@ async def import_orders(request: Request, staff: CurrentStaff) -> ImportOut:
     status. Re-importing changes nothing; bad rows come back with their row number."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise VALIDATION_ERROR(fields=[{"field": "file", "message": "a file is required"}])
-        data = await upload.read()
-        content_type = upload.content_type or ""
-        if (upload.filename or "").lower().endswith(".csv"):
-            content_type = "text/csv"
-        elif (upload.filename or "").lower().endswith(".json"):
-            content_type = "application/json"
+        async with request.form() as form:  # closes the spooled upload
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise VALIDATION_ERROR(fields=[{"field": "file", "message": "a file is required"}])
+            data = await upload.read()
+            content_type = upload.content_type or ""
+            if (upload.filename or "").lower().endswith(".csv"):
+                content_type = "text/csv"
+            elif (upload.filename or "").lower().endswith(".json"):
+                content_type = "application/json"
     else:
         data = await request.body()
     rows = service.parse_import(data, content_type)

@@ -1,20 +1,43 @@
-from __future__ import annotations
+"""All ops routers under `/api/admin/v1`, included in name order."""
 
-import importlib
-import pkgutil
+from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-import mall.admin
+from mall.admin import (
+    blindbox,
+    catalog,
+    coupons,
+    dashboard,
+    members,
+    orders,
+    points,
+    pointsmall,
+    referral,
+    seckill,
+    segments,
+    staff,
+    wallet,
+)
 from mall.kit.masking import phones_masked
 
 # every ops answer masks phone numbers; routes with `?reveal=phone` may lift it (admin)
 router = APIRouter(prefix="/api/admin/v1", dependencies=[Depends(phones_masked)])
 
-for info in sorted(pkgutil.iter_modules(mall.admin.__path__), key=lambda m: m.name):
-    if info.name in ("router",) or info.name.startswith("_"):
-        continue
-    module = importlib.import_module(f"mall.admin.{info.name}")
-    sub = getattr(module, "router", None)
-    if sub is not None:
-        router.include_router(sub)
+OPS_ROUTERS = (
+    blindbox,
+    catalog,
+    coupons,
+    dashboard,
+    members,
+    orders,
+    points,
+    pointsmall,
+    referral,
+    seckill,
+    segments,
+    staff,
+    wallet,
+)
+for module in OPS_ROUTERS:
+    router.include_router(module.router)

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from mall.audit import service as audit_service
 from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
@@ -48,7 +47,7 @@ async def list_segments(_staff: CurrentStaff, active: bool | None = None) -> lis
 @router.post("/segments", response_model=SegmentOut, status_code=201)
 async def create_segment(body: SegmentIn, staff: CurrentStaff) -> SegmentOut:
     segment, _count = await service.create_segment(
-        name=body.name, description=body.description, rules=body.rules, staff=staff
+        staff, name=body.name, description=body.description, rules=body.rules
     )
     return SegmentOut.model_validate(segment)
 
@@ -62,10 +61,7 @@ async def auto_tags(_staff: CurrentStaff) -> list[AutoTagCount]:
 @router.post("/segments/auto-tags/refresh", response_model=AutoTagRefreshOut)
 async def refresh_auto_tags(staff: AdminStaff) -> AutoTagRefreshOut:
     """Recompute auto tags now instead of waiting for the job (admin only; audited)."""
-    added, removed, total = await service.refresh_auto_tags()
-    await audit_service.record(
-        staff, "segment.auto_tags.refresh", "", added=added, removed=removed, total=total
-    )
+    added, removed, total = await service.refresh_auto_tags_now(staff)
     return AutoTagRefreshOut(added=added, removed=removed, total=total)
 
 
@@ -96,14 +92,14 @@ async def update_segment(segment_id: Id, body: SegmentPatch, staff: CurrentStaff
     changes = body.model_dump(exclude_unset=True, by_alias=True)
     if body.rules is not None:
         changes["rules"] = body.rules
-    segment = await service.update_segment(segment_id, changes, staff)
+    segment = await service.update_segment(staff, segment_id, changes)
     return SegmentOut.model_validate(segment)
 
 
 @router.delete("/segments/{segment_id}", response_model=SegmentOut)
 async def deactivate_segment(segment_id: Id, staff: CurrentStaff) -> SegmentOut:
     """Switch a segment off (its campaigns stay on record)."""
-    segment = await service.update_segment(segment_id, {"active": False}, staff)
+    segment = await service.update_segment(staff, segment_id, {"active": False})
     return SegmentOut.model_validate(segment)
 
 
@@ -124,7 +120,7 @@ async def start_campaign(
     With an `Idempotency-Key`, a retry returns the same campaign and sends nothing twice."""
 
     async def work() -> CampaignOut:
-        campaign = await service.start_campaign(segment_id, body, staff=staff, request_key=key)
+        campaign = await service.start_campaign(staff, segment_id, body, request_key=key)
         return CampaignOut.model_validate(campaign)
 
     result = await idempotency.run(

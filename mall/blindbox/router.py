@@ -1,27 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter
 
 from mall.blindbox import service
 from mall.blindbox.schemas import DrawOut, MyDrawOut, SeriesCard, SeriesDetail
-from mall.deps import CurrentMember, IdempotencyKey
+from mall.deps import CurrentMember, IdempotencyKey, OptionalMember
 from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
-from mall.members import service as members_service
 
 router = APIRouter(prefix="/api/v1", tags=["blind boxes"])
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def _member_id_if_logged_in(
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-) -> int | None:
-    if credentials is None or not credentials.credentials:
-        return None
-    return (await members_service.member_from_token(credentials.credentials)).id
 
 
 @router.get("/blind-boxes", response_model=list[SeriesCard])
@@ -45,13 +33,11 @@ async def my_draws(
 
 
 @router.get("/blind-boxes/{series_id}", response_model=SeriesDetail)
-async def series_detail(
-    series_id: Id, member_id: int | None = Depends(_member_id_if_logged_in)
-) -> SeriesDetail:
+async def series_detail(series_id: Id, member: OptionalMember) -> SeriesDetail:
     """Before any draw: each prize's value, current probability (sold-out prizes drop
     out, the rest re-normalize), stock left, the tiers, the guarantee and the daily cap.
     With a member token it also shows the member's draws today and guarantee count."""
-    return await service.disclose(series_id, member_id)
+    return await service.disclose(series_id, member.id if member else None)
 
 
 @router.post("/blind-boxes/{series_id}/draw", response_model=DrawOut)

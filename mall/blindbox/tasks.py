@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from mall.blindbox import service
-from mall.cli import CheckFn, CheckReport
 from mall.config import get_settings
+from mall.kit.checks import CheckFn, CheckReport
 from mall.kit.jobs import Job
 
 log = logging.getLogger("mall.blindbox")

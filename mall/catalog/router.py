@@ -2,35 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query
 
 from mall.catalog import service
 from mall.catalog.schemas import CategoryNode, ProductDetail, ProductSummary
+from mall.deps import OptionalMember
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
 from mall.kit.text import SafeLine
-from mall.members import service as members_service
-from mall.members.models import Member
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def _optional_member(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> Member | None:
-    """Anonymous browsing works; a token that is sent must be valid (so a member never
-    silently sees the anonymous price because of an expired login)."""
-    if credentials is None or not credentials.credentials:
-        return None
-    member = await members_service.member_from_token(credentials.credentials)
-    request.state.member_id = member.id
-    return member
-
-
-OptionalMember = Annotated[Member | None, Depends(_optional_member)]
 
 
 @router.get("/catalog/categories", response_model=list[CategoryNode])

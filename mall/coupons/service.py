@@ -25,7 +25,6 @@ from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock
 from mall.kit.pagination import cursor_page
-from mall.kit.touch import give_back_touch, try_touch
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.pricing.calc import CouponOffer
@@ -664,7 +663,7 @@ async def send_expiry_reminders() -> ReminderReport:
             report.no_grant += 1
             continue
         reference = f"coupons:{coupons[0].id}"
-        if not await try_touch(member_id, REMINDER_KIND, reference):
+        if not await touch_service.try_touch(member_id, REMINDER_KIND, reference):
             await touch_service.give_back_grant(member_id, template_id)
             report.capped += 1
             continue
@@ -681,7 +680,7 @@ async def send_expiry_reminders() -> ReminderReport:
                 member.openid, template_id, data, page=settings.coupon_reminder_page
             )
         except MallError as exc:
-            await give_back_touch(member_id, REMINDER_KIND, reference)
+            await touch_service.give_back_touch(member_id, REMINDER_KIND, reference)
             if exc.code == "WECHAT_USER_REFUSED":
                 await touch_service.refused(member_id, template_id)
                 report.refused += 1

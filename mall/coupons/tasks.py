@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mall.cli import CheckReport
 from mall.coupons import service
 from mall.coupons.models import Coupon, CouponTemplate
+from mall.kit.checks import CheckReport
 from mall.kit.jobs import Job
 
 

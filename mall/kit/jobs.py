@@ -1,7 +1,8 @@
 """Background work: periodic jobs and long-running consumers.
 
-Each domain's `tasks.py` may define `JOBS: list[Job]` and `CONSUMERS: list[Consumer]`.
-`mall worker` runs them; `mall serve` runs them in-process too unless disabled.
+Each domain's `tasks.py` may define `JOBS: list[Job]` and `CONSUMERS: list[Consumer]`
+(`mall.domains` collects them). `mall worker` runs them; `mall serve` runs them in-process
+too unless disabled.
 A periodic job takes a Redis lease per run so several workers never run it twice."""
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mall.domains import domain_modules
 from mall.redis import get_redis
 
 log = logging.getLogger("mall.jobs")
@@ -42,14 +42,6 @@ class Consumer:
 
     name: str
     run: Callable[[asyncio.Event], Awaitable[None]]
-
-
-def all_jobs() -> list[Job]:
-    return [job for module in domain_modules("tasks") for job in getattr(module, "JOBS", [])]
-
-
-def all_consumers() -> list[Consumer]:
-    return [c for module in domain_modules("tasks") for c in getattr(module, "CONSUMERS", [])]
 
 
 async def run_job_once(job: Job) -> bool:
@@ -155,14 +147,18 @@ async def _consume(consumer: Consumer, stop: asyncio.Event) -> None:
 
 
 class Runner:
-    def __init__(self) -> None:
+    """Runs the given jobs and consumers as tasks until `close()`."""
+
+    def __init__(self, jobs: list[Job], consumers: list[Consumer]) -> None:
+        self.jobs = jobs
+        self.consumers = consumers
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for job in all_jobs():
+        for job in self.jobs:
             self.tasks.append(asyncio.create_task(_loop(job, self.stop), name=f"job:{job.name}"))
-        for consumer in all_consumers():
+        for consumer in self.consumers:
             self.tasks.append(
                 asyncio.create_task(_consume(consumer, self.stop), name=f"consumer:{consumer.name}")
             )

@@ -9,17 +9,16 @@ retries with `POST /orders/{id}/pay`.
 Resource order inside every transaction, to avoid deadlocks: order row, SKUs (by id),
 coupon, member (points), wallet.
 
-The wallet (`mall.wallet.service`) and WeChat Pay (`mall.wechat.pay`) are optional: when
-they are not installed, `use_wallet` is refused and cash orders wait for a payment
-confirmed through `on_order_paid`."""
+The wallet (`mall.wallet.service`) and WeChat Pay (`mall.wechat.pay`) are plain
+neighbours; this domain's payment handlers (`PAYMENTS`) are registered with WeChat Pay by
+the composition root (`mall.app`)."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import secrets
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +62,9 @@ from mall.orders.schemas import (
 )
 from mall.points import service as points_service
 from mall.pricing import CartLine, PricingInput, PricingRules, price_cart
+from mall.referral import service as referral_service
+from mall.wallet import service as wallet_service
+from mall.wechat import pay as wechat_pay
 
 log = logging.getLogger("mall.orders")
 
@@ -77,9 +79,6 @@ ADDRESS_REQUIRED = ErrorCode(
 OUT_OF_STOCK = ErrorCode("ORDER_OUT_OF_STOCK", 409, _("{name} is sold out or too few are left"))
 COUPON_NOT_APPLICABLE = ErrorCode(
     "ORDER_COUPON_NOT_USABLE", 409, _("The chosen coupon cannot be used on this order: {why}")
-)
-WALLET_UNAVAILABLE = ErrorCode(
-    "ORDER_WALLET_UNAVAILABLE", 409, _("Stored value cannot be used to pay yet")
 )
 NOT_PAYABLE = ErrorCode("ORDER_NOT_PAYABLE", 409, _("This order is {status} and needs no payment"))
 PAYMENT_EXPIRED = ErrorCode(
@@ -136,32 +135,6 @@ PAYMENT_MISMATCH = ErrorCode(
 )
 
 TRADE_PREFIX = "O"
-
-
-# --- optional neighbours: wallet and WeChat Pay --------------------------------
-
-
-def _optional(module: str) -> Any:
-    """The module if it is installed, else None (an error inside it still raises)."""
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except ModuleNotFoundError:
-        return None
-    return importlib.import_module(module)
-
-
-def wechat_pay() -> Any:
-    """`mall.wechat.pay`, with this domain's payment handler registered; None if absent."""
-    pay = _optional("mall.wechat.pay")
-    if pay is not None and pay.PAYMENT_HANDLERS.get(TRADE_PREFIX) is not on_order_paid:
-        pay.PAYMENT_HANDLERS[TRADE_PREFIX] = on_order_paid
-        pay.REFUND_HANDLERS[TRADE_PREFIX] = on_order_refund
-    return pay
-
-
-def wallet_service() -> Any:
-    return _optional("mall.wallet.service")
 
 
 def out_trade_no(order: Order) -> str:
@@ -276,16 +249,9 @@ async def _price(
         )
     )
     out = CheckoutBreakdown.model_validate({**priced.model_dump(), "use_wallet": use_wallet})
-    wallet = wallet_service()
-    if wallet is not None:
-        out.wallet_balance_fen = int((await wallet.get_balance(member.id)).total_fen)
+    out.wallet_balance_fen = int((await wallet_service.get_balance(member.id)).total_fen)
     if use_wallet:
-        if wallet is None:
-            if placing:
-                raise WALLET_UNAVAILABLE()
-            out.notes.append("WALLET_UNAVAILABLE")
-        else:
-            out.wallet_fen = min(out.wallet_balance_fen or 0, out.amount_due_fen)
+        out.wallet_fen = min(out.wallet_balance_fen or 0, out.amount_due_fen)
     out.cash_fen = out.amount_due_fen - out.wallet_fen
     return out
 
@@ -436,7 +402,7 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
                 )
                 order.points_hold_id = held.id
             if order.wallet_fen > 0:
-                paid = await wallet_service().pay(
+                paid = await wallet_service.pay(
                     member.id,
                     order.wallet_fen,
                     idempotency_key=_wallet_key(order),
@@ -499,20 +465,15 @@ def _description(order: Order, first_name: str, count: int) -> str:
 async def _create_prepay(order: Order, openid: str) -> None:
     """Create the WeChat Pay order for the cash part and keep its wx.requestPayment
     parameters; on failure keep the error code and leave the order waiting."""
-    pay = wechat_pay()
-    if pay is None:
-        order.pay_error = "PAY_NOT_AVAILABLE"
-        await Order.filter(id=order.id, status=PENDING_PAYMENT).update(pay_error=order.pay_error)
-        return
     lines = await OrderLine.filter(order_id=order.id).order_by("id")
     first = lines[0].name if lines else ""
     try:
-        params = await pay.create_jsapi_payment(
+        params = await wechat_pay.create_jsapi_payment(
             out_trade_no=out_trade_no(order),
             description=_description(order, first, sum(ln.quantity for ln in lines)),
             amount_fen=order.cash_fen,
             openid=openid,
-            expires_at=order.pay_deadline,
+            expires_at=order.pay_deadline,  # type: ignore[arg-type]  # set when placed
             attach="",
         )
     except Exception as exc:  # any failure leaves the order payable later
@@ -546,8 +507,7 @@ async def pay_order(member: Member, order_id: int) -> Order:
 
 def _merchant_ok(result: Any) -> bool:
     mchid = str(getattr(get_settings(), "wechatpay_mchid", "") or "")
-    pay = wechat_pay()
-    appid = pay.pay_appid() if pay is not None else get_settings().wechat_appid
+    appid = wechat_pay.pay_appid()
     if mchid and getattr(result, "mchid", mchid) != mchid:
         return False
     return not (appid and getattr(result, "appid", appid) != appid)
@@ -658,7 +618,7 @@ async def _release_unpaid(
                 order.points_hold_id, idempotency_key=f"{_points_key(order)}:void"
             )
         if order.wallet_fen > 0:
-            await wallet_service().refund(
+            await wallet_service.refund(
                 _wallet_key(order),
                 order.wallet_fen,
                 idempotency_key=f"{_wallet_key(order)}:back",
@@ -680,10 +640,9 @@ async def _release_unpaid(
             await audit_service.record(
                 staff, f"order.{refund.kind}", f"order:{order.id}", reason=reason
             )
-    pay = wechat_pay()
-    if pay is not None and order.cash_fen > 0 and pay.is_configured():
+    if order.cash_fen > 0 and wechat_pay.is_configured():
         try:
-            await pay.close_payment(out_trade_no(order))
+            await wechat_pay.close_payment(out_trade_no(order))
         except Exception as exc:  # best effort: the WeChat order expires anyway
             log.warning("closing wechat pay order %s failed: %r", order.number, exc)
     return refund
@@ -879,7 +838,7 @@ async def _refund_paid(
                 # a claw-back never drives the balance below zero: record what it took
                 refund.earned_points_reversed = -entry.delta
             if plan.wallet_fen > 0:
-                await wallet_service().refund(
+                await wallet_service.refund(
                     _wallet_key(order),
                     plan.wallet_fen,
                     idempotency_key=f"{_wallet_key(order)}:back:{refund.id}",
@@ -956,17 +915,14 @@ async def send_cash_refund(refund_id: int) -> OrderRefund:
     refund = await OrderRefund.get(id=refund_id)
     if refund.cash_status not in ("pending", "processing") or refund.cash_fen <= 0:
         return refund
-    pay = wechat_pay()
-    if pay is None:
-        return refund
     order = await Order.get(id=refund.order_id)
     now = clock.now()
     try:
         result = None
         if refund.cash_status == "processing":
-            result = await pay.query_refund(wechat_refund_no(refund))
+            result = await wechat_pay.query_refund(wechat_refund_no(refund))
         if result is None:
-            result = await pay.refund(
+            result = await wechat_pay.refund(
                 out_trade_no=out_trade_no(order),
                 out_refund_no=wechat_refund_no(refund),
                 refund_fen=refund.cash_fen,
@@ -979,7 +935,7 @@ async def send_cash_refund(refund_id: int) -> OrderRefund:
         changes: dict[str, Any] = {"cash_error": code[:255], "updated_at": now}
         if (
             isinstance(exc, MallError)
-            and (exc.error in pay.FINAL_ERRORS or exc.error is pay.PAY_NOT_ENOUGH)
+            and (exc.error in wechat_pay.FINAL_ERRORS or exc.error is wechat_pay.PAY_NOT_ENOUGH)
             and refund.cash_attempt > 0
         ):
             changes["cash_status"] = "abnormal"
@@ -1043,10 +999,9 @@ async def resolve_abnormal_refund(
             )
         return await OrderRefund.get(id=refund.id)
 
-    pay = wechat_pay()
-    if pay is None or not pay.is_configured():
+    if not wechat_pay.is_configured():
         raise PAY_UNAVAILABLE()
-    result = await pay.query_refund(wechat_refund_no(refund))
+    result = await wechat_pay.query_refund(wechat_refund_no(refund))
     state = str(getattr(result, "status", "") or "").upper()
     if state in ("SUCCESS", "PROCESSING"):
         async with in_transaction():
@@ -1188,7 +1143,11 @@ async def refund(
     order = await get_order(order_id)
     if order.status == COMPLETED or order.completed_at is not None:
         await _referral_event(
-            "on_order_refunded", order_id, order.member_id, done.money_fen, refund_ref=done.id
+            referral_service.on_order_refunded,
+            order_id,
+            order.member_id,
+            done.money_fen,
+            refund_ref=done.id,
         )
     return done
 
@@ -1257,19 +1216,19 @@ async def complete(
             await audit_service.record(
                 staff, "order.complete", f"order:{order.id}", earned_points=earned
             )
-    await _referral_event("on_order_completed", order.id, order.member_id, base)
+    await _referral_event(referral_service.on_order_completed, order.id, order.member_id, base)
     return await get_order(order.id)
 
 
-async def _referral_event(name: str, order_id: int, member_id: int, fen: int, **kw: Any) -> None:
+async def _referral_event(
+    event: Callable[..., Awaitable[object]], order_id: int, member_id: int, fen: int, **kw: Any
+) -> None:
     """Promoter commission after the order's own commit; idempotent per order event, so a
     failure here is logged and a retry (or `mall check referral`) finds it."""
-    from mall.referral import service as referral_service  # referral reads orders
-
     try:
-        await getattr(referral_service, name)(order_id, member_id, fen, **kw)
+        await event(order_id, member_id, fen, **kw)
     except Exception:
-        log.exception("referral %s failed for order %s", name, order_id)
+        log.exception("referral %s failed for order %s", event.__name__, order_id)
 
 
 # --- jobs ---------------------------------------------------------------------------
@@ -1288,12 +1247,11 @@ async def close_overdue(batch: int = 200) -> int:
         .limit(batch)
     )
     closed = 0
-    pay = wechat_pay()
-    ask = pay is not None and pay.is_configured()
+    ask = wechat_pay.is_configured()
     for order in rows:
         if ask and order.cash_fen > 0:
             try:
-                result = await pay.query_payment(out_trade_no(order))
+                result = await wechat_pay.query_payment(out_trade_no(order))
             except Exception as exc:
                 deadline: datetime = order.pay_deadline  # type: ignore[assignment]
                 if now < deadline + force_after:
@@ -1485,4 +1443,5 @@ async def order_problems(limit: int = 10_000) -> tuple[int, list[str]]:
     return len(orders), problems
 
 
-wechat_pay()  # register PAYMENT_HANDLERS["O"] when WeChat Pay is installed
+# registered with WeChat Pay by the composition root (mall.app)
+PAYMENTS = wechat_pay.Handlers(TRADE_PREFIX, on_order_paid, on_order_refund)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from mall.cli import CheckFn, CheckReport
 from mall.config import get_settings
+from mall.kit.checks import CheckFn, CheckReport
 from mall.kit.jobs import Job
 from mall.orders import service
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from mall.cli import CheckReport
 from mall.config import get_settings
+from mall.kit.checks import CheckReport
 from mall.kit.jobs import Job
 from mall.pointsmall import service
 

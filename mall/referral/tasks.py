@@ -6,7 +6,7 @@ from typing import Any
 
 from tortoise.functions import Sum
 
-from mall.cli import CheckReport
+from mall.kit.checks import CheckReport
 from mall.referral.models import CommissionEntry
 
 

@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 
-from mall.cli import CheckReport
+from mall.kit.checks import CheckReport
 from mall.kit.jobs import Consumer, Job
 from mall.seckill import service
 

@@ -21,13 +21,13 @@ from tortoise.functions import Count, Max
 from tortoise.transactions import in_transaction
 
 from mall.audit import service as audit_service
+from mall.audit.service import Actor
 from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock
 from mall.kit.pagination import cursor_page
-from mall.kit.touch import give_back_touch, try_touch
 from mall.members.models import Member
 from mall.points import service as points_service
 from mall.redis import get_redis
@@ -329,7 +329,7 @@ def _document(rules: Rules) -> dict[str, Any]:
 
 
 async def create_segment(
-    *, name: str, description: str, rules: Rules, staff: Any
+    actor: Actor | None, *, name: str, description: str, rules: Rules
 ) -> tuple[Segment, int]:
     count = len(await evaluate(rules))
     async with in_transaction():
@@ -339,10 +339,10 @@ async def create_segment(
             rules=_document(rules),
             last_count=count,
             counted_at=clock.now(),
-            staff_id=getattr(staff, "id", None),
+            staff_id=actor.id if actor else None,
         )
         await audit_service.record(
-            staff, "segment.create", f"segment:{segment.id}", name=name, rules=segment.rules
+            actor, "segment.create", f"segment:{segment.id}", name=name, rules=segment.rules
         )
     return segment, count
 
@@ -372,7 +372,7 @@ async def member_ids(segment_id: int) -> list[int]:
     return await evaluate(rules_of(await get_segment(segment_id)))
 
 
-async def update_segment(segment_id: int, changes: dict[str, Any], staff: Any) -> Segment:
+async def update_segment(actor: Actor | None, segment_id: int, changes: dict[str, Any]) -> Segment:
     async with in_transaction():
         segment = await get_segment(segment_id)
         if "rules" in changes and changes["rules"] is not None:
@@ -380,7 +380,7 @@ async def update_segment(segment_id: int, changes: dict[str, Any], staff: Any) -
         changes = {k: v for k, v in changes.items() if v is not None}
         if changes:
             await Segment.filter(id=segment_id).update(**changes)
-        await audit_service.record(staff, "segment.update", f"segment:{segment_id}", **changes)
+        await audit_service.record(actor, "segment.update", f"segment:{segment_id}", **changes)
     segment = await get_segment(segment_id)
     if "rules" in changes:
         await count_segment(segment)
@@ -438,6 +438,15 @@ async def refresh_auto_tags() -> tuple[int, int, int]:
     return len(missing), len(stale), len(desired)
 
 
+async def refresh_auto_tags_now(actor: Actor) -> tuple[int, int, int]:
+    """Ops refresh the auto tags instead of waiting for the job (audited)."""
+    added, removed, total = await refresh_auto_tags()
+    await audit_service.record(
+        actor, "segment.auto_tags.refresh", "", added=added, removed=removed, total=total
+    )
+    return added, removed, total
+
+
 async def auto_tag_counts() -> list[tuple[str, int]]:
     rows = (
         await MemberAutoTag.all()
@@ -462,7 +471,7 @@ async def auto_tags_of(member_id: int) -> list[str]:
 
 
 async def start_campaign(
-    segment_id: int, body: CampaignIn, *, staff: Any, request_key: str | None
+    actor: Actor | None, segment_id: int, body: CampaignIn, *, request_key: str | None
 ) -> Campaign:
     """Snapshot the segment's members as recipients and run the campaign: inline when
     small, else queued for the campaign job. A request key already used returns (and
@@ -496,7 +505,7 @@ async def start_campaign(
             payload=payload,
             request_key=full_key,
             members=len(ids),
-            staff_id=getattr(staff, "id", None),
+            staff_id=actor.id if actor else None,
             created_at=clock.now(),
         )
         for start in range(0, len(ids), 1000):
@@ -507,7 +516,7 @@ async def start_campaign(
                 ]
             )
         await audit_service.record(
-            staff,
+            actor,
             "segment.campaign",
             f"segment_campaign:{campaign.id}",
             segment_id=segment.id,
@@ -639,7 +648,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
     if not await touch_service.use_grant(member_id, template_id):
         return "no_grant", ""
     reference = f"campaign:{campaign.id}"
-    if not await try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
+    if not await touch_service.try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
         await touch_service.give_back_grant(member_id, template_id)
         return "skipped_by_cap", ""
     try:
@@ -650,7 +659,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
             page=campaign.payload.get("page") or None,
         )
     except MallError as exc:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         if exc.code == "WECHAT_USER_REFUSED":
             await touch_service.refused(member_id, template_id)
             return "refused", exc.code
@@ -662,7 +671,7 @@ async def _send_message(campaign: Campaign, member_id: int, openid: str | None) 
 
 async def _give_pack(campaign: Campaign, member_id: int, pack: Any) -> tuple[str, str]:
     reference = f"campaign:{campaign.id}"
-    if not await try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
+    if not await touch_service.try_touch(member_id, CAMPAIGN_TOUCH_KIND, reference):
         return "skipped_by_cap", ""
     try:
         issue = await coupons_service.issue_pack(
@@ -673,16 +682,16 @@ async def _give_pack(campaign: Campaign, member_id: int, pack: Any) -> tuple[str
             staff_id=campaign.staff_id,
         )
     except MallError as exc:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "failed", exc.code
     except BaseException:
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         raise
     if issue is None:  # given under this key before: this touch is not a new one
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "sent", "ALREADY_ISSUED"
     if not issue.coupon_ids:  # every template sold out or ended: nothing reached them
-        await give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
+        await touch_service.give_back_touch(member_id, CAMPAIGN_TOUCH_KIND, reference)
         return "failed", "PACK_EMPTY"
     return "sent", ""
 

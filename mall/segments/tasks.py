@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tortoise.functions import Count
 
-from mall.cli import CheckReport
 from mall.config import get_settings
+from mall.kit.checks import CheckReport
 from mall.kit.jobs import Job
 from mall.segments import service
 from mall.segments.models import Campaign, CampaignRecipient

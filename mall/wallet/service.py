@@ -1132,5 +1132,5 @@ async def _profile_extra(member: Member) -> dict[str, object]:
 
 
 members_service.profile_extras.append(_profile_extra)
-wechat_pay.PAYMENT_HANDLERS["T"] = on_top_up_paid
-wechat_pay.REFUND_HANDLERS["T"] = on_top_up_refund
+# registered with WeChat Pay by the composition root (mall.app)
+PAYMENTS = wechat_pay.Handlers("T", on_top_up_paid, on_top_up_refund)

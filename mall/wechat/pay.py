@@ -11,9 +11,10 @@ Contract notes (shared/docs/wechat.md section 6):
 
 Payments are routed by the first letter of `out_trade_no`: a verified SUCCESS payment
 goes to `PAYMENT_HANDLERS[prefix]`, a refund notification to `REFUND_HANDLERS[prefix]`
-("T" wallet top-up, "O" mall order). Handlers are idempotent and check amount, appid
-and mchid against their own record; raising makes the notification answer 5xx so
-WeChat retries. Key material never leaves this module and is never logged."""
+("T" wallet top-up, "O" mall order); a paying domain exposes its `Handlers` and the
+composition root (`mall.app`) passes them to `register`. Handlers are idempotent and
+check amount, appid and mchid against their own record; raising makes the notification
+answer 5xx so WeChat retries. Key material never leaves this module and is never logged."""
 
 from __future__ import annotations
 
@@ -175,6 +176,21 @@ PaymentHandler = Callable[[PaymentResult], Awaitable[None]]
 RefundHandler = Callable[[RefundResult], Awaitable[None]]
 PAYMENT_HANDLERS: dict[str, PaymentHandler] = {}
 REFUND_HANDLERS: dict[str, RefundHandler] = {}
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What a paying domain does with its verified payments and refunds: those whose
+    `out_trade_no` starts with `prefix`."""
+
+    prefix: str
+    on_paid: PaymentHandler
+    on_refund: RefundHandler
+
+
+def register(handlers: Handlers) -> None:
+    PAYMENT_HANDLERS[handlers.prefix] = handlers.on_paid
+    REFUND_HANDLERS[handlers.prefix] = handlers.on_refund
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -577,12 +593,7 @@ class UnhandledNotification(Exception):
 
 
 def _handler(handlers: Mapping[str, Any], out_trade_no: str) -> Any:
-    prefix = out_trade_no[:1]
-    if prefix not in handlers:
-        from mall.domains import domain_modules
-
-        domain_modules("service")  # services register their handlers at import
-    return handlers.get(prefix)
+    return handlers.get(out_trade_no[:1])
 
 
 async def dispatch(notification: Notification) -> None:

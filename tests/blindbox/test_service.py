@@ -266,10 +266,9 @@ async def test_closed_or_out_of_window_series_refuse_draws(
 
 
 async def test_demo_seed_is_idempotent_and_checks_are_discovered() -> None:
+    from mall import domains
     from mall.blindbox import demo
     from mall.blindbox.models import BlindBoxSeries
-    from mall.cli import _checks
-    from mall.kit.jobs import all_jobs
     from mall.members import service as members_service
 
     await members_service.create_staff("admin", "correct-horse-battery", "admin")
@@ -278,5 +277,5 @@ async def test_demo_seed_is_idempotent_and_checks_are_discovered() -> None:
     assert await BlindBoxSeries.filter(name=demo.DEMO_NAME).count() == 1
     detail = (await service.list_on_offer())[0]
     assert detail.is_open and detail.guarantee is not None
-    assert "blindbox" in _checks()
-    assert {"blindbox.sweep_in_flight", "blindbox.reconcile"} <= {j.name for j in all_jobs()}
+    assert "blindbox" in domains.checks()
+    assert {"blindbox.sweep_in_flight", "blindbox.reconcile"} <= {j.name for j in domains.jobs()}

@@ -53,7 +53,7 @@ async def test_promoter_created_and_its_commission_ledger(
         await page.click("[data-action=export]")
     download = await info.value
     assert download.suggested_filename.startswith("commissions-")
-    csv = open(await download.path(), encoding="utf-8-sig").read()  # noqa: ASYNC230
+    csv = Path(await download.path()).read_text(encoding="utf-8-sig")  # noqa: ASYNC240
     assert csv.count("9001") == 2
 
     # and on the promoters list, with its figures

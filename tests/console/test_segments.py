@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mall.coupons import service as coupons_service
 from mall.coupons.models import Coupon
-from mall.kit.touch import try_touch
 from mall.members.models import Member
 from mall.segments.models import Segment
+from mall.touch.service import try_touch
 from tests.console.conftest import Console
 
 

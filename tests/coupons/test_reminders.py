@@ -12,11 +12,11 @@ from mall.config import Settings
 from mall.coupons import service
 from mall.coupons.models import Coupon, CouponTemplate
 from mall.kit import clock
-from mall.kit.touch import try_touch
 from mall.members.models import Member
 from mall.redis import get_redis
 from mall.touch import service as touch_service
 from mall.touch.models import SubscribeGrant, TouchLog
+from mall.touch.service import try_touch
 from tests.conftest import MemberLogin
 from tests.wechat.fake import FakeWeChat
 

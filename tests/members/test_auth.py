@@ -426,13 +426,14 @@ def _client_from(client: httpx.AsyncClient, address: str) -> httpx.AsyncClient:
 
 
 async def test_ended_sessions_are_pruned_after_a_week(client: httpx.AsyncClient) -> None:
-    from mall.kit.jobs import all_jobs, run_job_once
+    from mall.domains import jobs
+    from mall.kit.jobs import run_job_once
 
     clock.set_now(clock.now().replace(microsecond=0))
     kept = await _member_login(client, "hal")
     revoked = await _member_login(client, "ida")
     await client.post("/api/v1/auth/logout", headers=_bearer(revoked["token"]))
-    job = next(j for j in all_jobs() if j.name == "members.prune_sessions")
+    job = next(j for j in jobs() if j.name == "members.prune_sessions")
 
     async def prune() -> None:
         await get_redis().delete(f"job:lease:{job.name}")  # the lease runs on Redis time

@@ -33,7 +33,9 @@ async def test_completion_pays_commission_and_a_refund_reverses_it() -> None:
     entries = await CommissionEntry.filter(promoter_id=promoter.id).order_by("id")
     assert [e.amount_fen for e in entries] == [paid * 5 // 100]  # KOC: 5%
     # completing again changes nothing
-    await orders_service._referral_event("on_order_completed", order.id, buyer.id, paid)
+    await orders_service._referral_event(
+        referral_service.on_order_completed, order.id, buyer.id, paid
+    )
     assert await CommissionEntry.filter(promoter_id=promoter.id).count() == 1
 
     await orders_service.refund(order.id, None, reason="return", staff=staff)

@@ -2,18 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from mall.cli import _checks
+from mall import domains
 from mall.errors import REGISTRY
 from mall.i18n import catalog, translate
-from mall.kit.jobs import all_jobs
 from mall.points import service
 from mall.points.models import ExternalOrder
 
 
 @pytest.mark.nodb
 def test_check_and_jobs_are_discovered() -> None:
-    assert "ledger" in _checks()
-    names = {job.name for job in all_jobs()}
+    assert "ledger" in domains.checks()
+    names = {job.name for job in domains.jobs()}
     assert {"points.expire_lots", "points.birthday_gifts"} <= names
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 
 from mall.audit.models import AuditLog
-from mall.cli import CheckReport
 from mall.coupons import service as coupons_service
 from mall.coupons.models import Coupon
 from mall.coupons.tasks import CHECKS as COUPON_CHECKS
+from mall.kit.checks import CheckReport
 from mall.members.models import Member
 from mall.points import service as points_service
 from mall.points.tasks import CHECKS as POINTS_CHECKS

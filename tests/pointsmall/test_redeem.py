@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mall.cli import CheckReport
 from mall.kit import clock
+from mall.kit.checks import CheckReport
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.points.tasks import CHECKS as POINTS_CHECKS

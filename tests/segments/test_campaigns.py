@@ -49,10 +49,10 @@ async def _members(fake: FakeWeChat, *names: str, tag: str = "target") -> list[M
 
 async def _segment(tag: str = "target") -> int:
     segment, _count = await service.create_segment(
+        None,
         name=tag,
         description="",
         rules=Rules.model_validate({"all": [{"field": "tags", "any": [tag]}]}),
-        staff=None,
     )
     return segment.id
 
@@ -81,18 +81,18 @@ async def test_touch_cap_is_shared_by_campaigns_and_coupon_reminders(
     segment_id = await _segment()
 
     # touch 1 for both
-    first = await service.start_campaign(segment_id, _message(), staff=None, request_key="c1")
+    first = await service.start_campaign(None, segment_id, _message(), request_key="c1")
     assert (first.status, first.members, first.sent, first.skipped_by_cap) == ("done", 2, 2, 0)
     # mia's reminder is her touch 2; ned's campaign 2 is his touch 2 ...
     await service.start_campaign(
-        segment_id, _message(), staff=None, request_key="c2"
+        None, segment_id, _message(), request_key="c2"
     )  # mia: no grant left for the campaign template, so untouched; ned: sent
     report = await coupons_service.send_expiry_reminders()
     # ... so ned's reminder is capped, and mia's went out
     assert (report.sent, report.capped) == (1, 1)
-    third = await service.start_campaign(segment_id, _message(), staff=None, request_key="c3")
+    third = await service.start_campaign(None, segment_id, _message(), request_key="c3")
     await touch_service.record_grants(mia.id, [CAMPAIGN_TEMPLATE])
-    fourth = await service.start_campaign(segment_id, _message(), staff=None, request_key="c4")
+    fourth = await service.start_campaign(None, segment_id, _message(), request_key="c4")
     # mia has a grant again but both March touches are used: skipped by the cap
     assert (fourth.sent, fourth.skipped_by_cap) == (0, 1)
     assert third.sent == 0
@@ -116,7 +116,7 @@ async def test_touch_cap_is_shared_by_campaigns_and_coupon_reminders(
     assert mia_grant.remaining == 1
     # April: a new month, a new cap
     clock.set_now(datetime(2025, 3, 31, 16, 30, tzinfo=UTC))
-    april = await service.start_campaign(segment_id, _message(), staff=None, request_key="c5")
+    april = await service.start_campaign(None, segment_id, _message(), request_key="c5")
     assert april.sent == 1  # mia (ned has no grant left)
 
 
@@ -138,9 +138,7 @@ async def test_counts_grants_refusals_and_failures(
 
     fake_wechat.fail("subscribe_send", -1)  # ok's send (ids ascending)
     try:
-        campaign = await service.start_campaign(
-            segment_id, _message(), staff=None, request_key=None
-        )
+        campaign = await service.start_campaign(None, segment_id, _message(), request_key=None)
     finally:
         settings.segments_campaign_concurrency = saved
     counts = (
@@ -171,7 +169,7 @@ async def test_counts_grants_refusals_and_failures(
 
 
 async def clock_touch(member_id: int) -> bool:
-    from mall.kit.touch import try_touch
+    from mall.touch.service import try_touch
 
     return await try_touch(member_id, "test")
 
@@ -274,11 +272,11 @@ async def test_gift_pack_campaign_within_the_cap(fake_wechat: FakeWeChat) -> Non
     assert await clock_touch(busy.id) and await clock_touch(busy.id)
     segment_id = await _segment()
     body = CampaignIn(kind="gift_pack", gift_pack_id=pack.id)
-    campaign = await service.start_campaign(segment_id, body, staff=None, request_key="g1")
+    campaign = await service.start_campaign(None, segment_id, body, request_key="g1")
     assert (campaign.sent, campaign.skipped_by_cap) == (1, 1)
     assert await Coupon.filter(member_id=fresh.id, source="campaign").count() == 2
     assert await Coupon.filter(member_id=busy.id).count() == 0
-    again = await service.start_campaign(segment_id, body, staff=None, request_key="g1")
+    again = await service.start_campaign(None, segment_id, body, request_key="g1")
     assert again.id == campaign.id
     assert await Coupon.filter(member_id=fresh.id).count() == 2
 
@@ -286,9 +284,9 @@ async def test_gift_pack_campaign_within_the_cap(fake_wechat: FakeWeChat) -> Non
     from mall.errors import MallError
 
     with pytest.raises(MallError) as raised:
-        await service.start_campaign(segment_id, body, staff=None, request_key="g2")
+        await service.start_campaign(None, segment_id, body, request_key="g2")
     assert raised.value.code == "CAMPAIGN_PACK_INACTIVE"
     await coupons_service.update_pack(pack.id, {"active": True})
     with pytest.raises(MallError) as raised:
-        await service.start_campaign(await _segment("nobody"), body, staff=None, request_key="g3")
+        await service.start_campaign(None, await _segment("nobody"), body, request_key="g3")
     assert raised.value.code == "SEGMENT_EMPTY"
