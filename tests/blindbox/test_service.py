@@ -11,7 +11,7 @@ import pytest
 from mall.audit.models import AuditLog
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize
-from mall.blindbox.service import Keys
+from mall.blindbox.stock import keys as Keys
 from mall.blindbox.tasks import check_blindbox
 from mall.errors import MallError
 from mall.kit import clock

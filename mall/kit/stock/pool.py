@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from mall.kit.stock.reply import COLD, OK, SHORT, Reply, parse
 from mall.redis import Script, get_redis
@@ -341,7 +341,18 @@ class Balance:
         return text + (" OK" if not problems else " -> " + "; ".join(problems))
 
 
-B = TypeVar("B", bound=Balance)
+class Reading(Protocol):
+    """A Balance, or several read at one instant (e.g. every kind of unit of a pool)."""
+
+    stable: bool
+
+    @property
+    def ok(self) -> bool: ...
+
+    def figures(self) -> tuple[Any, ...]: ...
+
+
+B = TypeVar("B", bound=Reading)
 
 
 async def balance(read: Callable[[], Awaitable[B]], *, attempts: int = 5, pause: float = 0.05) -> B:
