@@ -24,9 +24,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mall import __version__, db, errors, i18n
+from mall import __version__, db, docs_ui, errors, i18n
 from mall import redis as mall_redis
-from mall.config import Settings, get_settings, project_root, set_settings
+from mall.config import Settings, get_settings, set_settings, static_folder
 from mall.console import router as console_router
 from mall.domains import domain_modules
 from mall.errors import (
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
     app.add_middleware(RequestContext)
     errors.install(app)
+    docs_ui.install(app)  # /docs and /redoc from vendored assets, no CDN
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -210,7 +211,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     uploads = StaticFiles(directory=settings.uploads_dir)
     app.mount("/static/uploads", AddHeaders(uploads, UPLOAD_HEADERS), name="uploads")
-    static_dir = project_root() / "static"
+    static_dir = static_folder()
     if static_dir.is_dir():
         # the console's files: the same security headers as the page at /admin
         console = StaticFiles(directory=static_dir)

@@ -338,4 +338,12 @@ def set_settings(settings: Settings) -> Settings:
 
 @lru_cache
 def project_root() -> Path:
+    """The source tree (pyproject.toml, docker/, tests/): only in a checkout. The files
+    mall serves are found with static_folder() and i18n.locale_dir(), installed or not."""
     return Path(__file__).resolve().parent.parent
+
+
+def static_folder() -> Path:
+    """The ops console and the vendored docs assets. In the source tree `mall/_static` is
+    a link to the top-level static/ folder; the wheel carries it as a real folder."""
+    return Path(__file__).resolve().parent / "_static"

@@ -13,8 +13,6 @@ from typing import Any
 
 from babel.messages.pofile import read_po
 
-from mall.config import project_root
-
 SUPPORTED = ("zh_CN", "en")
 DEFAULT_LOCALE = "zh_CN"
 
@@ -27,7 +25,9 @@ def _(message: str) -> str:
 
 
 def locale_dir() -> Path:
-    return project_root() / "locale"
+    """`mall/_locale`: a link to the top-level locale/ folder in the source tree, a real
+    folder in the wheel."""
+    return Path(__file__).resolve().parent / "_locale"
 
 
 @cache

@@ -32,6 +32,8 @@ DEPLOYER_VALUES = {
     "MALL_WECHAT_APPID": "wx0123456789abcdef",
     "MALL_WECHAT_SECRET": "s" * 32,
     "POSTGRES_PASSWORD": "pg-password",
+    "SITE_DOMAIN": "api.example.com",
+    "ACME_EMAIL": "ops@example.com",
 }
 _SETTING_LINE = re.compile(r"^(#\s*)?(MALL_[A-Z0-9_]+)=(.*)$")
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -258,6 +260,33 @@ def test_env_example_shows_the_real_defaults(monkeypatch: pytest.MonkeyPatch) ->
     assert not wrong, "\n".join(wrong)
 
 
+def test_only_the_tls_proxy_is_published() -> None:
+    """WeChat calls the API and the pay notifications over HTTPS only: Caddy terminates TLS
+    in front of the app, and nothing else is reachable from outside."""
+    services = _compose()["services"]
+    proxy = services["proxy"]
+    assert str(proxy["image"]).startswith("caddy:2")
+    published = {str(port).split("/")[0] for port in proxy["ports"]}
+    assert {"80:80", "443:443"} <= published  # 80: the ACME challenge and the redirect
+    assert [name for name, svc in services.items() if svc.get("ports")] == ["proxy"]
+    assert "8000" in [str(port) for port in services["app"].get("expose", [])]
+
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in proxy["volumes"]}
+    assert mounts["/etc/caddy/Caddyfile"] == "./Caddyfile"
+    assert mounts["/data"] in (_compose().get("volumes") or {}), "certificates must persist"
+    caddyfile = (DOCKER / "Caddyfile").read_text(encoding="utf-8")
+    assert re.search(r"^\{\$SITE_DOMAIN\}\s*\{", caddyfile, re.M), "the site is SITE_DOMAIN"
+    assert re.search(r"^\s*reverse_proxy app:8000\s*$", caddyfile, re.M)
+    # Caddy's default X-Forwarded-For (the client's address) reaches the app untouched
+    assert not re.search(r"header_up\s+-?X-Forwarded-For", caddyfile, re.I)
+    assert "tls internal" not in caddyfile, "a public certificate, not Caddy's own CA"
+
+    env = _resolved_environment("proxy", _deployed_values())
+    assert env["SITE_DOMAIN"] == "api.example.com"
+    with pytest.raises(AssertionError, match="SITE_DOMAIN"):
+        _resolved_environment("proxy", {**_deployed_values(), "SITE_DOMAIN": ""})
+
+
 def _dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
@@ -271,19 +300,51 @@ def _dockerfile() -> list[tuple[str, str]]:
     return found
 
 
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for name, rest in _dockerfile():
+        if name == "FROM":
+            stages.append([])
+        stages[-1].append((name, rest))
+    return stages
+
+
+def test_image_installs_the_built_wheel_not_the_source_tree() -> None:
+    stages = _stages()
+    assert len(stages) >= 2, "a build stage makes the wheel, the runtime stage installs it"
+    build, runtime = stages[0], stages[-1]
+    alias = build[0][1].split()[-1]
+    assert build[0][1].lower().startswith("python:3.11-slim as "), build[0]
+    runs = [rest for name, rest in build if name == "RUN"]
+    assert any(re.search(r"pip wheel .*--no-deps", run) for run in runs), runs
+    installs = [
+        run for stage in stages for name, run in stage if name == "RUN" and "pip install" in run
+    ]
+    assert installs and all(re.search(r"/wheels/mall-\S*\.whl", run) for run in installs), installs
+    assert not any(re.search(r"(^|\s)(-e|--editable)\s", run) for run in installs), installs
+    # the runtime stage takes only what the build stage installed: no source, no editable
+    copies = [rest for name, rest in runtime if name in ("COPY", "ADD")]
+    assert copies and all(rest.startswith(f"--from={alias} ") for rest in copies), copies
+    assert all(name != "ADD" for name, _rest in runtime)
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    assert "build" in ignore, "a stale local build/ must not leak into the wheel"
+
+
 def test_dockerfile_runs_unprivileged_and_checks_health() -> None:
     instructions = _dockerfile()
     by_name: dict[str, list[str]] = {}
     for name, rest in instructions:
         by_name.setdefault(name, []).append(rest)
-    assert by_name["FROM"] == ["python:3.11-slim"]
+    assert all(base.startswith("python:3.11-slim") for base in by_name["FROM"])
+    assert by_name["FROM"][-1] == "python:3.11-slim"
     users = by_name.get("USER", [])
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     user_at = max(i for i, (name, _r) in enumerate(instructions) if name == "USER")
     cmd_at = max(i for i, (name, _r) in enumerate(instructions) if name == "CMD")
     assert user_at < cmd_at
     healthchecks = by_name.get("HEALTHCHECK", [])
-    assert healthchecks and "/healthz" in healthchecks[-1]
+    # ready means the database and Redis answer, not only that the process is up
+    assert healthchecks and "/readyz" in healthchecks[-1] and "/healthz" not in healthchecks[-1]
     assert '"mall", "serve"' in by_name["CMD"][-1] and "0.0.0.0" in by_name["CMD"][-1]
     assert any("pip install" in run for run in by_name.get("RUN", []))
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()

@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from mall.config import project_root
+from mall.config import static_folder
 
 router = APIRouter(include_in_schema=False)
 
-INDEX = project_root() / "static" / "admin" / "index.html"
+INDEX = static_folder() / "admin" / "index.html"
 # sent with the page and with every file under /static (mall.app mounts it)
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
