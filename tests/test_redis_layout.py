@@ -40,7 +40,9 @@ def _arguments(text: str) -> list[str]:
 
 @pytest.mark.nodb
 def test_there_are_scripts_to_check() -> None:
-    assert len(LUA_FILES) >= 20, LUA_FILES
+    # the hot-stock kit's shared scripts replaced each domain's own warm, give-back,
+    # adjust and snapshot scripts (24 files before, 19 with the kit's)
+    assert len(LUA_FILES) >= 15, LUA_FILES
 
 
 @pytest.mark.nodb

@@ -297,13 +297,14 @@ class Balance:
     stable: bool = True
 
     @property
-    def total(self) -> int:
+    def counted(self) -> int:
+        """The left-hand side: redis + held + in_flight + returns_due."""
         return (self.redis or 0) + self.held + self.in_flight + self.returns_due
 
     @property
     def drift(self) -> int:
         """Units Redis lacks (negative: has too many)."""
-        return self.initial - self.total
+        return self.initial - self.counted
 
     @property
     def agrees(self) -> bool:
@@ -315,7 +316,7 @@ class Balance:
         held, flying, due = self.names
         out = []
         if self.redis is not None and self.drift != 0:
-            out.append(f"redis+{held}+{flying}+{due}={self.total} != {self.initial}")
+            out.append(f"redis+{held}+{flying}+{due}={self.counted} != {self.initial}")
         if self.redis is not None and self.redis < 0:
             out.append("redis below zero")
         out += self.found
