@@ -204,9 +204,10 @@ async def give_back(
 # --- adjust and repair ----------------------------------------------------------------
 
 
-async def _move(keys: PoolKeys, unit: str, delta: int, initial: bool) -> str:
+async def _move(keys: PoolKeys, unit: str, delta: int, initial: bool, floor: int | None = 0) -> str:
     raw = await script(_KIT, "adjust_stock")(
-        keys=[keys.meta, keys.stock], args=[unit, delta, "1" if initial else "0"]
+        keys=[keys.meta, keys.stock],
+        args=[unit, delta, "1" if initial else "0", "" if floor is None else floor],
     )
     return str(raw)
 
@@ -219,6 +220,7 @@ async def adjust(
     refused: Callable[[int], Exception],
     warm: Callable[[], Awaitable[object]] | None = None,
     unit: str = "",
+    floor: int | None = 0,
 ) -> T:
     """Change a pool's stock by `delta` in the database (`commit`, one transaction that
     raises to refuse) and in Redis, by the one rule: Redis never holds more than the
@@ -227,9 +229,11 @@ async def adjust(
     database refuses; an increase goes to Redis after the database commits. A crash in
     between leaves Redis short, never over; the reconciler repairs it. A cold pool is
     warmed first by `warm` if given, else left to its next warm (which reads the
-    database)."""
+    database). `floor`: the least units Redis may keep (None: a pool whose units left
+    may go below zero, e.g. a coupon template whose total ops lowered below the number
+    issued: it is sold out)."""
     if delta < 0:
-        move = partial(_move, keys, unit, delta, True)
+        move = partial(_move, keys, unit, delta, True, floor)
         answer = parse(await (decide(move, warm) if warm is not None else move()))
         if answer.status == SHORT:
             raise refused(answer.number())
@@ -295,6 +299,7 @@ class Balance:
     found: list[str] = field(default_factory=list)
     names: tuple[str, str, str] = ("held", "in_flight", "returns_due")
     stable: bool = True
+    floor: int | None = 0  # the least units Redis may hold (None: no floor)
 
     @property
     def counted(self) -> int:
@@ -308,7 +313,11 @@ class Balance:
 
     @property
     def agrees(self) -> bool:
-        return self.redis is None or (self.redis >= 0 and self.drift == 0)
+        return self.redis is None or (not self._below_floor and self.drift == 0)
+
+    @property
+    def _below_floor(self) -> bool:
+        return self.redis is not None and self.floor is not None and self.redis < self.floor
 
     @property
     def problems(self) -> list[str]:
@@ -317,7 +326,7 @@ class Balance:
         out = []
         if self.redis is not None and self.drift != 0:
             out.append(f"redis+{held}+{flying}+{due}={self.counted} != {self.initial}")
-        if self.redis is not None and self.redis < 0:
+        if self._below_floor:
             out.append("redis below zero")
         out += self.found
         if out and not self.stable:

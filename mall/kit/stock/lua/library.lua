@@ -18,8 +18,7 @@ local function is_cold(meta)
 end
 
 -- Units left in a pool: the stock key itself, or one field of it when the pool holds
--- several kinds of unit (unit ~= ''). nil when not loaded; below zero (-1) when the pool
--- does not count units (unlimited).
+-- several kinds of unit (unit ~= ''). nil when not loaded.
 local function units_left(stock, unit)
   if unit == '' then return tonumber(redis.call('GET', KEYS[stock])) end
   return tonumber(redis.call('HGET', KEYS[stock], unit))
@@ -30,10 +29,11 @@ local function take_units(stock, unit, n)
   return redis.call('HINCRBY', KEYS[stock], unit, -n)
 end
 
--- Units back into a pool that counts them (loaded and limited); returns the units left.
+-- Units back into a loaded pool (a kind of unit it does not count is left alone);
+-- returns the units left.
 local function put_units(stock, unit, n)
   local left = units_left(stock, unit)
-  if left == nil or left < 0 then return left end
+  if left == nil then return left end
   if unit == '' then return redis.call('INCRBY', KEYS[stock], n) end
   return redis.call('HINCRBY', KEYS[stock], unit, n)
 end
