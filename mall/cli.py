@@ -55,11 +55,13 @@ def _drills() -> dict[str, DrillFn]:
 
 
 @contextmanager
-def embedded_redis(settings: Settings) -> Iterator[str]:
+def embedded_redis(settings: Settings, *, supervise: bool = False) -> Iterator[str]:
     """Start the embedded redis-server unless MALL_REDIS_URL points elsewhere.
 
     If another `mall` command already runs it for this data folder (e.g. `mall check`
-    next to `mall serve`), use that one and leave stopping it to its owner."""
+    next to `mall serve`), use that one and leave stopping it to its owner. With
+    `supervise`, the owner restarts it whenever it dies (long-running commands; with
+    `--workers N` only this parent process supervises, uvicorn's workers just connect)."""
     if settings.redis_url:
         yield settings.redis_url
         return
@@ -67,6 +69,8 @@ def embedded_redis(settings: Settings) -> Iterator[str]:
     owner = not server.running()
     if owner:
         url = server.start()
+        if supervise:
+            server.supervise()
     else:
         url = server.url
         log.info("using the embedded Redis already running at %s", url)
@@ -144,7 +148,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:
         _refuse_demo_in_production(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_redis(settings):
+    with embedded_redis(settings, supervise=True):
         asyncio.run(_migrate(settings))
         if args.demo:
             username, password = asyncio.run(_seed_demo(settings))
@@ -191,7 +195,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             await runner.close()
 
     settings.check_safe()
-    with embedded_redis(settings):
+    with embedded_redis(settings, supervise=True):
         if settings.is_sqlite:
             # the zero-setup default: the worker may start before `mall serve` ever ran
             asyncio.run(_migrate(settings))

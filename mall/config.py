@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     points_bind_window_seconds: int = 10 * 60
     # the lot expiry and birthday jobs run this often
     points_job_interval_seconds: float = 3600.0
+    # a points hold whose owner gives no deadline is released this long after it was
+    # made (a checkout's hold lives until its order closes); the release job runs this often
+    points_hold_timeout_seconds: int = Field(default=2 * 3600, ge=60, le=30 * 24 * 3600)
+    points_hold_release_interval_seconds: float = 60.0
+    # the re-levelling job (after level thresholds change) looks this often
+    points_relevel_interval_seconds: float = 60.0
 
     # --- seckill (flash sales) ---
     # per member per item: at most N attempts per window (decided inside the attempt Lua)

@@ -8,21 +8,35 @@ import pkgutil
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
 
+from mall import sqlite
 from mall.config import Settings
 from mall.domains import model_module_names
+from mall.kit import dbtime
 
 log = logging.getLogger("mall.db")
 
 MIGRATIONS_PACKAGE = "mall.migrations"
 
 
-def tortoise_config(settings: Settings) -> dict[str, Any]:
+def _connection_config(settings: Settings) -> str | dict[str, Any]:
     dsn = settings.database_dsn
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    dbtime.install(sqlite=settings.is_sqlite)  # UTC text on SQLite; auto_now from the clock
+    if not settings.is_sqlite:
+        return dsn
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = expand_db_url(dsn)
+    # several processes share the file: wait for the write lock, take it up front
+    config["engine"] = sqlite.__name__
+    # a pragma on every connection; a `?busy_timeout=` in MALL_DATABASE_URL wins
+    config["credentials"].setdefault("busy_timeout", sqlite.BUSY_TIMEOUT_MS)
+    return config
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
     return {
-        "connections": {"default": dsn},
+        "connections": {"default": _connection_config(settings)},
         "apps": {
             "models": {
                 "models": model_module_names(),

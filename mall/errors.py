@@ -6,6 +6,7 @@ so `/api/v1/errors` can list them and tests can check each has a translation."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,7 @@ def install(app: FastAPI) -> None:
         )
 
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("redis unavailable path=%s: %s", request.url.path, exc)
+        _redis_down_log.hit(request.url.path, exc)
         return JSONResponse(
             MallError(SERVICE_UNAVAILABLE).body(), status_code=503, headers={"Retry-After": "1"}
         )
@@ -146,3 +147,25 @@ def install(app: FastAPI) -> None:
         body = MallError(INTERNAL_ERROR).body()
         body["error"]["request_id"] = rid
         return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})
+
+
+class _QuietLog:
+    """One line for a burst of answers to the same outage, not one per request: the
+    first, then at most one per `every` seconds with the count answered in between."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last = -every
+        self.quiet = 0
+
+    def hit(self, path: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.quiet += 1
+            return
+        more = f" ({self.quiet} more answered 503 since the last line)" if self.quiet else ""
+        log.error("redis unavailable path=%s: %s%s", path, exc, more)
+        self.last, self.quiet = now, 0
+
+
+_redis_down_log = _QuietLog()

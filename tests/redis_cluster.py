@@ -14,12 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import redis as redis_sync
 
-from mall.redis import _can_tie_to_parent, _die_with_parent
+from mall.redis import _die_with_parent
 
 SLOTS = 16384
 
@@ -212,3 +214,10 @@ def _field(info: object, name: str) -> str:
         if key == name:
             return value.strip()
     return ""
+
+
+def _can_tie_to_parent() -> bool:
+    # the parent-death signal fires when the forking *thread* exits: only the main one
+    return (
+        sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+    )

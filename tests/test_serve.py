@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -65,21 +65,33 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
-class Service:
-    """`python -m mall.cli --data-dir DIR serve --port P [--demo]` with no MALL_* settings."""
+def mall_env(**settings: str) -> dict[str, str]:
+    """This environment without MALL_* settings, plus `settings` (e.g. MALL_WORKERS="2")."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MALL_")}, **settings}
 
-    def __init__(self, data_dir: Path, *, demo: bool = False) -> None:
+
+class Service:
+    """`python -m mall.cli --data-dir DIR serve --port P [--demo] [ARGS]` with no MALL_*
+    settings but `env`; `command` runs another long-running command (`worker`) instead."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        demo: bool = False,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALL_")}
+        env = mall_env(**(env or {}))
+        if command is None:
+            command = ["serve", "--port", str(self.port), *(["--demo"] if demo else []), *args]
         self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mall.cli", "--data-dir", str(data_dir)),
-                *("serve", "--port", str(self.port)),
-                *(["--demo"] if demo else []),
-            ],
+            [*(sys.executable, "-m", "mall.cli", "--data-dir", str(data_dir)), *command],
             cwd=data_dir.parent,  # no stray .env from the checkout
             env=env,
             stdout=subprocess.PIPE,

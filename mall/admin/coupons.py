@@ -20,6 +20,8 @@ from mall.coupons.schemas import (
     TemplateIn,
     TemplateOut,
     TemplatePatch,
+    VoidIn,
+    VoidOut,
 )
 from mall.deps import CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
@@ -171,3 +173,27 @@ async def issue_pack(
         work,
     )
     return IssuePackOut.model_validate(result)
+
+
+@router.post("/coupons/{coupon_id}/void", response_model=VoidOut)
+async def void_coupon(
+    coupon_id: Id,
+    body: VoidIn,
+    staff: CurrentStaff,
+    idempotency_key: IdempotencyKey = None,
+) -> VoidOut:
+    """Void a coupon the member never used (usable or expired); audited. A coupon held by
+    an unpaid order or already used is refused (`COUPON_NOT_VOIDABLE`); voiding a voided
+    coupon again answers it unchanged."""
+
+    async def work() -> VoidOut:
+        coupon = await service.void(coupon_id, reason=body.reason, staff=staff)
+        return VoidOut.model_validate(coupon, from_attributes=True)
+
+    result = await idempotency.run(
+        f"coupon.void:{staff.id}",
+        idempotency_key,
+        idempotency.fingerprint(coupon_id, body.model_dump()),
+        work,
+    )
+    return VoidOut.model_validate(result)

@@ -137,10 +137,6 @@ def _month_starts(today: date, count: int) -> list[date]:
     return months[::-1]
 
 
-def _next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
 def _quarter_starts(today: date, count: int) -> list[date]:
     start = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
     quarters = [start]
@@ -158,7 +154,7 @@ def _label(day: date) -> str:
 async def _points(months: list[date], today: date) -> tuple[list[PointsMonth], list[BindingMonth]]:
     points, binding = [], []
     for start in months:
-        end = min(_next_month(start) - timedelta(days=1), today)
+        end = min(clock.next_month_start(start) - timedelta(days=1), today)
         o = await points_service.overview(start, end)
         points.append(
             PointsMonth(
@@ -184,8 +180,7 @@ async def _signups(months: list[date]) -> list[SignupMonth]:
     # members has no figures function: its model is read here
     out = []
     for start in months:
-        since = clock.start_of_local_day(start)
-        until = clock.start_of_local_day(_next_month(start))
+        since, until = clock.local_month_bounds_utc(start)
         n = await Member.filter(created_at__gte=since, created_at__lt=until).count()
         out.append(SignupMonth(month=_label(start), members=n))
     return out
@@ -225,7 +220,7 @@ async def _purchases(since: datetime, until: datetime) -> Counter[int]:
 async def _repurchase(today: date, count: int) -> list[RepurchaseQuarter]:
     out = []
     for start in _quarter_starts(today, count):
-        end = _next_month(_next_month(_next_month(start)))
+        end = clock.next_month_start(clock.next_month_start(clock.next_month_start(start)))
         per_member = await _purchases(
             clock.start_of_local_day(start), clock.start_of_local_day(end)
         )
@@ -291,7 +286,7 @@ async def _stored_value(months: list[date]) -> StoredValue:
     # month's net movement in its (append-only) ledger, read here
     history = []
     for start in months:
-        until = clock.start_of_local_day(_next_month(start))
+        _since, until = clock.local_month_bounds_utc(start)
         later = (
             await WalletEntry.filter(created_at__gte=until)
             .annotate(p=Sum("principal_delta"), b=Sum("bonus_delta"))

@@ -8,13 +8,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from mall.admin._phones import PhoneReveal
-from mall.deps import CurrentStaff, IdempotencyKey
+from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.text import SafeLine
 from mall.orders import service
 from mall.orders.models import STATUSES
-from mall.orders.schemas import AdminOrderOut, AdminOrderPage, AdminRefundIn, CancelIn, ShipIn
+from mall.orders.schemas import (
+    AdminOrderOut,
+    AdminOrderPage,
+    AdminRefundIn,
+    CancelIn,
+    RefundOut,
+    ResolveRefundIn,
+    ShipIn,
+)
 
 router = APIRouter(tags=["admin: orders"])
 
@@ -130,5 +138,36 @@ async def refund(
         f"admin.orders.refund:{staff.id}",
         idempotency_key,
         idempotency.fingerprint(order_id, body.model_dump()),
+        work,
+    )
+
+
+@router.get("/order-refunds/abnormal", response_model=list[RefundOut])
+async def abnormal_refunds(_staff: CurrentStaff) -> list[RefundOut]:
+    """Cash refunds WeChat Pay could not pay out, waiting for ops to resolve."""
+    return [RefundOut.model_validate(r) for r in await service.abnormal_refunds()]
+
+
+@router.post("/order-refunds/{refund_id}/resolve", response_model=RefundOut)
+async def resolve_refund(
+    refund_id: Id,
+    body: ResolveRefundIn,
+    admin: AdminStaff,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Resolve an `abnormal` cash refund: `retry` sends it to the original payment again
+    (`ORDER_REFUND_RETRY_REFUSED` if WeChat Pay will not), `offline` records that it was
+    paid out another way (`note` says how). Admin only; audited; idempotent."""
+
+    async def work() -> RefundOut:
+        refund = await service.resolve_abnormal_refund(
+            refund_id, action=body.action, note=body.note, staff=admin
+        )
+        return RefundOut.model_validate(refund)
+
+    return await idempotency.run(
+        f"admin.orders.refund_resolve:{admin.id}",
+        idempotency_key,
+        idempotency.fingerprint(refund_id, body.model_dump()),
         work,
     )

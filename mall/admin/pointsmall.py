@@ -202,8 +202,9 @@ async def ship(redemption_id: Id, body: ShipIn, staff: CurrentStaff) -> AdminRed
 async def cancel(
     redemption_id: Id, body: CancelIn, staff: CurrentStaff, idempotency_key: IdempotencyKey = None
 ) -> Any:
-    """Cancel a redemption not yet shipped (vouchers too): points and stock come back.
-    Redemptions that issued coupons cannot be cancelled (REDEMPTION_NOT_CANCELLABLE)."""
+    """Cancel a redemption not yet shipped (vouchers too): points and stock come back and
+    the coupons it issued are voided; if one of them was used (or an unpaid order holds
+    it), nothing changes (REDEMPTION_COUPON_USED)."""
 
     async def work() -> AdminRedemptionOut:
         return _redemption_out(await service.cancel(redemption_id, staff=staff, reason=body.reason))

@@ -21,6 +21,7 @@ from mall.wallet.schemas import (
     PlanIn,
     PlanOut,
     PlanPatch,
+    ResolveRefundIn,
     TopUpRefundIn,
     TopUpRefundOut,
 )
@@ -192,6 +193,38 @@ async def refund_top_up(
         f"admin.wallet.topup_refund:{admin.id}",
         key,
         idempotency.fingerprint(top_up_id, body.model_dump(mode="json")),
+        work,
+    )
+    return TopUpRefundOut.model_validate(answer)
+
+
+@router.get("/wallet/refunds/abnormal", response_model=list[TopUpRefundOut])
+async def abnormal_refunds(_staff: CurrentStaff) -> list[TopUpRefundOut]:
+    """Top-up refunds WeChat Pay could not pay out, waiting for ops to resolve."""
+    return [TopUpRefundOut.model_validate(r) for r in await service.abnormal_refunds()]
+
+
+@router.post("/wallet/refunds/{refund_id}/resolve", response_model=TopUpRefundOut)
+async def resolve_refund(
+    refund_id: Id,
+    body: ResolveRefundIn,
+    admin: AdminStaff,
+    key: IdempotencyKey = None,
+) -> TopUpRefundOut:
+    """Resolve an `abnormal` top-up refund: `retry` sends it to the original payment
+    again (`WALLET_REFUND_RETRY_REFUSED` if WeChat Pay will not), `offline` records that
+    it was paid out another way (`note` says how). Admin only; audited; idempotent."""
+
+    async def work() -> TopUpRefundOut:
+        row = await service.resolve_abnormal_refund(
+            refund_id, action=body.action, note=body.note, staff=admin
+        )
+        return TopUpRefundOut.model_validate(row)
+
+    answer = await idempotency.run(
+        f"admin.wallet.refund_resolve:{admin.id}",
+        key,
+        idempotency.fingerprint(refund_id, body.model_dump(mode="json")),
         work,
     )
     return TopUpRefundOut.model_validate(answer)

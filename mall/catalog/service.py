@@ -79,7 +79,7 @@ async def price_today(list_price_fen: int, member: Member | None) -> int:
     if member is None:
         return list_price_fen
     rules = await points_service.get_rules()
-    return pricing.price_today(list_price_fen, member.level, clock.now(), rules.pricing)
+    return pricing.price_today(list_price_fen, member.level, clock.now(), rules.pricing_rules())
 
 
 # --- categories ----------------------------------------------------------------

@@ -44,8 +44,9 @@ class CouponTemplate(Model):
 
 class Coupon(Model):
     """One issued coupon. Status moves only by conditional updates:
-    usable -> locked (unpaid order) -> used; locked/used -> usable again on cancel or
-    refund while still valid (else expired); usable -> expired past `expires_at`."""
+    usable -> locked (unpaid order) -> used, locked/used -> usable again on cancel or
+    refund while still valid (else expired), usable -> expired past `expires_at`,
+    usable/expired (never used) -> voided by ops or by cancelling what issued it."""
 
     id = fields.BigIntField(primary_key=True)
     template: fields.ForeignKeyRelation[CouponTemplate] = fields.ForeignKeyField(
@@ -63,6 +64,8 @@ class Coupon(Model):
     locked_at = fields.DatetimeField(null=True)
     used_at = fields.DatetimeField(null=True)
     reminded_at = fields.DatetimeField(null=True)
+    voided_at = fields.DatetimeField(null=True)
+    void_reason = fields.CharField(max_length=128, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

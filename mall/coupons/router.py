@@ -41,7 +41,7 @@ def coupon_out(coupon: Coupon) -> CouponOut:
 @router.get("/coupons", response_model=CouponPage)
 async def my_coupons(
     member: CurrentMember,
-    status: Literal["usable", "locked", "used", "expired"] | None = None,
+    status: Literal["usable", "locked", "used", "expired", "voided"] | None = None,
     cursor: Cursor | None = None,
     size: Limit = 20,
 ) -> CouponPage:

@@ -9,7 +9,7 @@ from mall.kit.bounds import Count, Fen, Id, MemberLevel
 from mall.kit.text import SafeLine, SafeText
 from mall.pricing.calc import CouponKind, CouponScope
 
-CouponStatus = Literal["usable", "locked", "used", "expired"]
+CouponStatus = Literal["usable", "locked", "used", "expired", "voided"]
 
 
 class ClaimIn(BaseModel):
@@ -35,6 +35,20 @@ class CouponOut(BaseModel):
     expires_at: datetime = Field(description="exclusive: the coupon works until this instant")
     last_valid_day: date = Field(description="the last Asia/Shanghai day the coupon works")
     created_at: datetime
+
+
+class VoidIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: SafeLine = Field(min_length=1, max_length=128)
+
+
+class VoidOut(BaseModel):
+    id: int
+    member_id: int
+    status: CouponStatus
+    voided_at: datetime | None
+    void_reason: str
 
 
 class CouponPage(BaseModel):

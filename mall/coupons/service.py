@@ -22,6 +22,7 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
+from mall.audit import service as audit_service
 from mall.config import get_settings
 from mall.coupons import stock
 from mall.coupons.claims import COUPON_CLAIM_ENDED as COUPON_CLAIM_ENDED
@@ -61,6 +62,11 @@ log = logging.getLogger("mall.coupons")
 COUPON_NOT_FOUND = ErrorCode("COUPON_NOT_FOUND", 404, _("Coupon not found"))
 COUPON_NOT_USABLE = ErrorCode(
     "COUPON_NOT_USABLE", 409, _("This coupon cannot be used now (it is {status})")
+)
+COUPON_NOT_VOIDABLE = ErrorCode(
+    "COUPON_NOT_VOIDABLE",
+    409,
+    _("This coupon has been used or is held by an unpaid order; it cannot be voided"),
 )
 GIFT_PACK_NOT_FOUND = ErrorCode("GIFT_PACK_NOT_FOUND", 404, _("Gift pack not found"))
 GIFT_PACK_TEMPLATE_UNKNOWN = ErrorCode(
@@ -324,6 +330,53 @@ async def release(coupon_id: int, order_ref: str) -> str:
     await held.filter(expires_at__lte=now).update(status="expired")
     coupon = await Coupon.get_or_none(id=coupon_id)
     return coupon.status if coupon else "missing"
+
+
+VOIDABLE = ("usable", "expired")
+
+
+async def void(
+    coupon_id: int,
+    *,
+    reason: str,
+    staff: Any | None = None,
+    member_id: int | None = None,
+    source: str = "ops",
+) -> Coupon:
+    """usable or expired (never used) -> voided, by one conditional update; voiding a
+    voided coupon again is a no-op. A coupon an unpaid order holds (locked) or one that
+    was used is refused with COUPON_NOT_VOIDABLE. Joins the caller's transaction; with
+    `staff` the void is audited in it. The template's issued count is not given back
+    (the row stays, and Redis and the database keep agreeing)."""
+    query = Coupon.filter(id=coupon_id)
+    if member_id is not None:
+        query = query.filter(member_id=member_id)
+    coupon = await query.first()
+    if coupon is None:
+        raise COUPON_NOT_FOUND()
+    if coupon.status == "voided":
+        return coupon
+    async with in_transaction():
+        moved = await Coupon.filter(id=coupon.id, status__in=VOIDABLE).update(
+            status="voided", voided_at=clock.now(), void_reason=reason[:128]
+        )
+        fresh = await Coupon.get(id=coupon.id)
+        if not moved:
+            if fresh.status == "voided":
+                return fresh
+            raise COUPON_NOT_VOIDABLE(status=effective_status(fresh, clock.now()))
+        if staff is not None:
+            await audit_service.record(
+                staff,
+                "coupon.void",
+                f"coupon:{coupon.id}",
+                member_id=coupon.member_id,
+                template_id=coupon.template_id,
+                before=coupon.status,
+                reason=reason,
+                source=source,
+            )
+    return fresh
 
 
 async def expire_due() -> int:

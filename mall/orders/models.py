@@ -149,10 +149,18 @@ class OrderRefund(Model):
     restocked = fields.BooleanField(default=True)
     reason = fields.CharField(max_length=128, default="")
     staff_id = fields.BigIntField(null=True)
-    # none | pending (to send) | processing | succeeded | failed (ops must look)
+    # none | pending (to send) | processing | succeeded | failed (ops must look) |
+    # abnormal (WeChat could not pay it out: ops retry it or pay it offline) | offline
     cash_status = fields.CharField(max_length=16, default="none", db_index=True)
     cash_refund_id = fields.CharField(max_length=64, default="")
     cash_error = fields.CharField(max_length=255, default="")
+    # ops retries of an abnormal cash refund: attempt n goes to WeChat Pay as
+    # "<out_refund_no>-<n>"; `resolution` says what ops did (retry | offline)
+    cash_attempt = fields.IntField(default=0)
+    resolution = fields.CharField(max_length=16, default="")
+    resolution_note = fields.CharField(max_length=255, default="")
+    resolved_by = fields.BigIntField(null=True)
+    resolved_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -24,7 +24,7 @@ SECTIONS = [
 
 UNFINISHED = (PENDING_PAYMENT, PAID, SHIPPED)
 # cash on its way back to the member (failed: ops must look, the money is still owed)
-_CASH_IN_FLIGHT = ("pending", "processing", "failed")
+_CASH_IN_FLIGHT = ("pending", "processing", "failed", "abnormal")
 
 
 async def blockers(member_id: int) -> list[MallError]:

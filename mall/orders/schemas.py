@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mall.addresses.schemas import AddressSnapshot
 from mall.kit.bounds import Id, Points
@@ -91,8 +92,34 @@ class RefundOut(BaseModel):
     coupon_status: str
     restocked: bool
     reason: str
-    cash_status: str
+    cash_status: str = Field(
+        description="none | pending | processing | succeeded | failed | abnormal | offline"
+    )
+    cash_attempt: int = Field(default=0, description="ops retries of an abnormal cash refund")
+    resolution: str = Field(default="", description="'' | retry | offline")
+    resolution_note: str = ""
+    resolved_at: datetime | None = None
     created_at: datetime
+
+
+class ResolveRefundIn(BaseModel):
+    """How ops settle a cash refund WeChat Pay could not pay out (`abnormal`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "offline"] = Field(
+        description="`retry`: send it to the original payment again; `offline`: it was "
+        "paid out another way"
+    )
+    note: SafeLine = Field(
+        default="", max_length=255, description="required for offline: how it was paid"
+    )
+
+    @model_validator(mode="after")
+    def _offline_says_how(self) -> ResolveRefundIn:
+        if self.action == "offline" and len(self.note.strip()) < 2:
+            raise ValueError("say how the refund was paid out (note)")
+        return self
 
 
 class PaymentParams(BaseModel):

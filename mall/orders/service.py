@@ -114,6 +114,20 @@ ORDER_CHANGED = ErrorCode(
     "ORDER_CHANGED", 409, _("The order changed meanwhile; reload it and try again")
 )
 # raised to WeChat Pay's notification (answered 5xx so it retries) and logged for on-call
+REFUND_NOT_FOUND = ErrorCode("ORDER_REFUND_NOT_FOUND", 404, _("Order refund not found"))
+REFUND_NOT_ABNORMAL = ErrorCode(
+    "ORDER_REFUND_NOT_ABNORMAL",
+    409,
+    _("Only a refund WeChat Pay could not pay out (abnormal) can be resolved this way"),
+)
+REFUND_RETRY_REFUSED = ErrorCode(
+    "ORDER_REFUND_RETRY_REFUSED",
+    409,
+    _(
+        "WeChat Pay would not pay this refund to the original account again "
+        "({wechat_code}); pay it out another way and mark it paid offline"
+    ),
+)
 PAYMENT_UNKNOWN = ErrorCode(
     "ORDER_PAYMENT_UNKNOWN", 500, _("No order matches the payment {out_trade_no}")
 )
@@ -179,8 +193,9 @@ def _new_number() -> str:
 
 
 async def pricing_rules() -> PricingRules:
-    """The pricing section of the rules document ops edit (`/api/admin/v1/rules`)."""
-    return (await points_service.get_rules()).pricing
+    """The rules document ops edit (`/api/admin/v1/rules`): its pricing section and the
+    levels' rates, the same numbers `GET /api/v1/points` shows."""
+    return (await points_service.get_rules()).pricing_rules()
 
 
 async def _ancestors() -> dict[int, list[int]]:
@@ -417,6 +432,7 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
                     idempotency_key=_points_key(order),
                     reason="order",
                     reference=_ref(order),
+                    expires_at=_hold_deadline(order),
                 )
                 order.points_hold_id = held.id
             if order.wallet_fen > 0:
@@ -442,6 +458,18 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
     if order.status == PENDING_PAYMENT:
         await _create_prepay(order, member.openid)
     return order
+
+
+def _hold_deadline(order: Order) -> datetime | None:
+    """The points hold outlives the order's own close (deadline, then the forced close),
+    so the points job never voids a hold a payment may still capture; None (the points
+    default) for an order paid in full at checkout."""
+    if order.pay_deadline is None:
+        return None
+    settings = get_settings()
+    return order.pay_deadline + timedelta(
+        seconds=settings.order_close_force_after_seconds + settings.points_hold_timeout_seconds
+    )
 
 
 async def _mark_paid(order: Order, *, transaction_id: str | None) -> bool:
@@ -884,9 +912,47 @@ async def _refund_paid(
     return refund
 
 
+_CASH_STATUS = {"SUCCESS": "succeeded", "PROCESSING": "processing", "ABNORMAL": "abnormal"}
+
+
+def wechat_refund_no(refund: OrderRefund) -> str:
+    """The number WeChat Pay knows the cash refund's current attempt by."""
+    if refund.cash_attempt == 0:
+        return refund.out_refund_no
+    return f"{refund.out_refund_no}-{refund.cash_attempt}"
+
+
+async def _refund_of(wechat_no: str) -> OrderRefund | None:
+    """The refund whose current attempt WeChat reports (None for a replaced attempt)."""
+    found = await OrderRefund.get_or_none(out_refund_no=wechat_no)
+    if found is not None:
+        return found if found.cash_attempt == 0 else None
+    base, _dash, attempt = wechat_no.rpartition("-")
+    if not base or not attempt.isdigit():
+        return None
+    found = await OrderRefund.get_or_none(out_refund_no=base)
+    return found if found is not None and found.cash_attempt == int(attempt) else None
+
+
+async def _record_cash_result(refund: OrderRefund, result: Any) -> None:
+    state = str(getattr(result, "status", "PROCESSING") or "PROCESSING").upper()
+    status = _CASH_STATUS.get(state, "failed")
+    if status in ("failed", "abnormal"):
+        log.error("wechat refund %s ended %s; ops must resolve it", wechat_refund_no(refund), state)
+    await OrderRefund.filter(
+        id=refund.id, cash_attempt=refund.cash_attempt, cash_status__in=["pending", "processing"]
+    ).update(
+        cash_status=status,
+        cash_refund_id=str(getattr(result, "refund_id", "") or "")[:64],
+        cash_error="" if status in ("succeeded", "processing") else state,
+        updated_at=clock.now(),
+    )
+
+
 async def send_cash_refund(refund_id: int) -> OrderRefund:
-    """Ask WeChat Pay to refund the cash part (same `out_refund_no` on every retry, so
-    it is refunded once). Without WeChat Pay the refund stays pending."""
+    """Ask WeChat Pay to refund the cash part (same number on every retry, so it is
+    refunded once). Without WeChat Pay the refund stays pending. An ops retry of an
+    abnormal refund that WeChat refuses goes back to abnormal."""
     refund = await OrderRefund.get(id=refund_id)
     if refund.cash_status not in ("pending", "processing") or refund.cash_fen <= 0:
         return refund
@@ -898,47 +964,145 @@ async def send_cash_refund(refund_id: int) -> OrderRefund:
     try:
         result = None
         if refund.cash_status == "processing":
-            result = await pay.query_refund(refund.out_refund_no)
+            result = await pay.query_refund(wechat_refund_no(refund))
         if result is None:
             result = await pay.refund(
                 out_trade_no=out_trade_no(order),
-                out_refund_no=refund.out_refund_no,
+                out_refund_no=wechat_refund_no(refund),
                 refund_fen=refund.cash_fen,
                 total_fen=order.cash_fen,
                 reason=refund.reason[:80],
             )
     except Exception as exc:  # kept pending; the retry job sends it again
         code = exc.code if isinstance(exc, MallError) else repr(exc)
-        log.warning("wechat refund %s failed: %s", refund.out_refund_no, code)
-        await OrderRefund.filter(id=refund.id).update(cash_error=code[:255], updated_at=now)
+        log.warning("wechat refund %s failed: %s", wechat_refund_no(refund), code)
+        changes: dict[str, Any] = {"cash_error": code[:255], "updated_at": now}
+        if (
+            isinstance(exc, MallError)
+            and (exc.error in pay.FINAL_ERRORS or exc.error is pay.PAY_NOT_ENOUGH)
+            and refund.cash_attempt > 0
+        ):
+            changes["cash_status"] = "abnormal"
+            changes["cash_error"] = str(exc.params.get("wechat_code") or code)[:255]
+        await OrderRefund.filter(id=refund.id, cash_status__in=["pending", "processing"]).update(
+            **changes
+        )
         return await OrderRefund.get(id=refund_id)
-    state = str(getattr(result, "status", "PROCESSING") or "PROCESSING").upper()
-    status = {"SUCCESS": "succeeded", "PROCESSING": "processing"}.get(state, "failed")
-    if status == "failed":
-        log.error("wechat refund %s ended %s; ops must refund by hand", refund.out_refund_no, state)
-    await OrderRefund.filter(id=refund.id, cash_status__in=["pending", "processing"]).update(
-        cash_status=status,
-        cash_refund_id=str(getattr(result, "refund_id", "") or "")[:64],
-        cash_error="" if status != "failed" else state,
-        updated_at=now,
-    )
+    await _record_cash_result(refund, result)
     return await OrderRefund.get(id=refund_id)
 
 
 async def on_order_refund(result: Any) -> None:
     """A verified refund notification for an order (`REFUND_HANDLERS["O"]`)."""
-    state = str(result.status).upper()
-    status = {"SUCCESS": "succeeded", "PROCESSING": "processing"}.get(state, "failed")
-    if status == "failed":
-        log.error("wechat refund %s ended %s; ops must refund by hand", result.out_refund_no, state)
-    await OrderRefund.filter(
-        out_refund_no=result.out_refund_no, cash_status__in=["pending", "processing"]
-    ).update(
-        cash_status=status,
-        cash_refund_id=str(result.refund_id or "")[:64],
-        cash_error="" if status != "failed" else state,
-        updated_at=clock.now(),
-    )
+    refund = await _refund_of(str(result.out_refund_no))
+    if refund is None:
+        log.info("refund notification %s: no current attempt; ignored", result.out_refund_no)
+        return
+    await _record_cash_result(refund, result)
+
+
+async def resolve_abnormal_refund(
+    refund_id: int, *, action: str, note: str, staff: Actor
+) -> OrderRefund:
+    """Ops settle a cash refund WeChat Pay reported ABNORMAL (the member's account
+    refused it, e.g. a closed bank card). Audited, and idempotent: asking again for what
+    was done answers the refund as it is.
+
+    - `retry`: WeChat Pay is asked about the refund first (it may have gone through
+      since); if it still did not, it is sent again to the original payment as a new
+      attempt ("<out_refund_no>-<n>"). If WeChat Pay refuses (typically: the abnormal
+      refund still holds the amount), it stays abnormal and ORDER_REFUND_RETRY_REFUSED
+      says to pay it out another way.
+    - `offline`: ops paid the member another way (bank transfer, cash); `note` says how.
+    The order's own figures do not move: the money was refunded when the refund was
+    made; only how it reached the member changes."""
+    refund = await OrderRefund.get_or_none(id=refund_id)
+    if refund is None:
+        raise REFUND_NOT_FOUND()
+    if refund.resolution == action and refund.cash_status != "abnormal":
+        return refund
+    if refund.cash_status != "abnormal":
+        raise REFUND_NOT_ABNORMAL(status=refund.cash_status)
+    now = clock.now()
+    who = {"resolved_by": staff.id, "resolved_at": now, "updated_at": now}
+    if action == "offline":
+        async with in_transaction():
+            moved = await OrderRefund.filter(id=refund.id, cash_status="abnormal").update(
+                cash_status="offline", resolution="offline", resolution_note=note[:255], **who
+            )
+            if not moved:
+                return await _resolved_meanwhile(refund.id, action)
+            await audit_service.record(
+                staff,
+                "order.refund.offline",
+                f"order:{refund.order_id}",
+                refund_id=refund.id,
+                out_refund_no=refund.out_refund_no,
+                cash_fen=refund.cash_fen,
+                note=note,
+            )
+        return await OrderRefund.get(id=refund.id)
+
+    pay = wechat_pay()
+    if pay is None or not pay.is_configured():
+        raise PAY_UNAVAILABLE()
+    result = await pay.query_refund(wechat_refund_no(refund))
+    state = str(getattr(result, "status", "") or "").upper()
+    if state in ("SUCCESS", "PROCESSING"):
+        async with in_transaction():
+            moved = await OrderRefund.filter(id=refund.id, cash_status="abnormal").update(
+                cash_status=_CASH_STATUS[state], cash_error="", resolution="retry", **who
+            )
+            if moved:
+                await audit_service.record(
+                    staff,
+                    "order.refund.retry",
+                    f"order:{refund.order_id}",
+                    refund_id=refund.id,
+                    out_refund_no=wechat_refund_no(refund),
+                    wechat_status=state,
+                )
+        return await OrderRefund.get(id=refund.id)
+    attempt = refund.cash_attempt + 1
+    async with in_transaction():
+        moved = await OrderRefund.filter(
+            id=refund.id, cash_status="abnormal", cash_attempt=refund.cash_attempt
+        ).update(
+            cash_status="pending",
+            cash_attempt=attempt,
+            cash_error="",
+            resolution="retry",
+            resolution_note=note[:255],
+            **who,
+        )
+        if not moved:
+            return await _resolved_meanwhile(refund.id, action)
+        await audit_service.record(
+            staff,
+            "order.refund.retry",
+            f"order:{refund.order_id}",
+            refund_id=refund.id,
+            out_refund_no=f"{refund.out_refund_no}-{attempt}",
+            previous=wechat_refund_no(refund),
+            previous_status=state,
+            cash_fen=refund.cash_fen,
+        )
+    refund = await send_cash_refund(refund.id)
+    if refund.cash_status == "abnormal":
+        raise REFUND_RETRY_REFUSED(wechat_code=refund.cash_error or "-")
+    return refund
+
+
+async def _resolved_meanwhile(refund_id: int, action: str) -> OrderRefund:
+    fresh = await OrderRefund.get(id=refund_id)
+    if fresh.resolution == action:
+        return fresh
+    raise REFUND_NOT_ABNORMAL(status=fresh.cash_status)
+
+
+async def abnormal_refunds() -> list[OrderRefund]:
+    """Cash refunds waiting for ops: WeChat Pay could not pay them out."""
+    return await OrderRefund.filter(cash_status="abnormal").order_by("id")
 
 
 # --- member actions -------------------------------------------------------------------
@@ -1268,9 +1432,9 @@ async def search_orders(
     if tracking_no:
         query = query.filter(tracking_no=tracking_no.strip())
     if since is not None:
-        query = query.filter(created_at__gte=since)
+        query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
-        query = query.filter(created_at__lt=until)
+        query = query.filter(created_at__lt=clock.as_utc(until))
     rows, next_cursor = await cursor_page(query, cursor, size)
     return await summaries(rows), next_cursor
 

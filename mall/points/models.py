@@ -85,7 +85,10 @@ class PointsLotUse(Model):
 
 
 class PointsHold(Model):
-    """Points reserved for a checkout: `held` until captured or voided."""
+    """Points reserved for a checkout: `held` until captured or voided (or timed out).
+
+    The release job voids a hold still open past `expires_at` (holds from before it
+    existed: `created_at` plus `points_hold_timeout_seconds`)."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -99,11 +102,38 @@ class PointsHold(Model):
     reason = fields.CharField(max_length=128, default="")
     reference = fields.CharField(max_length=128, default="")
     created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(null=True)
     closed_at = fields.DatetimeField(null=True)
     closed_key = fields.CharField(max_length=191, null=True)
 
     class Meta:
         table = "points_hold"
+        indexes = (("status", "expires_at"),)
+
+
+class PointsDebt(Model):
+    """Points a claw-back could not take because they were already spent: owed, never a
+    negative balance. New earnings settle debts first (oldest first), each settlement a
+    `reverse` entry of the clawed-back earn with `reference` "debt:<id>", so
+    `points == remaining + settled` always."""
+
+    id = fields.BigIntField(primary_key=True)
+    member: Any = fields.ForeignKeyField(
+        "models.Member", related_name=False, db_index=True, on_delete=fields.RESTRICT
+    )
+    member_id: int
+    # the claw-back entry that fell short, and the earn it reverses
+    entry_id = fields.BigIntField(unique=True)
+    original_entry_id = fields.BigIntField(db_index=True)
+    points = fields.BigIntField()
+    remaining = fields.BigIntField()
+    reason = fields.CharField(max_length=128, default="")
+    created_at = fields.DatetimeField()
+    settled_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "points_debt"
+        indexes = (("member_id", "remaining"),)
 
 
 class SignIn(Model):
@@ -137,6 +167,11 @@ class ExternalOrder(Model):
     member_id = fields.BigIntField(null=True, db_index=True)
     bound_at = fields.DatetimeField(null=True)
     points_awarded = fields.BigIntField(default=0)
+    # refunds so far (the marketplace's cumulative figure), what had been refunded when
+    # the order was bound (points were awarded on the rest), and the points clawed back
+    refunded_fen = fields.BigIntField(default=0)
+    refunded_at_bind_fen = fields.BigIntField(default=0)
+    points_reversed = fields.BigIntField(default=0)
     imported_at = fields.DatetimeField(db_index=True)
     updated_at = fields.DatetimeField()
 
@@ -146,7 +181,10 @@ class ExternalOrder(Model):
 
 
 class LevelChange(Model):
-    """A member moved from one level to another (growth rose, or fell on a claw-back)."""
+    """A member moved from one level to another (growth moved, or the thresholds did).
+
+    `reason` is `growth` (earned, or clawed back: `entry_id` says which entry) or
+    `rules` (ops changed the level thresholds: `rules_version` says which version)."""
 
     id = fields.BigIntField(primary_key=True)
     member: Any = fields.ForeignKeyField(
@@ -157,6 +195,8 @@ class LevelChange(Model):
     to_level = fields.IntField()
     growth_value = fields.BigIntField()
     entry_id = fields.BigIntField(null=True)
+    reason = fields.CharField(max_length=16, default="growth")
+    rules_version = fields.IntField(null=True)
     created_at = fields.DatetimeField()
 
     class Meta:

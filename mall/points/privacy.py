@@ -16,6 +16,7 @@ from mall.points.models import (
     ADJUST,
     ExternalOrder,
     LevelChange,
+    PointsDebt,
     PointsEntry,
     PointsHold,
     PointsLot,
@@ -28,6 +29,7 @@ SECTIONS = [
     Section("points_holds", PointsHold, exclude=("idempotency_key", "closed_key")),
     Section("sign_ins", SignIn),
     Section("level_changes", LevelChange),
+    Section("points_owed", PointsDebt),
     Section("bound_marketplace_orders", ExternalOrder),
 ]
 NOT_EXPORTED = {"PointsLotUse": "internal: which lot paid which entry (no member field)"}

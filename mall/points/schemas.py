@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from mall.kit.bounds import MAX_POINTS, Fen, Version
 from mall.kit.text import SafeLine
-from mall.pricing.rules import PricingRules
+from mall.pricing.rules import PricingRules, PricingSettings
 
 # --- the rules document ------------------------------------------------------
 # One JSON document, versioned in the database, edited at /api/admin/v1/rules.
@@ -46,18 +46,97 @@ class Level(_Section):
     name: SafeLine = Field(min_length=1, max_length=32)
     # growth values are BIGINT, but a level beyond MAX_POINTS could never be reached
     threshold: int = Field(ge=0, le=MAX_POINTS, description="growth value needed")
-    # price paid in percent of list price: 95 = 5% off
+    # The one home of a level's prices: what `GET /api/v1/points` shows and what the
+    # catalog and checkout charge (percent of list price paid: 95 = 5% off).
     discount_percent: int = Field(default=100, ge=1, le=100)
+    member_day_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="percent paid on member day; empty: the same as discount_percent",
+    )
     birthday_points: int = Field(default=0, ge=0, le=1_000_000)
 
 
 def _default_levels() -> list[Level]:
+    # level 3 pays 92%: what checkout always charged (the old display said 90%)
     return [
-        Level(level=0, name="普通会员", threshold=0, discount_percent=100, birthday_points=50),
-        Level(level=1, name="银卡会员", threshold=500, discount_percent=98, birthday_points=100),
-        Level(level=2, name="金卡会员", threshold=2000, discount_percent=95, birthday_points=200),
-        Level(level=3, name="钻石会员", threshold=5000, discount_percent=90, birthday_points=500),
-    ]
+        Level(
+            level=0, name="普通会员", threshold=0,
+            discount_percent=100, member_day_percent=95, birthday_points=50,
+        ),
+        Level(
+            level=1, name="银卡会员", threshold=500,
+            discount_percent=98, member_day_percent=92, birthday_points=100,
+        ),
+        Level(
+            level=2, name="金卡会员", threshold=2000,
+            discount_percent=95, member_day_percent=90, birthday_points=200,
+        ),
+        Level(
+            level=3, name="钻石会员", threshold=5000,
+            discount_percent=92, member_day_percent=88, birthday_points=500,
+        ),
+    ]  # fmt: skip
+
+
+# Before the level rates moved into `levels[]`, the `pricing` section held its own
+# per-level tables, and checkout charged from them while the display read `levels[]`.
+_LEGACY_TABLES = {
+    "level_percent_by_level": "discount_percent",
+    "member_day_percent_by_level": "member_day_percent",
+}
+
+
+def _legacy_rate(table: dict[Any, Any], level: int) -> int:
+    """The old tables' rule: the entry with the highest level not above `level`."""
+    rates = {int(k): int(v) for k, v in table.items()}
+    eligible = [lv for lv in rates if lv <= level]
+    return rates[max(eligible)] if eligible else 100
+
+
+def _convert_legacy(data: Any, stored: bool) -> Any:
+    """Fold the old `pricing.*_by_level` tables into `levels[]`.
+
+    A stored document keeps charging what it charged: the table wins over a level's own
+    `discount_percent` (only the label members saw changes). A document sent to the API
+    may carry a table only when it agrees with the levels; two different numbers for the
+    same thing are refused rather than guessed."""
+    if not isinstance(data, dict) or not isinstance(data.get("pricing"), dict):
+        return data
+    pricing = dict(data["pricing"])
+    tables = {name: pricing.pop(name) for name in _LEGACY_TABLES if name in pricing}
+    if not tables:
+        return data
+    data = {**data, "pricing": pricing}
+    raw_levels = data.get("levels")
+    if raw_levels is None:
+        raw_levels = [lv.model_dump() for lv in _default_levels()]
+    levels = []
+    for raw in raw_levels:
+        if not isinstance(raw, dict) or not isinstance(raw.get("level"), int):
+            levels.append(raw)  # the field validators say what is wrong with it
+            continue
+        level = dict(raw)
+        for table_name, field in _LEGACY_TABLES.items():
+            table = tables.get(table_name)
+            if not isinstance(table, dict) or not table:
+                continue
+            try:
+                rate = _legacy_rate(table, level["level"])
+            except (TypeError, ValueError):
+                raise ValueError(f"pricing.{table_name} must map levels to percents") from None
+            given = level.get(field)
+            if not stored and given is not None and given != rate:
+                raise ValueError(
+                    f"levels[{level['level']}].{field} is {given} but pricing.{table_name} "
+                    f"says {rate}: the level rates live only in levels[] now; "
+                    f"drop pricing.{table_name}"
+                )
+            level[field] = rate
+        levels.append(level)
+    data["levels"] = levels
+    return data
 
 
 class ExpiryRules(_Section):
@@ -67,12 +146,21 @@ class ExpiryRules(_Section):
 
 
 class Rules(_Section):
+    """Read a stored document with `Rules.model_validate(doc, context=STORED)`: its old
+    shape is converted the way that keeps charging what it charged."""
+
     earn: EarnRules = Field(default_factory=EarnRules)
     sign_in: SignInRules = Field(default_factory=SignInRules)
     levels: list[Level] = Field(default_factory=_default_levels, min_length=1, max_length=50)
     expiry: ExpiryRules = Field(default_factory=ExpiryRules)
-    # member day, level prices, points as cash, shipping (see mall.pricing)
-    pricing: PricingRules = Field(default_factory=PricingRules)
+    # member day, points as cash, shipping (see mall.pricing); level rates are in levels[]
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_shape(cls, data: Any, info: ValidationInfo) -> Any:
+        stored = bool(info.context and info.context.get("stored"))
+        return _convert_legacy(data, stored)
 
     @model_validator(mode="after")
     def _levels_consistent(self) -> Rules:
@@ -99,6 +187,19 @@ class Rules(_Section):
             if lv.level == number:
                 return lv
         return self.level_for(0) if number <= 0 else self.levels[-1]
+
+    def pricing_rules(self) -> PricingRules:
+        """What pricing charges with: the `pricing` section plus each level's rates."""
+        return PricingRules(
+            **self.pricing.model_dump(),
+            level_percent_by_level={lv.level: lv.discount_percent for lv in self.levels},
+            member_day_percent_by_level={
+                lv.level: lv.member_day_percent or lv.discount_percent for lv in self.levels
+            },
+        )
+
+
+STORED = {"stored": True}
 
 
 class RulesOut(BaseModel):
@@ -137,6 +238,14 @@ class NextLevelOut(BaseModel):
     growth_needed: int
 
 
+class MemberDayOut(BaseModel):
+    day_of_month: int = Field(description="31 means the month's last day")
+    next_date: date = Field(description="the next member day (Asia/Shanghai), today if today")
+    today: bool
+    percent: int = Field(description="percent of list price this member pays on member day")
+    policy: Literal["member_day", "better", "both"]
+
+
 class PointsSummaryOut(BaseModel):
     balance: int
     expiring_soon: int = Field(description="points that lapse in the next 30 days")
@@ -145,7 +254,20 @@ class PointsSummaryOut(BaseModel):
     )
     level: int
     level_name: str
-    discount_percent: int
+    discount_percent: int = Field(description="percent of list price this level pays")
+    member_day: MemberDayOut
+    price_basis_today: Literal["list", "level", "member_day", "member_day+level"]
+    price_percents_today: list[int] = Field(
+        description="the rates applied to list prices today, in order (as checkout does)"
+    )
+    points_per_yuan: int = Field(description="points worth 1 yuan at checkout")
+    points_max_share_percent: int = Field(description="points pay at most this share")
+    points_worth_fen: int = Field(description="what the balance is worth at checkout")
+    points_owed: int = Field(
+        default=0,
+        description="points clawed back by refunds after they were spent; new points pay "
+        "this first",
+    )
     growth_value: int
     next_level: NextLevelOut | None
 
@@ -214,6 +336,26 @@ class ExternalOrderRow(BaseModel):
     paid_fen: Fen
     paid_at: datetime | None = None
     status: Literal["paid", "shipped", "completed", "refunded", "cancelled"] = "completed"
+    refunded_fen: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**12,
+        description="refunded so far (cumulative); empty: all of it when refunded or "
+        "cancelled, else nothing",
+    )
+
+    @model_validator(mode="after")
+    def _refund_within_paid(self) -> ExternalOrderRow:
+        if self.refunded_fen is not None and self.refunded_fen > self.paid_fen:
+            raise ValueError("refunded_fen cannot exceed paid_fen")
+        return self
+
+    @property
+    def refund_fen(self) -> int:
+        """What the marketplace has refunded of this order so far."""
+        if self.refunded_fen is not None:
+            return self.refunded_fen
+        return self.paid_fen if self.status in ("refunded", "cancelled") else 0
 
 
 class ImportRowError(BaseModel):
@@ -228,6 +370,9 @@ class ImportOut(BaseModel):
     created: int
     updated: int
     unchanged: int
+    refunded: int = Field(
+        default=0, description="claimed orders whose new refund clawed their points back"
+    )
     errors: list[ImportRowError]
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 from pydantic import ValidationError
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
+from mall import pricing
 from mall.audit import service as audit_service
 from mall.config import get_settings
-from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode
+from mall.errors import RATE_LIMITED, VALIDATION_ERROR, ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock, ratelimit, versioned
 from mall.kit.text import scrub
@@ -46,6 +47,7 @@ from mall.points.models import (
     VOID,
     ExternalOrder,
     LevelChange,
+    PointsDebt,
     PointsEntry,
     PointsHold,
     PointsLot,
@@ -54,10 +56,12 @@ from mall.points.models import (
     SignIn,
 )
 from mall.points.schemas import (
+    STORED,
     ExternalOrderRow,
     ImportOut,
     ImportRowError,
     Level,
+    MemberDayOut,
     NextLevelOut,
     PointsSummaryOut,
     Rules,
@@ -138,7 +142,9 @@ async def get_rules() -> Rules:
 
 async def get_rules_version() -> tuple[int, Rules, datetime | None]:
     version, document, saved_at = await versioned.latest(PointsRulesVersion)
-    return version, Rules() if document is None else Rules.model_validate(document), saved_at
+    if document is None:
+        return version, Rules(), saved_at
+    return version, Rules.model_validate(document, context=STORED), saved_at
 
 
 async def save_rules(rules: Rules, *, staff: Any, base_version: int | None) -> int:
@@ -304,18 +310,76 @@ async def _change_growth(member: Member, growth: int, entry_id: int | None) -> N
         )
         member.growth_value += growth
     rules = await get_rules()
-    level = rules.level_for(member.growth_value).level
-    if level != member.level:
-        await Member.filter(id=member.id).update(level=level)
-        await LevelChange.create(
-            member_id=member.id,
-            from_level=member.level,
-            to_level=level,
-            growth_value=member.growth_value,
-            entry_id=entry_id,
-            created_at=clock.now(),
+    await _set_level(member, rules.level_for(member.growth_value).level, entry_id=entry_id)
+
+
+async def _set_level(
+    member: Member,
+    level: int,
+    *,
+    entry_id: int | None = None,
+    reason: str = "growth",
+    rules_version: int | None = None,
+) -> bool:
+    """Move a locked member to `level` (conditional on the level read) and record it.
+    The one place a level changes: growth earned or clawed back, and re-levelling.
+
+    Level benefits are read from the member's level where they are used (prices,
+    birthday gift size, points-mall level gates), so a moved member has them at once."""
+    if level == member.level:
+        return False
+    moved = await Member.filter(id=member.id, level=member.level).update(level=level)
+    if not moved:
+        raise RuntimeError(f"member {member.id} level changed under a member lock")
+    await LevelChange.create(
+        member_id=member.id,
+        from_level=member.level,
+        to_level=level,
+        growth_value=member.growth_value,
+        entry_id=entry_id,
+        reason=reason,
+        rules_version=rules_version,
+        created_at=clock.now(),
+    )
+    member.level = level
+    return True
+
+
+async def _settle_debts(member: Member, earned: PointsEntry, lot: PointsLot) -> None:
+    """New points settle what the member owes first, oldest debt first: one reverse
+    entry per debt, against the earn that was clawed back, taken from the new lot.
+    Member locked, inside the earn's transaction."""
+    left = earned.delta
+    debts = await PointsDebt.filter(member_id=member.id, remaining__gt=0).order_by("id")
+    for debt in debts:
+        if left <= 0:
+            break
+        pay = min(left, debt.remaining)
+        settled = debt.remaining == pay
+        moved = await PointsDebt.filter(id=debt.id, remaining__gte=pay).update(
+            remaining=F("remaining") - pay, settled_at=clock.now() if settled else None
         )
-        member.level = level
+        if not moved:
+            raise RuntimeError(f"points debt {debt.id} changed under a member lock")
+        entry = await _append(
+            member,
+            -pay,
+            REVERSE,
+            _key(f"settle:{earned.id}:{debt.id}"),
+            reason="owed points settled",
+            reference=f"debt:{debt.id}",
+            reverses_id=debt.original_entry_id,
+        )
+        await _consume_lots(member.id, pay, entry.id, first_lot_id=lot.id)
+        left -= pay
+
+
+async def owed(member_id: int) -> int:
+    """Points the member owes (claw-backs of points already spent), not yet settled."""
+    rows: list[Any] = await PointsDebt.filter(member_id=member_id, remaining__gt=0).values_list(
+        "remaining", flat=True
+    )
+    return sum(int(r) for r in rows)
 
 
 async def _earn(
@@ -347,7 +411,7 @@ async def _earn(
                 now = clock.now()
                 if expires_at is None:
                     expires_at = lot_expiry(await get_rules(), now)
-                await PointsLot.create(
+                lot = await PointsLot.create(
                     member_id=member_id,
                     entry_id=entry.id,
                     points=points,
@@ -355,6 +419,7 @@ async def _earn(
                     expires_at=expires_at,
                     created_at=now,
                 )
+                await _settle_debts(member, entry, lot)
             await _change_growth(member, growth, entry.id)
     except IntegrityError:
         found = await _existing(key)
@@ -373,6 +438,7 @@ async def _take(
     reason: str,
     reference: str,
     make_hold: bool = False,
+    hold_expires_at: datetime | None = None,
 ) -> PointsEntry:
     """Debit `points` from lots, or raise NOT_ENOUGH_POINTS and change nothing."""
     try:
@@ -392,6 +458,7 @@ async def _take(
                     reason=reason[:128],
                     reference=reference[:128],
                     created_at=entry.created_at,
+                    expires_at=hold_expires_at,
                 )
     except IntegrityError:
         found = await _existing(key)
@@ -438,18 +505,70 @@ async def spend(
 
 
 async def hold(
-    member_id: int, points: int, *, idempotency_key: str, reason: str, reference: str = ""
+    member_id: int,
+    points: int,
+    *,
+    idempotency_key: str,
+    reason: str,
+    reference: str = "",
+    expires_at: datetime | None = None,
 ) -> PointsHold:
-    """Reserve points (they leave the balance now); later `capture` or `void` the hold."""
+    """Reserve points (they leave the balance now); later `capture` or `void` the hold.
+
+    Past `expires_at` the release job voids a hold still open, so points never stay
+    stuck when the owner (a checkout, a redemption) is gone. An owner with its own
+    deadline passes a moment safely after it (its close job runs first); the default is
+    `points_hold_timeout_seconds` from now."""
     _positive(points)
     key = _key(idempotency_key)
     found = await PointsHold.get_or_none(idempotency_key=key)
     if found is not None:
         return found
+    if expires_at is None:
+        expires_at = clock.now() + timedelta(seconds=get_settings().points_hold_timeout_seconds)
     await _take(
-        member_id, points, key, kind=HOLD, reason=reason, reference=reference, make_hold=True
+        member_id,
+        points,
+        key,
+        kind=HOLD,
+        reason=reason,
+        reference=reference,
+        make_hold=True,
+        hold_expires_at=expires_at,
     )
     return await PointsHold.get(idempotency_key=key)
+
+
+async def release_expired_holds(batch: int = 500) -> int:
+    """The release job: void every hold still open past its deadline. A hold captured
+    meanwhile is left alone (capture and void are conditional updates on `held`)."""
+    now = clock.now()
+    legacy_before = now - timedelta(seconds=get_settings().points_hold_timeout_seconds)
+    released = 0
+    after = 0
+    while True:
+        due = (
+            await PointsHold.filter(
+                Q(expires_at__lte=now) | Q(expires_at__isnull=True, created_at__lte=legacy_before),
+                status="held",
+                id__gt=after,
+            )
+            .order_by("id")
+            .limit(batch)
+            .values_list("id", flat=True)
+        )
+        if not due:
+            break
+        for hold_id in due:
+            try:
+                await void(int(hold_id), idempotency_key=f"hold:{hold_id}:timeout")  # type: ignore[call-overload]
+                released += 1
+            except MallError as exc:  # captured meanwhile
+                log.info("hold %s not released: %s", hold_id, exc.code)
+        after = int(due[-1])  # type: ignore[call-overload]
+    if released:
+        log.info("released %s points holds past their deadline", released)
+    return released
 
 
 async def _get_hold(hold_id: int) -> PointsHold:
@@ -511,13 +630,20 @@ async def void(hold_id: int, *, idempotency_key: str) -> None:
 
 
 async def reverse(
-    original_idempotency_key: str, *, idempotency_key: str, reason: str, points: int | None = None
+    original_idempotency_key: str,
+    *,
+    idempotency_key: str,
+    reason: str,
+    points: int | None = None,
+    owe_shortfall: bool = False,
 ) -> PointsEntry:
     """Give back (part of) a spend, or claw back (part of) an earn.
 
     A claw-back never drives the balance below zero: it takes what is left (possibly
-    nothing) and the entry says how much it took. Growth the earn gave is clawed
-    back pro rata; spending never lowers growth."""
+    nothing) and the entry says how much it took. With `owe_shortfall` the rest is
+    recorded as a `PointsDebt` that later earnings settle first, and the growth of the
+    whole amount goes at once (growth is never spent); without it the rest is let go and
+    growth is clawed back pro rata of what was taken. Spending never lowers growth."""
     if points is not None:
         _positive(points)
     key = _key(idempotency_key)
@@ -563,14 +689,22 @@ async def reverse(
                 )
                 await _restore_lots(original.id, amount, entry.id)
                 return entry
-            left = original.delta + sum(done)
+            owed: list[int] = [
+                int(r)  # type: ignore[call-overload]
+                for r in await PointsDebt.filter(original_entry_id=original.id).values_list(
+                    "remaining", flat=True
+                )
+            ]
+            # settlements of debts are reverse entries too (in `done`); open debts count
+            left = original.delta + sum(done) - sum(owed)
             amount = left if points is None else points
             if amount <= 0 or amount > left:
                 raise POINTS_REVERSE_TOO_LARGE(left=left)
             taken = min(amount, member.points_balance)
+            shortfall = amount - taken if owe_shortfall else 0
             growth = 0
             if original.growth_delta > 0 and original.delta > 0:
-                growth = -(original.growth_delta * taken // original.delta)
+                growth = -(original.growth_delta * (taken + shortfall) // original.delta)
             entry = await _append(
                 member,
                 -taken,
@@ -585,6 +719,16 @@ async def reverse(
                 lot = await PointsLot.get_or_none(entry_id=original.id)
                 await _consume_lots(
                     member.id, taken, entry.id, first_lot_id=lot.id if lot else None
+                )
+            if shortfall:
+                await PointsDebt.create(
+                    member_id=member.id,
+                    entry_id=entry.id,
+                    original_entry_id=original.id,
+                    points=shortfall,
+                    remaining=shortfall,
+                    reason=reason[:128],
+                    created_at=entry.created_at,
                 )
             await _change_growth(member, growth, entry.id)
             return entry
@@ -697,6 +841,56 @@ async def level_of(member: Member) -> Level:
     return (await get_rules()).level(member.level)
 
 
+_RELEVELLED = "points:relevelled_version"
+
+
+async def relevel_members(batch: int = 500) -> int:
+    """Put every member on the level their growth value reaches under the rules in
+    force, up or down (a level is a threshold on growth; the price shown and charged
+    follow the level). One member at a time, under its lock, each move recorded with
+    `reason="rules"`. Idempotent: a second run moves nobody. Returns members moved."""
+    version, rules, _at = await get_rules_version()
+    bounds = [lv.threshold for lv in rules.levels[1:]] + [None]
+    moved = 0
+    for lv, upper in zip(rules.levels, bounds, strict=True):
+        after = 0
+        while True:
+            query = Member.filter(
+                growth_value__gte=lv.threshold, deleted_at__isnull=True, id__gt=after
+            ).exclude(level=lv.level)
+            if upper is not None:
+                query = query.filter(growth_value__lt=upper)
+            ids = [
+                int(i)  # type: ignore[call-overload]
+                for i in await query.order_by("id").limit(batch).values_list("id", flat=True)
+            ]
+            if not ids:
+                break
+            for member_id in ids:
+                async with in_transaction():
+                    member = await _lock_member(member_id)
+                    target = rules.level_for(member.growth_value).level
+                    if await _set_level(member, target, reason="rules", rules_version=version):
+                        moved += 1
+            after = ids[-1]
+    if moved:
+        log.info("re-levelled %s members for rules version %s", moved, version)
+    return moved
+
+
+async def relevel_if_rules_changed() -> int | None:
+    """The re-levelling job: runs `relevel_members` once per rules version (a marker in
+    Redis; if it is lost the next run re-checks everyone, which moves nobody twice).
+    None when the version in force was done already."""
+    version, _rules, _at = await get_rules_version()
+    redis = get_redis()
+    if await redis.get(_RELEVELLED) == str(version):
+        return None
+    moved = await relevel_members()
+    await redis.set(_RELEVELLED, str(version))
+    return moved
+
+
 async def summary(member_id: int) -> PointsSummaryOut:
     member = await members_service.get_member(member_id)
     rules = await get_rules()
@@ -706,13 +900,29 @@ async def summary(member_id: int) -> PointsSummaryOut:
     ).order_by("expires_at")
     level = rules.level(member.level)
     nxt = next((lv for lv in rules.levels if lv.level == member.level + 1), None)
+    # the same PricingRules the catalog and checkout charge with
+    prices = rules.pricing_rules()
+    basis, percents = pricing.member_rates(member.level, now, prices)
     return PointsSummaryOut(
         balance=member.points_balance,
         expiring_soon=sum(lot.remaining for lot in soon),
         expiring_soon_at=soon[0].expires_at if soon else None,
         level=member.level,
         level_name=level.name,
-        discount_percent=level.discount_percent,
+        discount_percent=pricing.percent_for_level(prices.level_percent_by_level, member.level),
+        member_day=MemberDayOut(
+            day_of_month=prices.member_day_of_month,
+            next_date=pricing.next_member_day(now, prices),
+            today=pricing.is_member_day(now, prices),
+            percent=pricing.percent_for_level(prices.member_day_percent_by_level, member.level),
+            policy=prices.member_day_policy,
+        ),
+        price_basis_today=basis,
+        price_percents_today=percents,
+        points_per_yuan=prices.points_per_yuan,
+        points_max_share_percent=prices.points_max_share_percent,
+        points_worth_fen=max(member.points_balance, 0) * 100 // prices.points_per_yuan,
+        points_owed=await owed(member_id),
         growth_value=member.growth_value,
         next_level=NextLevelOut(
             level=nxt.level,
@@ -916,20 +1126,30 @@ async def bind_order(member_id: int, platform: str, order_no: str, phone: str) -
 
     if order.member_id is not None:
         raise already(order.member_id)
-    if order.status not in BINDABLE_STATUSES:
+    if order.status not in BINDABLE_STATUSES or order.refunded_fen >= order.paid_fen > 0:
         raise ORDER_NOT_BINDABLE(status=order.status)
     rules = await get_rules()
-    points = points_for_paid(rules, order.paid_fen)
+    # points on what is left after refunds so far; later refunds claw back from there
+    net_fen = order.paid_fen - order.refunded_fen
+    points = points_for_paid(rules, net_fen)
     async with in_transaction():
         claimed = await ExternalOrder.filter(
-            id=order.id, member_id__isnull=True, status__in=BINDABLE_STATUSES
-        ).update(member_id=member_id, bound_at=clock.now(), points_awarded=points)
+            id=order.id,
+            member_id__isnull=True,
+            status__in=BINDABLE_STATUSES,
+            refunded_fen=order.refunded_fen,
+        ).update(
+            member_id=member_id,
+            bound_at=clock.now(),
+            points_awarded=points,
+            refunded_at_bind_fen=order.refunded_fen,
+        )
         if not claimed:
             fresh = await ExternalOrder.get(id=order.id)
             if fresh.member_id is not None:
                 raise already(fresh.member_id)
             raise ORDER_NOT_BINDABLE(status=fresh.status)
-        growth = growth_for_paid(rules, order.paid_fen, points)
+        growth = growth_for_paid(rules, net_fen, points)
         if points > 0 or growth > 0:
             await _earn(
                 member_id,
@@ -946,6 +1166,55 @@ async def bind_order(member_id: int, platform: str, order_no: str, phone: str) -
     return BindResult(order=order, points=points, balance=await get_balance(member_id))
 
 
+def clawback_due(order: ExternalOrder, refunded_fen: int) -> int:
+    """Points of a bound order to have clawed back once `refunded_fen` is refunded:
+    pro rata of what the points were awarded on, rounded down (all of them when all of
+    it is refunded)."""
+    base = order.paid_fen - order.refunded_at_bind_fen
+    refunded = max(0, min(refunded_fen, order.paid_fen) - order.refunded_at_bind_fen)
+    if base <= 0 or order.points_awarded <= 0:
+        return 0
+    return order.points_awarded * refunded // base
+
+
+async def refund_external_order(
+    order: ExternalOrder, refunded_fen: int, status: str | None = None
+) -> int:
+    """A marketplace refund of a claimed order (cumulative `refunded_fen`): its points are
+    clawed back pro rata in one transaction with the order's update. What the member
+    already spent is taken from the balance as far as it goes and the rest is owed
+    (`PointsDebt`), never a negative balance. Returns the points newly clawed back (taken
+    or owed); 0 when the refund is not larger than the one recorded (idempotent)."""
+    if order.member_id is None or refunded_fen <= order.refunded_fen:
+        return 0
+    refunded_fen = min(refunded_fen, order.paid_fen)
+    due = clawback_due(order, refunded_fen)
+    claw = due - order.points_reversed
+    async with in_transaction():
+        moved = await ExternalOrder.filter(
+            id=order.id,
+            member_id=order.member_id,
+            refunded_fen=order.refunded_fen,
+            points_reversed=order.points_reversed,
+        ).update(
+            refunded_fen=refunded_fen,
+            points_reversed=max(due, order.points_reversed),
+            status=status or order.status,
+            updated_at=clock.now(),
+        )
+        if not moved:
+            return 0  # a concurrent import applied it (or a bigger one) first
+        if claw > 0:
+            await reverse(
+                f"bind:{order.id}",
+                idempotency_key=f"bind:{order.id}:refund:{refunded_fen}",
+                reason="marketplace refund",
+                points=claw,
+                owe_shortfall=True,
+            )
+    return max(claw, 0)
+
+
 _HEADER_ALIASES = {
     "平台": "platform",
     "订单号": "order_no",
@@ -958,6 +1227,8 @@ _HEADER_ALIASES = {
     "付款时间": "paid_at",
     "状态": "status",
     "订单状态": "status",
+    "退款金额(分)": "refunded_fen",
+    "已退款(分)": "refunded_fen",
 }
 _STATUS_ALIASES = {
     "已付款": "paid",
@@ -982,7 +1253,7 @@ def _clean_row(raw: dict[str, Any]) -> dict[str, Any]:
         field = _HEADER_ALIASES.get(field, field.lower())
         if isinstance(value, str):
             value = value.strip()
-            if value == "" and field in ("paid_at", "status"):
+            if value == "" and field in ("paid_at", "status", "refunded_fen"):
                 continue
         row[field] = value
     status = row.get("status")
@@ -1107,7 +1378,7 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
             continue
         valid[ident] = (number, parsed)
 
-    created = updated = unchanged = 0
+    created = updated = unchanged = refunded = 0
     items = list(valid.items())
     now = clock.now()
     for start in range(0, len(items), 500):
@@ -1126,6 +1397,7 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
                 "paid_fen": row.paid_fen,
                 "paid_at": _as_shanghai(row.paid_at),
                 "status": row.status,
+                "refunded_fen": row.refund_fen,
             }
             old = existing.get(ident)
             if old is None:
@@ -1142,12 +1414,30 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
             if all(getattr(old, k) == v for k, v in fields.items()):
                 unchanged += 1
                 continue
-            moved = await ExternalOrder.filter(id=old.id, member_id__isnull=True).update(
-                updated_at=now, **fields
+            if old.member_id is None:
+                moved = await ExternalOrder.filter(id=old.id, member_id__isnull=True).update(
+                    updated_at=now, **fields
+                )
+                if moved:
+                    updated += 1
+                    continue
+                old = await ExternalOrder.get(id=old.id)  # claimed meanwhile
+            # A claimed order takes only a bigger refund (its points are clawed back);
+            # any other change would rewrite what the member was awarded points for.
+            refund_applies = row.refund_fen > old.refunded_fen
+            if refund_applies:
+                refunding = row.status in ("refunded", "cancelled")
+                await refund_external_order(old, row.refund_fen, row.status if refunding else None)
+                refunded += 1
+            others = {k: v for k, v in fields.items() if k not in ("status", "refunded_fen")}
+            status_moved = row.status != old.status and not (
+                refund_applies and row.status in ("refunded", "cancelled")
             )
-            if moved:
-                updated += 1
-            else:
+            if (
+                status_moved
+                or row.refund_fen < old.refunded_fen
+                or any(getattr(old, k) != v for k, v in others.items())
+            ):
                 errors.append(_row_error(number, row.order_no, IMPORT_ROW_BOUND))
         if new:
             # a concurrent import of the same file may have inserted some: those are skipped
@@ -1155,7 +1445,12 @@ async def import_external_orders(rows: list[tuple[int, dict[str, Any]]]) -> Impo
             created += len(new)
     errors.sort(key=lambda e: e.row)
     return ImportOut(
-        rows=len(rows), created=created, updated=updated, unchanged=unchanged, errors=errors
+        rows=len(rows),
+        created=created,
+        updated=updated,
+        unchanged=unchanged,
+        refunded=refunded,
+        errors=errors,
     )
 
 
@@ -1216,8 +1511,7 @@ overview_extras: list[Callable[[datetime, datetime], Awaitable[dict[str, object]
 
 async def overview(start: date, end: date) -> dict[str, Any]:
     """Points issued / spent / expired and binding over [start, end] (Shanghai days)."""
-    since = clock.start_of_local_day(start)
-    until = clock.start_of_local_day(end + timedelta(days=1))
+    since, until = clock.local_days_bounds_utc(start, end)
     window = PointsEntry.filter(created_at__gte=since, created_at__lt=until)
 
     async def sums(**where: Any) -> dict[str, int]:
@@ -1273,7 +1567,8 @@ class LedgerProblem:
 
 async def ledger_problems() -> tuple[int, list[LedgerProblem]]:
     """(members checked, problems): entries == balance == lots, nothing negative,
-    and every lot's remaining equals its points minus its net uses."""
+    every lot's remaining equals its points minus its net uses, and every debt's points
+    equal what is left of it plus its settlements."""
     entry_sums = {
         r["member_id"]: int(r["total"] or 0)
         for r in await PointsEntry.annotate(total=Sum("delta"))
@@ -1308,6 +1603,26 @@ async def ledger_problems() -> tuple[int, list[LedgerProblem]]:
         .group_by("lot_id")
         .values("lot_id", "total")
     }
+    settled = {
+        r["reference"]: -int(r["total"] or 0)
+        for r in await PointsEntry.filter(kind=REVERSE, reference__startswith="debt:")
+        .annotate(total=Sum("delta"))
+        .group_by("reference")
+        .values("reference", "total")
+    }
+    for debt in await PointsDebt.all().values("id", "member_id", "points", "remaining"):
+        paid = settled.get(f"debt:{debt['id']}", 0)
+        if (
+            not 0 <= debt["remaining"] <= debt["points"]
+            or debt["points"] != debt["remaining"] + paid
+        ):
+            problems.append(
+                LedgerProblem(
+                    debt["member_id"],
+                    f"debt {debt['id']}: owes {debt['points']}, {debt['remaining']} left, "
+                    f"but settlements took {paid}",
+                )
+            )
     for lot in await PointsLot.all().values("id", "member_id", "points", "remaining"):
         expected = lot["points"] - used.get(lot["id"], 0)
         if lot["remaining"] != expected or not 0 <= lot["remaining"] <= lot["points"]:

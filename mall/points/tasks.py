@@ -1,4 +1,5 @@
-"""Points jobs (lot expiry, birthday gifts) and `mall check ledger`."""
+"""Points jobs (lot expiry, birthday gifts, hold release, re-levelling) and
+`mall check ledger`."""
 
 from __future__ import annotations
 
@@ -30,9 +31,23 @@ async def _birthdays() -> int:
     return await service.grant_birthday_gifts()
 
 
+async def _release_holds() -> int:
+    return await service.release_expired_holds()
+
+
+async def _relevel() -> int | None:
+    return await service.relevel_if_rules_changed()
+
+
 JOBS: list[Job] = [
     Job("points.expire_lots", get_settings().points_job_interval_seconds, _expire),
     Job("points.birthday_gifts", get_settings().points_job_interval_seconds, _birthdays),
+    Job(
+        "points.release_holds",
+        get_settings().points_hold_release_interval_seconds,
+        _release_holds,
+    ),
+    Job("points.relevel", get_settings().points_relevel_interval_seconds, _relevel),
 ]
 
 CHECKS: dict[str, CheckFn] = {"ledger": check_ledger}

@@ -60,6 +60,7 @@ from mall.pointsmall.stock import ReconcileResult as ReconcileResult
 from mall.pointsmall.stock import all_item_ids as all_item_ids
 from mall.pointsmall.stock import item_balance as item_balance
 from mall.pointsmall.stock import item_keys as item_keys
+from mall.pointsmall.stock import period_key as period_key
 from mall.pointsmall.stock import period_label as period_label
 from mall.pointsmall.stock import reconcile as reconcile
 from mall.pointsmall.stock import redis_stock as redis_stock
@@ -71,6 +72,14 @@ log = logging.getLogger("mall.pointsmall")
 REDEMPTION_NOT_FOUND = ErrorCode("REDEMPTION_NOT_FOUND", 404, _("The redemption was not found"))
 REDEMPTION_NOT_CANCELLABLE = ErrorCode(
     "REDEMPTION_NOT_CANCELLABLE", 409, _("This redemption can no longer be cancelled")
+)
+REDEMPTION_COUPON_USED = ErrorCode(
+    "REDEMPTION_COUPON_USED",
+    409,
+    _(
+        "A coupon from this redemption has been used or is held by an unpaid order; "
+        "the redemption can no longer be cancelled"
+    ),
 )
 REDEMPTION_NOT_SHIPPABLE = ErrorCode(
     "REDEMPTION_NOT_SHIPPABLE", 409, _("Only gifts awaiting shipment can be marked shipped")
@@ -389,15 +398,16 @@ async def cancel(
     staff: Staff | None = None,
     reason: str = "",
 ) -> PointsMallRedemption:
-    """Cancel before shipping: a reversing points entry, stock and limits back.
-    Cancelling an already cancelled redemption returns it unchanged. A redemption that
-    issued coupons is never cancelled: the coupons domain has no way to void a coupon,
-    and the member must not keep usable coupons with the points back."""
+    """Cancel before shipping: a reversing points entry, stock and limits back, and the
+    coupons it issued voided in the same transaction (the member must not keep usable
+    coupons with the points back). If one of them is used or held by an unpaid order,
+    nothing changes (REDEMPTION_COUPON_USED). Cancelling an already cancelled
+    redemption returns it unchanged."""
     redemption = await get_redemption(redemption_id, member_id)
     if redemption.status == "cancelled":
         return redemption
     allowed = STAFF_CANCELLABLE if staff is not None else MEMBER_CANCELLABLE
-    if redemption.status not in allowed or redemption.coupon_ids:
+    if redemption.status not in allowed:
         raise REDEMPTION_NOT_CANCELLABLE()
     by = f"staff:{staff.username}" if staff is not None else "member"
     async with in_transaction():
@@ -420,6 +430,15 @@ async def cancel(
         await PointsMallItem.filter(id=redemption.item_id).update(
             stock=F("stock") + redemption.quantity
         )
+        for coupon_id in redemption.coupon_ids or []:
+            try:
+                await coupons_service.void(
+                    coupon_id, reason=f"pointsmall redemption {redemption.id} cancelled"
+                )
+            except MallError as exc:
+                if exc.error is coupons_service.COUPON_NOT_VOIDABLE:
+                    raise REDEMPTION_COUPON_USED(**exc.params) from None
+                raise
         if staff is not None:
             await audit_service.record(
                 staff,
@@ -427,6 +446,7 @@ async def cancel(
                 f"pointsmall_redemption:{redemption.id}",
                 reason=reason,
                 points=redemption.points_spent,
+                voided_coupon_ids=list(redemption.coupon_ids or []),
             )
     keys = item_keys(redemption.item_id, redemption.period_label)
     try:
@@ -511,9 +531,9 @@ async def export_csv(
     if status:
         query = query.filter(status=status)
     if since is not None:
-        query = query.filter(created_at__gte=since)
+        query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
-        query = query.filter(created_at__lt=until)
+        query = query.filter(created_at__lt=clock.as_utc(until))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_CSV_HEADER)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -65,6 +65,10 @@ def item_keys(item_id: int, label: str = "") -> ItemKeys:
     return ItemKeys(POOL.tag(item_id), label)
 
 
+def period_key(item_id: int, label: str) -> str:
+    return item_keys(item_id, label).period
+
+
 def period_label(period: str, moment: datetime) -> str:
     """The business (Asia/Shanghai) period a moment falls in, e.g. m202405."""
     local = moment.astimezone(clock.SHANGHAI)
@@ -80,17 +84,14 @@ def period_label(period: str, moment: datetime) -> str:
 
 def period_ttl(period: str, moment: datetime) -> int:
     """Seconds until the period ends, plus a day so late confirms still find it."""
-    local = moment.astimezone(clock.SHANGHAI)
-    start = clock.start_of_local_day(local.date())
+    day = moment.astimezone(clock.SHANGHAI).date()
     if period == "week":
-        end = start + timedelta(days=7 - local.weekday())
+        _start, end = clock.local_week_bounds_utc(day)
     elif period == "month":
-        first = local.date().replace(day=1)
-        nxt = (first + timedelta(days=32)).replace(day=1)
-        end = clock.start_of_local_day(nxt)
+        _start, end = clock.local_month_bounds_utc(day)
     else:
-        end = start + timedelta(days=1)
-    return int((end - local).total_seconds()) + 86400
+        _start, end = clock.local_day_bounds_utc(day)
+    return int((end - moment).total_seconds()) + 86400
 
 
 def _parse_info(info: str) -> tuple[int, int, str]:

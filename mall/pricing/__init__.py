@@ -9,11 +9,14 @@ from mall.pricing.calc import (
     PricingInput,
     allocate,
     is_member_day,
+    member_rates,
     member_unit_price,
+    next_member_day,
+    percent_for_level,
     price_cart,
     price_today,
 )
-from mall.pricing.rules import DEFAULT_RULES, PricingRules
+from mall.pricing.rules import DEFAULT_RULES, PricingRules, PricingSettings
 
 __all__ = [
     "DEFAULT_RULES",
@@ -23,9 +26,13 @@ __all__ = [
     "CouponVerdict",
     "PricingInput",
     "PricingRules",
+    "PricingSettings",
     "allocate",
     "is_member_day",
+    "member_rates",
     "member_unit_price",
+    "next_member_day",
+    "percent_for_level",
     "price_cart",
     "price_today",
 ]

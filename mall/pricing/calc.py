@@ -22,7 +22,7 @@ Rounding, step by step:
 from __future__ import annotations
 
 import calendar
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -172,6 +172,19 @@ def is_member_day(at: datetime, rules: PricingRules = DEFAULT_RULES) -> bool:
     day = at.astimezone(SHANGHAI).date()
     last = calendar.monthrange(day.year, day.month)[1]
     return day.day == min(rules.member_day_of_month, last)
+
+
+def next_member_day(at: datetime, rules: PricingRules = DEFAULT_RULES) -> date:
+    """The member day on or after `at`'s Asia/Shanghai day (today when it is member day)."""
+    today = at.astimezone(SHANGHAI).date()
+    year, month = today.year, today.month
+    for _month in range(2):
+        last = calendar.monthrange(year, month)[1]
+        day = date(year, month, min(rules.member_day_of_month, last))
+        if day >= today:
+            return day
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    raise AssertionError("a member day falls in every month")  # pragma: no cover
 
 
 def member_rates(

@@ -1,7 +1,10 @@
 """The pricing knobs ops tune: member day, level discounts, points as cash, shipping.
 
-These defaults live here until they move into the points domain's rules document
-(`GET/PUT /api/admin/v1/rules`); pricing itself only ever receives a `PricingRules`."""
+They are stored in ONE place, the rules document ops edit (`GET/PUT /api/admin/v1/rules`,
+`mall.points.schemas.Rules`): each level's own rates in `levels[]`
+(`discount_percent`, `member_day_percent`) and everything else in its `pricing` section
+(`PricingSettings`). `Rules.pricing_rules()` builds the `PricingRules` pricing receives,
+so what a member is shown and what they are charged come from the same numbers."""
 
 from __future__ import annotations
 
@@ -24,22 +27,13 @@ def _percent_table(value: dict[int, int]) -> dict[int, int]:
     return value
 
 
-class PricingRules(BaseModel):
-    """Rates are the percent of the price the member pays (95 = 5% off, 100 = list price).
-
-    A level table maps "from this level up" to a percent: the member's rate is the
-    entry with the highest level not above the member's level."""
+class PricingSettings(BaseModel):
+    """The `pricing` section of the rules document: everything but the per-level rates."""
 
     model_config = ConfigDict(extra="forbid")
 
     member_day_of_month: int = Field(
         default=18, ge=1, le=31, description="Asia/Shanghai day; 31 means the month's last day"
-    )
-    member_day_percent_by_level: PercentTable = Field(
-        default_factory=lambda: {0: 95, 1: 92, 2: 90, 3: 88}
-    )
-    level_percent_by_level: PercentTable = Field(
-        default_factory=lambda: {0: 100, 1: 98, 2: 95, 3: 92}
     )
     member_day_policy: Literal["member_day", "better", "both"] = Field(
         default="member_day",
@@ -64,6 +58,22 @@ class PricingRules(BaseModel):
     express_fee_fen: Fen = 1000
     same_city_fee_fen: Fen = 800
     pickup_fee_fen: Fen = 0
+
+
+class PricingRules(PricingSettings):
+    """What the pure pricing functions receive. Rates are the percent of the price the
+    member pays (95 = 5% off, 100 = list price).
+
+    A level table maps "from this level up" to a percent: the member's rate is the
+    entry with the highest level not above the member's level. In the mall the tables
+    are built from the rules document's `levels[]`, never stored on their own."""
+
+    member_day_percent_by_level: PercentTable = Field(
+        default_factory=lambda: {0: 95, 1: 92, 2: 90, 3: 88}
+    )
+    level_percent_by_level: PercentTable = Field(
+        default_factory=lambda: {0: 100, 1: 98, 2: 95, 3: 92}
+    )
 
     @field_validator("member_day_percent_by_level", "level_percent_by_level")
     @classmethod

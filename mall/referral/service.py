@@ -481,9 +481,9 @@ async def export_csv(
     if promoter_id is not None:
         query = query.filter(promoter_id=promoter_id)
     if since is not None:
-        query = query.filter(created_at__gte=since)
+        query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
-        query = query.filter(created_at__lt=until)
+        query = query.filter(created_at__lt=clock.as_utc(until))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_CSV_HEADER)

@@ -16,7 +16,7 @@ async def seed() -> None:
     if await SeckillSession.filter(name=DEMO_NAME).exists():
         return
     day = clock.today() + timedelta(days=1)
-    starts = datetime.combine(day, time(20, 0), tzinfo=clock.SHANGHAI)
+    starts = clock.as_utc(datetime.combine(day, time(20, 0)))  # 20:00 Shanghai
     await service.create_session(
         SessionIn(
             name=DEMO_NAME,

@@ -21,7 +21,7 @@ from tortoise.transactions import in_transaction
 from mall.config import get_settings
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, jobs
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.redis import get_redis
@@ -208,7 +208,9 @@ async def process_pending_once(
             for entry_id, fields in entries:
                 try:
                     await _handle_entry(item_id, fields)
-                except Exception:
+                except Exception as exc:
+                    if jobs.unreachable(exc):
+                        raise  # Redis is down: end the pass, the runner backs off quietly
                     # left pending: claimed again after the idle time; the reconciler shows it
                     log.exception("seckill item %s: entry %s not persisted", item_id, entry_id)
                     continue

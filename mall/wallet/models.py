@@ -31,14 +31,16 @@ TOPUP_STATES = (PENDING, PAID, CLOSED)
 REFUND_PENDING = "pending"  # wallet debited; WeChat Pay not (yet) told
 REFUND_PROCESSING = "processing"  # accepted by WeChat Pay
 REFUND_SUCCEEDED = "succeeded"
-REFUND_ABNORMAL = "abnormal"  # WeChat could not pay it out; ops settle it by hand
+REFUND_ABNORMAL = "abnormal"  # WeChat could not pay it out; ops retry or pay it offline
 REFUND_FAILED = "failed"  # refused or closed; the wallet got it back
+REFUND_OFFLINE = "offline"  # ops paid it out another way (bank transfer, cash) and said so
 REFUND_STATES = (
     REFUND_PENDING,
     REFUND_PROCESSING,
     REFUND_SUCCEEDED,
     REFUND_ABNORMAL,
     REFUND_FAILED,
+    REFUND_OFFLINE,
 )
 
 
@@ -155,6 +157,13 @@ class TopUpRefund(Model):
     reason = fields.CharField(max_length=255, default="")
     staff_id = fields.BigIntField(null=True)
     entry_id = fields.BigIntField(null=True)
+    # an ABNORMAL refund ops sent again: attempt n goes to WeChat Pay as
+    # "<out_refund_no>-<n>" (a new refund there); or ops paid it out another way
+    attempt = fields.IntField(default=0)
+    resolution = fields.CharField(max_length=16, default="")  # "" | retry | offline
+    resolution_note = fields.CharField(max_length=255, default="")
+    resolved_by = fields.BigIntField(null=True)
+    resolved_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField()
 

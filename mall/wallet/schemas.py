@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mall.kit.bounds import MAX_COUNT, Fen, Id, SignedFen, SortOrder
 from mall.kit.text import SafeLine
@@ -206,7 +207,35 @@ class TopUpRefundOut(BaseModel):
     bonus_fen: int = Field(description="bonus forfeited from the wallet")
     clawback_fen: int = Field(description="bonus already spent, kept from the cash refund")
     cash_fen: int = Field(description="sent back through WeChat Pay")
-    status: str = Field(description="pending | processing | succeeded | abnormal | failed")
+    status: str = Field(
+        description="pending | processing | succeeded | abnormal | failed | offline"
+    )
     error_code: str
     reason: str
+    attempt: int = Field(
+        default=0, description="ops retries of an abnormal refund (sent as out_refund_no-n)"
+    )
+    resolution: str = Field(default="", description="'' | retry | offline")
+    resolution_note: str = ""
+    resolved_at: datetime | None = None
     created_at: datetime
+
+
+class ResolveRefundIn(BaseModel):
+    """How ops settle a refund WeChat Pay could not pay out (status `abnormal`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "offline"] = Field(
+        description="`retry`: send it to the original payment again; `offline`: it was "
+        "paid out another way"
+    )
+    note: SafeLine = Field(
+        default="", max_length=255, description="required for offline: how it was paid"
+    )
+
+    @model_validator(mode="after")
+    def _offline_says_how(self) -> ResolveRefundIn:
+        if self.action == "offline" and len(self.note.strip()) < 2:
+            raise ValueError("say how the refund was paid out (note)")
+        return self

@@ -52,6 +52,7 @@ from mall.wallet.models import (
     REFUND,
     REFUND_ABNORMAL,
     REFUND_FAILED,
+    REFUND_OFFLINE,
     REFUND_PENDING,
     REFUND_PROCESSING,
     REFUND_SUCCEEDED,
@@ -107,6 +108,21 @@ WALLET_ADJUST_INVALID = ErrorCode(
 )
 WALLET_ADJUST_BELOW_ZERO = ErrorCode(
     "WALLET_ADJUST_BELOW_ZERO", 409, _("This adjustment would take the balance below zero")
+)
+
+WALLET_REFUND_NOT_FOUND = ErrorCode("WALLET_REFUND_NOT_FOUND", 404, _("Top-up refund not found"))
+WALLET_REFUND_NOT_ABNORMAL = ErrorCode(
+    "WALLET_REFUND_NOT_ABNORMAL",
+    409,
+    _("Only a refund WeChat Pay could not pay out (abnormal) can be resolved this way"),
+)
+WALLET_REFUND_RETRY_REFUSED = ErrorCode(
+    "WALLET_REFUND_RETRY_REFUSED",
+    409,
+    _(
+        "WeChat Pay would not pay this refund to the original account again "
+        "({wechat_code}); pay it out another way and mark it paid offline"
+    ),
 )
 
 _KEY_MAX = 191
@@ -709,19 +725,48 @@ async def refund_top_up(
     return await TopUpRefund.get(id=refund_row.id)
 
 
+def wechat_refund_no(refund_row: TopUpRefund) -> str:
+    """The number WeChat Pay knows the refund's current attempt by."""
+    if refund_row.attempt == 0:
+        return refund_row.out_refund_no
+    return f"{refund_row.out_refund_no}-{refund_row.attempt}"
+
+
+async def _find_refund(wechat_no: str) -> TopUpRefund | None:
+    """The refund row of a number WeChat reports, if it is the row's current attempt
+    (an answer about an attempt ops have since replaced is old news)."""
+    found = await TopUpRefund.get_or_none(out_refund_no=wechat_no)
+    if found is not None:
+        return found if found.attempt == 0 else None
+    base, _dash, attempt = wechat_no.rpartition("-")
+    if not base or not attempt.isdigit():
+        return None
+    found = await TopUpRefund.get_or_none(out_refund_no=base)
+    return found if found is not None and found.attempt == int(attempt) else None
+
+
 async def _send_refund(refund_row: TopUpRefund, top_up: TopUp) -> None:
     """Ask WeChat Pay to pay the refund out (again: out_refund_no makes it one refund)."""
     await TopUpRefund.filter(id=refund_row.id).update(updated_at=clock.now())
     try:
         result = await wechat_pay.refund(
             out_trade_no=top_up.out_trade_no,
-            out_refund_no=refund_row.out_refund_no,
+            out_refund_no=wechat_refund_no(refund_row),
             refund_fen=refund_row.cash_fen,
             total_fen=top_up.amount_fen,
             reason=refund_row.reason,
         )
     except MallError as exc:
-        if exc.error in wechat_pay.FINAL_ERRORS or exc.error is wechat_pay.PAY_NOT_ENOUGH:
+        final = exc.error in wechat_pay.FINAL_ERRORS or exc.error is wechat_pay.PAY_NOT_ENOUGH
+        if final and refund_row.attempt > 0:
+            # a retry of an abnormal refund: the money is still out, back to abnormal
+            await TopUpRefund.filter(id=refund_row.id, status=REFUND_PENDING).update(
+                status=REFUND_ABNORMAL, error_code=exc.code, updated_at=clock.now()
+            )
+            raise WALLET_REFUND_RETRY_REFUSED(
+                wechat_code=str(exc.params.get("wechat_code") or exc.code)
+            ) from None
+        if final:
             await _return_refund(refund_row, exc.code)
             raise
         # busy, rate-limited, unverifiable, misconfigured: the poll job sends it again
@@ -792,8 +837,13 @@ async def _return_refund(refund_row: TopUpRefund, error_code: str) -> None:
 
 async def on_top_up_refund(result: wechat_pay.RefundResult) -> None:
     """REFUND_HANDLERS["T"]: a refund notification for a top-up."""
-    refund_row = await TopUpRefund.get_or_none(out_refund_no=result.out_refund_no)
+    refund_row = await _find_refund(result.out_refund_no)
     if refund_row is None:
+        if await TopUpRefund.filter(
+            out_refund_no=result.out_refund_no.rpartition("-")[0] or result.out_refund_no
+        ).exists():
+            log.info("refund %s: an attempt since replaced; ignored", result.out_refund_no)
+            return
         raise PaymentMismatch(f"unknown top-up refund {result.out_refund_no!r}")
     if result.mchid and result.mchid != get_settings().wechatpay_mchid:
         raise PaymentMismatch(f"refund {result.out_refund_no}: mchid differs")
@@ -817,12 +867,119 @@ async def poll_refunds(limit: int = 100) -> int:
                 await _send_refund(refund_row, await get_top_up(refund_row.top_up_id))
                 continue
             await TopUpRefund.filter(id=refund_row.id).update(updated_at=now)
-            result = await wechat_pay.query_refund(refund_row.out_refund_no)
+            result = await wechat_pay.query_refund(wechat_refund_no(refund_row))
             if result is not None:
                 await apply_refund_result(refund_row, result)
         except Exception:
             log.exception("top-up refund %s could not be settled", refund_row.out_refund_no)
     return len(due)
+
+
+async def resolve_abnormal_refund(
+    refund_id: int, *, action: str, note: str, staff: Any
+) -> TopUpRefund:
+    """Ops settle a refund WeChat Pay reported ABNORMAL (the member's account refused it,
+    e.g. a closed bank card). Audited, and idempotent: asking again for what was done
+    answers the row as it is.
+
+    - `retry`: WeChat Pay is asked about the refund first (it may have gone through
+      since); if it still did not, the refund is sent again to the original payment as
+      a new attempt ("<out_refund_no>-<n>"). If WeChat Pay refuses (typically: the
+      abnormal refund still holds the amount), the row stays abnormal and the answer
+      says to pay it out another way.
+    - `offline`: ops paid the member another way (bank transfer, cash); `note` says how.
+      The wallet is not touched (the principal left it when the refund was made)."""
+    refund_row = await TopUpRefund.get_or_none(id=refund_id)
+    if refund_row is None:
+        raise WALLET_REFUND_NOT_FOUND()
+    if refund_row.resolution == action and refund_row.status != REFUND_ABNORMAL:
+        return refund_row  # done already (a retry in flight or settled, or paid offline)
+    if refund_row.status != REFUND_ABNORMAL:
+        raise WALLET_REFUND_NOT_ABNORMAL(status=refund_row.status)
+    now = clock.now()
+    if action == "offline":
+        async with in_transaction():
+            moved = await TopUpRefund.filter(id=refund_row.id, status=REFUND_ABNORMAL).update(
+                status=REFUND_OFFLINE,
+                resolution="offline",
+                resolution_note=note[:255],
+                resolved_by=getattr(staff, "id", None),
+                resolved_at=now,
+                updated_at=now,
+            )
+            if not moved:
+                return await _resolved_meanwhile(refund_row.id, action)
+            await audit_service.record(
+                staff,
+                "wallet.topup_refund.offline",
+                f"topup_refund:{refund_row.id}",
+                out_refund_no=refund_row.out_refund_no,
+                cash_fen=refund_row.cash_fen,
+                note=note,
+            )
+        return await TopUpRefund.get(id=refund_row.id)
+
+    # retry: first what WeChat Pay says now about the current attempt
+    result = await wechat_pay.query_refund(wechat_refund_no(refund_row))
+    if result is not None and result.status in ("SUCCESS", "PROCESSING"):
+        async with in_transaction():
+            moved = await TopUpRefund.filter(id=refund_row.id, status=REFUND_ABNORMAL).update(
+                status=REFUND_SUCCEEDED if result.status == "SUCCESS" else REFUND_PROCESSING,
+                error_code="",
+                resolution="retry",
+                resolved_by=getattr(staff, "id", None),
+                resolved_at=now,
+                updated_at=now,
+            )
+            if moved:
+                await audit_service.record(
+                    staff,
+                    "wallet.topup_refund.retry",
+                    f"topup_refund:{refund_row.id}",
+                    out_refund_no=wechat_refund_no(refund_row),
+                    wechat_status=result.status,
+                )
+        return await TopUpRefund.get(id=refund_row.id)
+    attempt = refund_row.attempt + 1
+    async with in_transaction():
+        moved = await TopUpRefund.filter(
+            id=refund_row.id, status=REFUND_ABNORMAL, attempt=refund_row.attempt
+        ).update(
+            status=REFUND_PENDING,
+            attempt=attempt,
+            error_code="",
+            resolution="retry",
+            resolution_note=note[:255],
+            resolved_by=getattr(staff, "id", None),
+            resolved_at=now,
+            updated_at=now,
+        )
+        if not moved:
+            return await _resolved_meanwhile(refund_row.id, action)
+        await audit_service.record(
+            staff,
+            "wallet.topup_refund.retry",
+            f"topup_refund:{refund_row.id}",
+            out_refund_no=f"{refund_row.out_refund_no}-{attempt}",
+            previous=wechat_refund_no(refund_row),
+            previous_status=result.status if result is not None else "",
+            cash_fen=refund_row.cash_fen,
+        )
+    refund_row = await TopUpRefund.get(id=refund_row.id)
+    await _send_refund(refund_row, await get_top_up(refund_row.top_up_id))
+    return await TopUpRefund.get(id=refund_row.id)
+
+
+async def _resolved_meanwhile(refund_id: int, action: str) -> TopUpRefund:
+    fresh = await TopUpRefund.get(id=refund_id)
+    if fresh.resolution == action:
+        return fresh
+    raise WALLET_REFUND_NOT_ABNORMAL(status=fresh.status)
+
+
+async def abnormal_refunds() -> list[TopUpRefund]:
+    """Top-up refunds waiting for ops: WeChat Pay could not pay them out."""
+    return await TopUpRefund.filter(status=REFUND_ABNORMAL).order_by("id")
 
 
 # --- ops -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import date, timedelta
 from urllib.parse import urlparse
 
+import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from mall.blindbox import service
@@ -213,6 +214,7 @@ async def test_all_sold_out_answers_sold_out(make_series: MakeSeries) -> None:
     assert (await _draw_settled(series.id, 2, 0)).status == "sold_out"
 
 
+@pytest.mark.clock
 async def test_daily_cap_per_member_per_business_day(make_series: MakeSeries) -> None:
     series = await make_series([prize("a", 1)], daily_draw_cap=3)
     assert [(await _draw_settled(series.id, 1, 5)).status for _ in range(4)] == [

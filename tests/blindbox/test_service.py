@@ -250,6 +250,7 @@ async def test_stock_adjustments_are_audited_and_never_go_below_zero(
     assert (await check_blindbox()).ok
 
 
+@pytest.mark.clock
 async def test_closed_or_out_of_window_series_refuse_draws(
     make_series: MakeSeries, make_member: MakeMember
 ) -> None:

@@ -80,6 +80,7 @@ async def test_deleted_sku_cannot_be_reserved_and_lookups_404() -> None:
     assert err.value.code == "PRODUCT_NOT_FOUND"
 
 
+@pytest.mark.clock
 async def test_price_today_follows_member_day_and_level() -> None:
     member = await Member.create(openid="o_price")
     gold = await Member.create(openid="o_gold", level=2)

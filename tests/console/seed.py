@@ -56,14 +56,12 @@ async def _member(name: str, joined_months_ago: int) -> int:
 
 
 async def _points(member_id: int, offset: int, issued: int, spent: int) -> None:
-    if offset:
-        clock.set_now(in_month(offset))
     key = secrets.token_hex(6)
-    if issued:
-        await points_service.earn(member_id, issued, idempotency_key=f"e{key}", reason="seed")
-    if spent:
-        await points_service.spend(member_id, spent, idempotency_key=f"s{key}", reason="seed")
-    clock.reset()
+    with clock.frozen_at(in_month(offset)):
+        if issued:
+            await points_service.earn(member_id, issued, idempotency_key=f"e{key}", reason="seed")
+        if spent:
+            await points_service.spend(member_id, spent, idempotency_key=f"s{key}", reason="seed")
 
 
 async def seed(*, rich: bool = False) -> Seeded:
@@ -149,11 +147,10 @@ async def seed(*, rich: bool = False) -> Seeded:
 
     # stored value: m2 was given 50 yuan last month, m1 100 + 10 bonus this month
     staff = await members_service.create_staff(f"seed_{secrets.token_hex(3)}", "x" * 12, "admin")
-    clock.set_now(in_month(-1))
-    await wallet_service.adjust(
-        m2, principal_fen=5000, bonus_fen=0, reason="seed", staff=staff, idempotency_key="w2"
-    )
-    clock.reset()
+    with clock.frozen_at(in_month(-1)):
+        await wallet_service.adjust(
+            m2, principal_fen=5000, bonus_fen=0, reason="seed", staff=staff, idempotency_key="w2"
+        )
     await wallet_service.adjust(
         m1, principal_fen=10000, bonus_fen=1000, reason="seed", staff=staff, idempotency_key="w1"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import StaffLogin
 from tests.console.conftest import Console
@@ -13,6 +14,7 @@ from tests.console.seed import label, month_start, seed
 CHARTS = ["points", "binding", "signups", "repurchase", "sell-through", "coupons", "stored-value"]
 
 
+@pytest.mark.clock
 async def test_dashboard_figures(client: httpx.AsyncClient, staff_headers: StaffLogin) -> None:
     seeded = await seed()
     r = await client.get(

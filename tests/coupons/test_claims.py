@@ -95,6 +95,7 @@ async def test_lost_redis_is_reseeded_from_the_database() -> None:
     assert (await check_coupons()).ok
 
 
+@pytest.mark.clock
 async def test_claim_window_and_switches() -> None:
     now = datetime(2025, 5, 1, 12, tzinfo=UTC)
     clock.set_now(now)
@@ -123,6 +124,7 @@ async def test_check_reports_a_mismatch() -> None:
     assert any("redis issued=1 db rows=0" in line for line in report.lines)
 
 
+@pytest.mark.clock
 async def test_claim_route_is_idempotent_and_lists_by_status(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:

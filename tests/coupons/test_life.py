@@ -13,6 +13,8 @@ from mall.kit import clock
 from mall.pricing import CartLine, PricingInput, price_cart
 from tests.coupons.helpers import make_members, make_template
 
+pytestmark = pytest.mark.clock
+
 ISSUED = datetime(2025, 1, 10, 4, tzinfo=UTC)
 
 

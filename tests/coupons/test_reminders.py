@@ -20,6 +20,8 @@ from mall.touch.models import SubscribeGrant, TouchLog
 from tests.conftest import MemberLogin
 from tests.wechat.fake import FakeWeChat
 
+pytestmark = pytest.mark.clock
+
 TEMPLATE = "tmpl-coupon-expiry"
 # 28 Mar 2025, 10:00 Shanghai
 NOW = datetime(2025, 3, 28, 2, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 from mall.coupons.service import add_months, last_valid_day, relative_validity
 from mall.kit.clock import SHANGHAI
 
-pytestmark = pytest.mark.nodb
+pytestmark = [pytest.mark.nodb, pytest.mark.clock]
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,7 @@ async def test_job_lease_runs_once_across_workers() -> None:
     assert await get_redis().ttl("job:lease:test-lease") > 0
 
 
+@pytest.mark.clock
 @pytest.mark.nodb
 def test_clock_business_day_is_shanghai() -> None:
     clock.set_now(datetime(2026, 11, 30, 16, 30, tzinfo=UTC))  # 00:30 on 1 Dec in Shanghai

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from mall.kit import clock
 from tests.conftest import MemberLogin, StaffLogin
@@ -18,6 +19,7 @@ async def test_dev_login_creates_member_once(client: httpx.AsyncClient) -> None:
     assert "session_key" not in first.text
 
 
+@pytest.mark.clock
 async def test_me_and_birthday_set_once(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:

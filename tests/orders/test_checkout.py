@@ -261,5 +261,6 @@ async def test_pay_again_after_a_failed_wechat_call(
     again = await client.post(f"/api/v1/orders/{order['id']}/pay", headers=headers)
     assert again.status_code == 503 and again.json()["error"]["code"] == "ORDER_PAY_UNAVAILABLE"
     clock.advance(timedelta(minutes=16))
+    headers = await member_headers("payer")  # access tokens last 15 minutes
     late = await client.post(f"/api/v1/orders/{order['id']}/pay", headers=headers)
     assert late.status_code == 409 and late.json()["error"]["code"] == "ORDER_PAYMENT_EXPIRED"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.kit import clock
@@ -77,6 +78,7 @@ async def test_cancel_unpaid_gives_everything_back(
     ).status_code == 409
 
 
+@pytest.mark.clock
 async def test_unpaid_at_the_deadline_closes_and_releases(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:
@@ -330,6 +332,7 @@ async def test_lists_newest_first_and_admin_search(
     await assert_books_clean()
 
 
+@pytest.mark.clock
 async def test_shipped_orders_complete_themselves() -> None:
     shop = await make_shop()
     member = await make_member()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.kit import clock
@@ -58,7 +59,7 @@ async def test_import_csv_reports_row_errors_and_is_idempotent(
     assert await ExternalOrder.all().count() == 2
 
 
-async def test_reimport_updates_unbound_orders_but_never_bound_ones(
+async def test_reimport_updates_unbound_orders_and_only_refunds_bound_ones(
     client: httpx.AsyncClient, staff_headers: StaffLogin, member_headers: MemberLogin
 ) -> None:
     ops = await staff_headers("ops")
@@ -75,16 +76,27 @@ async def test_reimport_updates_unbound_orders_but_never_bound_ones(
         headers=alice,
     )
     assert bound.status_code == 200
+    # a bound order takes no other change (it would rewrite what earned the points)
+    changed = [{**rows[0], "phone": "13900139000"}, rows[1]]
+    r = await client.post(
+        "/api/admin/v1/external-orders/import", json={"orders": changed}, headers=ops
+    )
+    body = r.json()
+    assert (body["updated"], body["unchanged"], body["refunded"]) == (0, 1, 0)
+    assert [(e["row"], e["code"]) for e in body["errors"]] == [(1, "IMPORT_ROW_BOUND")]
+    # but a refund: the unbound order is updated, the bound one refunded (points back)
     changed = [{**row, "status": "refunded"} for row in rows]
     r = await client.post(
         "/api/admin/v1/external-orders/import", json={"orders": changed}, headers=ops
     )
     body = r.json()
-    assert (body["updated"], body["unchanged"]) == (1, 0)
-    assert [(e["row"], e["code"]) for e in body["errors"]] == [(1, "IMPORT_ROW_BOUND")]
+    assert (body["updated"], body["unchanged"], body["refunded"]) == (1, 0, 1)
+    assert body["errors"] == []
     x1 = await ExternalOrder.get(order_no="X1")
     x2 = await ExternalOrder.get(order_no="X2")
-    assert (x1.status, x2.status) == ("completed", "refunded")
+    assert (x1.status, x2.status) == ("refunded", "refunded")
+    assert (x1.refunded_fen, x1.points_reversed) == (3000, 3)
+    assert await service.get_balance(x1.member_id or 0) == 0
 
 
 async def test_import_multipart_with_chinese_headers_in_gbk(
@@ -191,6 +203,7 @@ async def test_admin_grant_and_deduct_are_idempotent_and_audited(
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_points_summary_level_and_profile(
     client: httpx.AsyncClient, member_headers: MemberLogin
 ) -> None:
@@ -216,6 +229,7 @@ async def test_points_summary_level_and_profile(
     assert me["level_name"] == "银卡会员" and me["points_balance"] == 600
 
 
+@pytest.mark.clock
 async def test_birthday_gift_once_a_year_sized_by_level() -> None:
     clock.set_now(datetime(2025, 7, 3, 4, 0, tzinfo=UTC))
     july = await new_member(birthday=date(1990, 7, 20))
@@ -237,6 +251,7 @@ async def test_birthday_gift_once_a_year_sized_by_level() -> None:
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_overview_figures(client: httpx.AsyncClient, staff_headers: StaffLogin) -> None:
     ops = await staff_headers("ops")
     clock.set_now(datetime(2025, 9, 10, 4, 0, tzinfo=UTC))

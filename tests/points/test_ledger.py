@@ -69,6 +69,7 @@ async def test_spend_rolls_back_with_the_callers_transaction() -> None:
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_lots_spent_soonest_expiring_first() -> None:
     m = await new_member()
     late = datetime(2031, 1, 1, tzinfo=UTC)
@@ -91,6 +92,7 @@ async def test_lots_spent_soonest_expiring_first() -> None:
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_default_expiry_is_end_of_following_year_shanghai() -> None:
     m = await new_member()
     # 2025-12-31 20:00 UTC is already 2026-01-01 in Shanghai
@@ -212,6 +214,7 @@ async def test_concurrent_same_key_spends_write_one_entry() -> None:
     await assert_ledger_ok()
 
 
+@pytest.mark.clock
 async def test_expiry_job_consumes_the_right_lots() -> None:
     m = await new_member()
     other = await new_member()

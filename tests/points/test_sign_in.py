@@ -4,12 +4,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from mall.kit import clock
 from mall.points import service
 from mall.points.models import PointsEntry, SignIn
 from tests.conftest import MemberLogin
 from tests.points.helpers import assert_ledger_ok, new_member
+
+pytestmark = pytest.mark.clock
 
 
 async def _sign(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from mall.audit.models import AuditLog
 from mall.cli import CheckReport
 from mall.coupons import service as coupons_service
 from mall.coupons.models import Coupon
@@ -205,23 +206,63 @@ async def test_concurrent_redemptions_never_exceed_the_template_quantity(
     await _checks_pass()
 
 
-async def test_coupon_voucher_redemptions_are_not_cancelled(
+async def test_cancelling_a_coupon_voucher_redemption_voids_its_coupons(
     client: httpx.AsyncClient, ops: dict[str, str], make_item: MakeItem, new_member: NewMember
 ) -> None:
-    """The coupons domain cannot void a coupon, so cancelling would leave the member with
-    the points and a usable coupon: refused for members and ops alike."""
-    template = await make_template()
+    """Members cannot cancel an issued voucher; ops can, and the coupons it issued are
+    voided in the same transaction as the points coming back."""
+    template = await make_template(total_quantity=10)
     item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
-    member_id, headers = await new_member(points=100)
-    redemption = (await _redeem(client, item["id"], headers)).json()
+    member_id, headers = await new_member(points=200)
+    redemption = (await _redeem(client, item["id"], headers, quantity=2)).json()
     url = f"/points-mall/redemptions/{redemption['id']}/cancel"
-    for r in (
-        await client.post(f"/api/admin/v1{url}", json={"reason": "客诉"}, headers=ops),
-        await client.post(f"/api/v1{url}", json={}, headers=headers),
-    ):
-        assert r.status_code == 409 and r.json()["error"]["code"] == "REDEMPTION_NOT_CANCELLABLE"
+    r = await client.post(f"/api/v1{url}", json={}, headers=headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "REDEMPTION_NOT_CANCELLABLE"
+
+    r = await client.post(f"/api/admin/v1{url}", json={"reason": "客诉"}, headers=ops)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
+    assert await points_service.get_balance(member_id) == 200
+    coupons = await Coupon.filter(id__in=redemption["coupon_ids"])
+    assert {c.status for c in coupons} == {"voided"}
+    assert all(c.voided_at is not None for c in coupons)
+    mine = (await client.get("/api/v1/coupons?status=usable", headers=headers)).json()["items"]
+    assert mine == []
+    voided = (await client.get("/api/v1/coupons?status=voided", headers=headers)).json()["items"]
+    assert sorted(c["id"] for c in voided) == sorted(redemption["coupon_ids"])
+    audit = await AuditLog.get(action="pointsmall.redemption.cancel")
+    assert audit.detail["voided_coupon_ids"] == redemption["coupon_ids"]
+    # again: unchanged
+    again = await client.post(f"/api/admin/v1{url}", json={"reason": "客诉"}, headers=ops)
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert await points_service.get_balance(member_id) == 200
+    assert await redis_stock(item["id"]) == 10 and await db_stock(item["id"]) == 10
+    await _checks_pass()
+
+
+async def test_a_redemption_whose_coupon_was_used_is_not_cancelled(
+    client: httpx.AsyncClient, ops: dict[str, str], make_item: MakeItem, new_member: NewMember
+) -> None:
+    template = await make_template(total_quantity=10)
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
+    member_id, headers = await new_member(points=200)
+    redemption = (await _redeem(client, item["id"], headers, quantity=2)).json()
+    used_id, other_id = redemption["coupon_ids"]
+    await coupons_service.lock(used_id, member_id, "order:1")
+    url = f"/api/admin/v1/points-mall/redemptions/{redemption['id']}/cancel"
+    r = await client.post(url, json={"reason": "客诉"}, headers={**ops, "Accept-Language": "en"})
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "REDEMPTION_COUPON_USED"
+    assert r.json()["error"]["details"] == {"status": "locked"}
+    assert "unpaid order" in r.json()["error"]["message"]
+    await coupons_service.use(used_id, "order:1")
+    r = await client.post(url, json={"reason": "客诉"}, headers=ops)
+    assert r.json()["error"]["code"] == "REDEMPTION_COUPON_USED"
+    assert r.json()["error"]["details"] == {"status": "used"}
+    # nothing moved: points spent, stock taken, both coupons as they were
     assert await points_service.get_balance(member_id) == 0
     assert (await PointsMallRedemption.get(id=redemption["id"])).status == "issued"
-    coupon = await Coupon.get(id=redemption["coupon_ids"][0])
-    assert coupon.status == "usable"
+    assert (await Coupon.get(id=used_id)).status == "used"
+    assert (await Coupon.get(id=other_id)).status == "usable"
+    assert await db_stock(item["id"]) == 8
     await _checks_pass()

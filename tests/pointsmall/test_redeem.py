@@ -161,6 +161,7 @@ async def test_idempotency_key_replays_the_same_redemption(
     await _checks_pass()
 
 
+@pytest.mark.clock
 async def test_each_refusal_has_its_code_and_spends_nothing(
     client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember, ops: dict[str, str]
 ) -> None:

@@ -199,6 +199,7 @@ def test_gift_and_reasons_shown() -> None:
     assert missing.coupon_error == "COUPON_NOT_OWNED" and missing.coupon_fen == 0
 
 
+@pytest.mark.clock
 def test_member_day_is_a_shanghai_day() -> None:
     assert is_member_day(datetime(2025, 3, 17, 16, 0, tzinfo=UTC))  # 00:00 on the 18th
     assert not is_member_day(datetime(2025, 3, 17, 15, 59, 59, tzinfo=UTC))

@@ -62,6 +62,7 @@ async def test_first_binding_wins_and_self_binding_is_refused() -> None:
     assert await ReferralBinding.filter(customer_id=dave.id).count() == 1
 
 
+@pytest.mark.clock
 async def test_binding_only_within_the_window_after_joining() -> None:
     alice, late = await _member("alice"), await _member("late")
     code = await _code(alice)

@@ -61,6 +61,7 @@ def _message() -> CampaignIn:
     return CampaignIn(kind="subscribe_message", template_id=CAMPAIGN_TEMPLATE, data=MESSAGE)
 
 
+@pytest.mark.clock
 async def test_touch_cap_is_shared_by_campaigns_and_coupon_reminders(
     fake_wechat: FakeWeChat, reminders_on: None
 ) -> None:

@@ -14,6 +14,7 @@ from tests.conftest import StaffLogin
 from tests.segments.helpers import CASES, NOW, crowd
 
 
+@pytest.mark.clock
 async def test_every_rule_matches_exactly_the_expected_members() -> None:
     clock.set_now(NOW)
     people = await crowd()
@@ -26,6 +27,7 @@ async def test_every_rule_matches_exactly_the_expected_members() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.clock
 async def test_auto_tags_are_kept_apart_from_ops_tags_and_follow_the_data() -> None:
     clock.set_now(NOW)
     people = await crowd()
