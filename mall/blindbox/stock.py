@@ -216,6 +216,7 @@ class SeriesReconciliation:
 
     series_id: int
     prizes: list[kit.Balance] = field(default_factory=list)
+    prize_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stable: bool = True
 
@@ -282,17 +283,29 @@ async def _reading(series: BlindBoxSeries) -> SeriesReconciliation:
         if raw is None:
             check.found.append("no stock in Redis")
         result.prizes.append(check)
+        result.prize_ids.append(prize.id)
     stale = [f for f in flights if f.since < time.time() - 60]
     if stale:
         result.notes.append(f"series {series.id}: {len(stale)} draws in flight for over a minute")
     return result
 
 
-async def reconcile() -> list[SeriesReconciliation]:
+async def reconcile(*, repair: bool = False) -> list[SeriesReconciliation]:
     """Redis stock + recorded draws + unrecorded in-flight draws == stock, per limited
     prize, each series judged on a stable reading (an ops stock change touches Redis
-    and the database one after the other)."""
+    and the database one after the other). `repair` (the periodic job): a prize whose
+    Redis stock is off by the same drift as on the run before has it moved by it."""
     results = []
     for series in await BlindBoxSeries.all().order_by("id"):
-        results.append(await kit.balance(partial(_reading, series)))
+        result = await kit.balance(partial(_reading, series))
+        if repair and not result.ok:
+            keys = POOL.keys(series.id)
+            repaired = False
+            for prize_id, check in zip(result.prize_ids, result.prizes, strict=True):
+                if not check.found:
+                    unit = str(prize_id)
+                    repaired |= await kit.repair_persistent(keys, check, unit=unit)
+            if repaired:
+                result = await kit.balance(partial(_reading, series))
+        results.append(result)
     return results

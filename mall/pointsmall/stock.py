@@ -321,7 +321,6 @@ async def reconcile(now: datetime | None = None) -> ReconcileResult:
     disagreed with the database in the same way on two runs in a row (by the measured
     drift, so redemptions since the reading stay counted)."""
     result = ReconcileResult()
-    redis = get_redis()
     for item_id in await all_item_ids():
         returned, confirmed = await return_expired(item_id, now)
         result.returned += returned
@@ -332,14 +331,6 @@ async def reconcile(now: datetime | None = None) -> ReconcileResult:
         result.mismatches.append(balance.describe())
         if not balance.db_agrees or balance.pending:
             continue  # the database disagrees with itself, or units are in flight: report only
-        signature = f"{balance.redis}:{balance.db_stock}:{balance.redeemed}"
-        drift_key = f"pm:drift:{item_id}"
-        if await redis.get(drift_key) == signature:
-            fixed = await kit.repair(item_keys(item_id), balance.drift)
-            if fixed.status == kit.OK:
-                log.warning("repaired Redis stock of item %s: %s", item_id, balance.describe())
-                result.repaired.append(item_id)
-                await redis.delete(drift_key)
-        else:
-            await redis.set(drift_key, signature, ex=3600)
+        if await kit.repair_persistent(item_keys(item_id), balance):
+            result.repaired.append(item_id)
     return result

@@ -14,7 +14,8 @@ Invariants, the same in every domain:
 - Units go back exactly once per reservation id (`give_back`).
 - Redis never holds more than the database allows: a decrease of the stock goes to
   Redis first, an increase after the database commits (`adjust`); a crash between
-  leaves Redis short, never over, and the reconciler repairs it (`repair`).
+  leaves Redis short, never over, and the reconciler repairs it (`repair_persistent`:
+  a drift seen the same on two runs in a row).
 - Per pool: `redis + held + in_flight + returns_due == initial`, judged on a reading
   taken twice the same (`balance`).
 
@@ -32,6 +33,7 @@ from mall.kit.stock.pool import (
     decide,
     give_back,
     repair,
+    repair_persistent,
     script,
     snapshot,
     warm_cold,
@@ -55,6 +57,7 @@ __all__ = [
     "give_back",
     "parse",
     "repair",
+    "repair_persistent",
     "script",
     "snapshot",
     "warm_cold",

@@ -381,3 +381,26 @@ async def balance(read: Callable[[], Awaitable[B]], *, attempts: int = 5, pause:
         previous = current
     previous.stable = False
     return previous
+
+
+async def repair_persistent(keys: PoolKeys, reading: Balance, *, unit: str = "") -> bool:
+    """The reconciler's repair of a pool whose Redis disagrees with the database (e.g. a
+    crash between an adjust's two steps): only a stable reading, and only when the run
+    before saw the very same figures (a write in flight between the Redis and the
+    database reads shows once), then Redis moves by the drift. The caller decides first
+    whether the database agrees with itself. True if it repaired."""
+    if reading.redis is None or not reading.stable or reading.drift == 0:
+        return False
+    marker = keys(f"drift:{unit}" if unit else "drift")
+    signature = repr(reading.figures())
+    redis = get_redis()
+    if await redis.get(marker) != signature:
+        await redis.set(marker, signature, ex=3600)
+        return False
+    await redis.delete(marker)
+    fixed = await repair(keys, reading.drift, unit)
+    if fixed.status == OK:
+        log.warning(
+            "repaired Redis stock of %s by %+d: %s", keys.tag, reading.drift, reading.line()
+        )
+    return fixed.status == OK
