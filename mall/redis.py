@@ -391,20 +391,25 @@ class Script(AsyncScript):
         return await super().__call__(keys, args, client)
 
 
-_scripts: dict[tuple[int, str, str], Script] = {}
+_scripts: dict[tuple[int, str, str, tuple[str, str] | None], Script] = {}
 
 
-def script(package: str, name: str) -> Script:
-    """The Lua script `<package>/lua/<name>.lua`, registered on the current client.
+def script(package: str, name: str, *, library: tuple[str, str] | None = None) -> Script:
+    """The Lua script `<package>/lua/<name>.lua`, registered on the current client;
+    `library` = (package, name) of a Lua file of shared helpers prepended to it (e.g.
+    `mall.kit.stock`'s).
 
     redis-py's Script runs EVALSHA and falls back to EVAL after a server restart (on a
     cluster: SCRIPT LOAD on every master). A script touches only the keys it is given,
     which share one hash tag."""
     client = get_redis()
-    key = (id(client), package, name)
+    key = (id(client), package, name, library)
     found = _scripts.get(key)
     if found is None or found.registered_client is not client:
-        found = Script(client, _lua_source(package, name))
+        source = _lua_source(package, name)
+        if library is not None:
+            source = _lua_source(*library) + "\n" + source
+        found = Script(client, source)
         _scripts[key] = found
     return found
 

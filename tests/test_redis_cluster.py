@@ -251,9 +251,9 @@ async def test_points_mall_items_on_every_master_list_and_redeem(
         r = await client.post("/api/admin/v1/points-mall/items", json=body, headers=ops)
         assert r.status_code == 201, r.text
         ids.append(int(r.json()["id"]))
-        if len({_master_of(pm_service.item_keys(i)[0]) for i in ids}) == 3 and len(ids) >= 3:
+        if len({_master_of(pm_service.item_keys(i).stock) for i in ids}) == 3 and len(ids) >= 3:
             break
-    assert len({_master_of(pm_service.item_keys(i)[0]) for i in ids}) == 3
+    assert len({_master_of(pm_service.item_keys(i).stock) for i in ids}) == 3
 
     member, _new = await members_service.login_with_wechat("dev:cluster-shopper")
     await points_service.earn(member.id, 1000, idempotency_key="cl-grant", reason="test")

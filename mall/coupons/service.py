@@ -1,50 +1,64 @@
-"""Coupons: templates, the claim burst (decided in one Lua call), gift packs (the
-new-member pack once per member), the coupon's life (usable -> locked -> used, back on
-cancel or refund while valid, expired past validity), expiry reminders within the
-touch cap, and the Redis/DB reconciliation."""
+"""Coupons: templates and gift packs (ops), the member's coupons and their life (usable
+-> locked -> used, back on cancel or refund while valid, expired past validity), and
+expiry reminders within the touch cap. A hot domain reads as decision -> persistence ->
+ops:
+
+- `stock.py`: the template's pool in Redis on the hot-stock kit (warm, take, give-back,
+  the reconciliation);
+- `claims.py`: issuing coupons, the claim burst decided in one Lua call
+  (`lua/take.lua`), grants and gift packs, each writing its coupon rows;
+- this module: templates and packs, the member's coupons, their life, reminders, and
+  the names other domains and the routers use (re-exported below)."""
 
 from __future__ import annotations
 
-import calendar
 import logging
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from mall.audit import service as audit_service
 from mall.config import get_settings
-from mall.coupons.models import Coupon, CouponTemplate, GiftPack, GiftPackIssue
+from mall.coupons import stock
+from mall.coupons.claims import COUPON_CLAIM_ENDED as COUPON_CLAIM_ENDED
+from mall.coupons.claims import COUPON_CLAIM_NOT_STARTED as COUPON_CLAIM_NOT_STARTED
+from mall.coupons.claims import COUPON_LIMIT_REACHED as COUPON_LIMIT_REACHED
+from mall.coupons.claims import COUPON_NOT_CLAIMABLE as COUPON_NOT_CLAIMABLE
+from mall.coupons.claims import COUPON_SOLD_OUT as COUPON_SOLD_OUT
+from mall.coupons.claims import TEMPLATE_NOT_FOUND as TEMPLATE_NOT_FOUND
+from mall.coupons.claims import add_months as add_months
+from mall.coupons.claims import claim as claim
+from mall.coupons.claims import grant as grant
+from mall.coupons.claims import issue_new_member_packs as issue_new_member_packs
+from mall.coupons.claims import issue_pack as issue_pack
+from mall.coupons.claims import last_valid_day
+from mall.coupons.claims import relative_validity as relative_validity
+from mall.coupons.claims import return_grant as return_grant
+from mall.coupons.claims import validity_for as validity_for
+from mall.coupons.models import Coupon, CouponTemplate, GiftPack
+from mall.coupons.stock import reconcile as reconcile
+from mall.coupons.stock import redis_counts as redis_counts
+from mall.coupons.stock import warm_template as warm_template
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock
+from mall.kit import stock as kit
 from mall.kit.pagination import cursor_page
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.pricing.calc import CouponOffer
-from mall.redis import get_redis, script
+from mall.redis import get_redis
 from mall.touch import service as touch_service
 from mall.wechat import client as wechat_client
 
 log = logging.getLogger("mall.coupons")
 
-TEMPLATE_NOT_FOUND = ErrorCode("COUPON_TEMPLATE_NOT_FOUND", 404, _("This coupon does not exist"))
 COUPON_NOT_FOUND = ErrorCode("COUPON_NOT_FOUND", 404, _("Coupon not found"))
-COUPON_SOLD_OUT = ErrorCode("COUPON_SOLD_OUT", 409, _("All of these coupons have been claimed"))
-COUPON_LIMIT_REACHED = ErrorCode(
-    "COUPON_LIMIT_REACHED", 409, _("You already hold the most of this coupon allowed ({limit})")
-)
-COUPON_NOT_CLAIMABLE = ErrorCode("COUPON_NOT_CLAIMABLE", 409, _("This coupon cannot be claimed"))
-COUPON_CLAIM_NOT_STARTED = ErrorCode(
-    "COUPON_CLAIM_NOT_STARTED", 409, _("Claiming this coupon has not started yet")
-)
-COUPON_CLAIM_ENDED = ErrorCode("COUPON_CLAIM_ENDED", 409, _("Claiming this coupon has ended"))
 COUPON_NOT_USABLE = ErrorCode(
     "COUPON_NOT_USABLE", 409, _("This coupon cannot be used now (it is {status})")
 )
@@ -58,265 +72,8 @@ GIFT_PACK_TEMPLATE_UNKNOWN = ErrorCode(
     "GIFT_PACK_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
 )
 
-_LOSS = {
-    "cold": TEMPLATE_NOT_FOUND,
-    "inactive": COUPON_NOT_CLAIMABLE,
-    "not_claimable": COUPON_NOT_CLAIMABLE,
-    "not_started": COUPON_CLAIM_NOT_STARTED,
-    "ended": COUPON_CLAIM_ENDED,
-    "sold_out": COUPON_SOLD_OUT,
-}
 
-
-# --- validity -----------------------------------------------------------------
-
-
-def add_months(day: date, months: int) -> date:
-    """The same day of the month `months` later, or that month's last day if it is shorter."""
-    index = day.month - 1 + months
-    year, month = day.year + index // 12, index % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def relative_validity(issued_at: datetime, months: int) -> tuple[datetime, datetime]:
-    """(valid_from, expires_at) of a coupon valid `months` calendar months from issue.
-
-    As the PRC Civil Code counts periods (art. 201-202): the issue day is day 0, and the
-    last valid day is the day with the same number `months` later (Asia/Shanghai), or that
-    month's last day when it has no such day. So issued 30 Nov 2024 -> works through
-    28 Feb 2025; 30 Nov 2023 -> through 29 Feb 2024 (leap year); 15 Jan -> through
-    15 Apr; 31 Mar -> through 30 Jun; 31 Dec -> through 31 Mar. The coupon works from the
-    moment of issue; `expires_at` is exclusive: 00:00 Asia/Shanghai after the last day."""
-    last_day = add_months(issued_at.astimezone(clock.SHANGHAI).date(), months)
-    return issued_at, clock.start_of_local_day(last_day + timedelta(days=1))
-
-
-def last_valid_day(expires_at: datetime) -> date:
-    return (expires_at - timedelta(microseconds=1)).astimezone(clock.SHANGHAI).date()
-
-
-def validity_for(template: CouponTemplate, issued_at: datetime) -> tuple[datetime, datetime]:
-    if template.validity == "fixed" and template.valid_from and template.valid_until:
-        return template.valid_from, template.valid_until
-    return relative_validity(issued_at, template.valid_months)
-
-
-def _window_over(template: CouponTemplate, at: datetime) -> bool:
-    return template.validity == "fixed" and bool(
-        template.valid_until and template.valid_until <= at
-    )
-
-
-# --- Redis side of the claim --------------------------------------------------
-
-
-def _keys(template_id: int) -> list[str]:
-    tag = f"{{cpn:{template_id}}}"
-    return [f"{tag}:meta", f"{tag}:issued", f"{tag}:members"]
-
-
-def _ts(moment: datetime | None) -> str:
-    return "" if moment is None else str(int(moment.timestamp()))
-
-
-async def warm_template(template: CouponTemplate) -> None:
-    """Load the template's terms into Redis; when Redis has no counts yet, seed them from
-    the database rows (a lost Redis may at worst re-issue coupons whose rows were still
-    being written; the reconciler reports any difference)."""
-    counts = (
-        await Coupon.filter(template_id=template.id)
-        .annotate(n=Count("id"))
-        .group_by("member_id")
-        .values_list("member_id", "n")
-    )
-    pairs: list[Any] = []
-    for member_id, n in counts:
-        pairs += [member_id, n]
-    await script("mall.coupons", "warm")(
-        keys=_keys(template.id),
-        args=[
-            -1 if template.total_quantity is None else template.total_quantity,
-            template.per_member_limit,
-            1 if template.active else 0,
-            1 if template.claimable else 0,
-            _ts(template.claim_starts_at),
-            _ts(template.claim_ends_at),
-            sum(int(n) for _m, n in counts),
-            *pairs,
-        ],
-    )
-
-
-async def _take(template_id: int, member_id: int, n: int, *, shopper: bool) -> tuple[str, int]:
-    take = script("mall.coupons", "take")
-    args = [member_id, int(clock.now().timestamp()), n, 1 if shopper else 0]
-    status, number = await take(keys=_keys(template_id), args=args)
-    if status == "cold":
-        template = await CouponTemplate.get_or_none(id=template_id)
-        if template is None:
-            return "cold", 0
-        await warm_template(template)
-        status, number = await take(keys=_keys(template_id), args=args)
-    return str(status), int(number)
-
-
-async def _give_back(template_id: int, member_id: int, n: int) -> None:
-    await script("mall.coupons", "give_back")(keys=_keys(template_id), args=[member_id, n])
-
-
-async def redis_counts(template_id: int) -> tuple[int, dict[int, int]] | None:
-    """(issued, held per member) as Redis sees them; None when the template is not loaded."""
-    meta, issued, members = _keys(template_id)
-    redis = get_redis()
-    if not await redis.exists(meta):
-        return None
-    held = await redis.hgetall(members)
-    return int(await redis.get(issued) or 0), {int(k): int(v) for k, v in held.items()}
-
-
-# --- claim ----------------------------------------------------------------------
-
-
-async def claim(member_id: int, template_id: int, claim_id: str | None = None) -> Coupon:
-    """A shopper claims one coupon. Redis decides (quantity, window, per-member limit) in
-    one Lua call, so losers never touch the database; the winner's row is written next,
-    and if that fails the win is given back in Redis. `claim_id` (unique) makes a retry
-    return the first coupon."""
-    claim_id = claim_id or uuid.uuid4().hex
-    status, number = await _take(template_id, member_id, 1, shopper=True)
-    if status == "limit_reached":
-        template = await CouponTemplate.get_or_none(id=template_id)
-        raise COUPON_LIMIT_REACHED(limit=template.per_member_limit if template else number)
-    if status != "ok":
-        raise _LOSS.get(status, COUPON_NOT_CLAIMABLE)()
-    try:
-        template = await CouponTemplate.get(id=template_id)
-        now = clock.now()
-        valid_from, expires_at = validity_for(template, now)
-        return await Coupon.create(
-            template_id=template_id,
-            member_id=member_id,
-            claim_id=f"claim:{member_id}:{claim_id}",
-            source="claim",
-            valid_from=valid_from,
-            expires_at=expires_at,
-        )
-    except IntegrityError:
-        await _give_back(template_id, member_id, 1)
-        existing = await Coupon.get_or_none(claim_id=f"claim:{member_id}:{claim_id}")
-        if existing is not None:
-            return existing  # the same claim, retried
-        raise
-    except BaseException:
-        await _give_back(template_id, member_id, 1)
-        raise
-
-
-# --- grants from other domains ----------------------------------------------------
-
-
-async def grant(member_id: int, template_id: int, *, grant_key: str, source: str) -> Coupon:
-    """Give one coupon of a template as a prize or a redemption (blind box, points mall),
-    once per `grant_key`. The template's quantity is decided in Redis like a claim; its
-    per-member limit does not apply (the member paid for it). Joins the caller's
-    transaction; the Redis win is given back if the row cannot be written."""
-    claim_id = f"grant:{grant_key}"[:191]
-    existing = await Coupon.get_or_none(claim_id=claim_id)
-    if existing is not None:
-        return existing
-    template = await CouponTemplate.get_or_none(id=template_id)
-    if template is None or _window_over(template, clock.now()):
-        raise COUPON_NOT_CLAIMABLE()
-    status, _n = await _take(template_id, member_id, 1, shopper=False)
-    if status != "ok":
-        raise _LOSS.get(status, COUPON_NOT_CLAIMABLE)()
-    try:
-        valid_from, expires_at = validity_for(template, clock.now())
-        async with in_transaction():
-            return await Coupon.create(
-                template_id=template_id,
-                member_id=member_id,
-                claim_id=claim_id,
-                source=source,
-                valid_from=valid_from,
-                expires_at=expires_at,
-            )
-    except BaseException:
-        await _give_back(template_id, member_id, 1)
-        raise
-
-
-async def return_grant(template_id: int, member_id: int) -> None:
-    """Give a granted coupon's quantity back in Redis after the caller's transaction
-    rolled the coupon row back (Redis is not part of the transaction)."""
-    await _give_back(template_id, member_id, 1)
-
-
-# --- gift packs -----------------------------------------------------------------
-
-
-async def issue_pack(
-    pack: GiftPack, member_id: int, issue_key: str, *, source: str, staff_id: int | None = None
-) -> GiftPackIssue | None:
-    """Give one pack to one member once per `issue_key`; None if that key was used.
-
-    Template quantities are decided in Redis like claims (the per-member limit does not
-    apply to packs); a sold-out, inactive or ended template is left out and noted in
-    `skipped`. Every Redis win is given back if the transaction does not commit."""
-    if await GiftPackIssue.filter(issue_key=issue_key).exists():
-        return None
-    taken: list[tuple[int, int]] = []
-    try:
-        async with in_transaction():
-            issue = await GiftPackIssue.create(
-                pack_id=pack.id, member_id=member_id, issue_key=issue_key, staff_id=staff_id
-            )
-            now = clock.now()
-            coupon_ids: list[int] = []
-            skipped: list[dict[str, object]] = []
-            for item in pack.items:
-                template_id, quantity = int(item["template_id"]), int(item.get("quantity", 1))
-                template = await CouponTemplate.get_or_none(id=template_id)
-                if template is None or _window_over(template, now):
-                    skipped.append({"template_id": template_id, "reason": "ended"})
-                    continue
-                status, _n = await _take(template_id, member_id, quantity, shopper=False)
-                if status != "ok":
-                    skipped.append({"template_id": template_id, "reason": status})
-                    continue
-                taken.append((template_id, quantity))
-                valid_from, expires_at = validity_for(template, now)
-                for i in range(quantity):
-                    coupon = await Coupon.create(
-                        template_id=template_id,
-                        member_id=member_id,
-                        claim_id=f"pack:{issue.id}:{template_id}:{i}",
-                        source=source,
-                        valid_from=valid_from,
-                        expires_at=expires_at,
-                    )
-                    coupon_ids.append(coupon.id)
-            issue.coupon_ids = coupon_ids
-            issue.skipped = skipped
-            await issue.save(update_fields=["coupon_ids", "skipped"])
-    except BaseException as exc:
-        for template_id, quantity in taken:
-            await _give_back(template_id, member_id, quantity)
-        if isinstance(exc, IntegrityError) and not taken:
-            if await GiftPackIssue.filter(issue_key=issue_key).exists():
-                return None  # issued concurrently under the same key
-        raise
-    return issue
-
-
-async def issue_new_member_packs(member: Member) -> None:
-    """Hook run when a member joins: every active new-member pack, once per member."""
-    for pack in await GiftPack.filter(for_new_members=True, active=True).order_by("id"):
-        await issue_pack(pack, member.id, f"join:{pack.id}:{member.id}", source="new_member")
-
-
-if issue_new_member_packs not in members_service.on_member_joined:
-    members_service.on_member_joined.append(issue_new_member_packs)
+# --- gift packs to members (ops) ---------------------------------------------------
 
 
 async def issue_pack_to_members(
@@ -391,9 +148,26 @@ async def get_template(template_id: int) -> CouponTemplate:
 
 
 async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTemplate:
+    """Change a template's terms. A new total quantity moves Redis by the kit's rule: a
+    decrease first (it may leave the template sold out: no floor), an increase after the
+    database commits."""
     template = await get_template(template_id)
     if changes:
-        await CouponTemplate.filter(id=template_id).update(**changes)
+
+        async def commit() -> None:
+            async with in_transaction():
+                await CouponTemplate.filter(id=template_id).update(**changes)
+
+        delta = 0
+        if "total_quantity" in changes:
+            delta = (changes["total_quantity"] or 0) - (template.total_quantity or 0)
+        await kit.adjust(
+            stock.POOL.keys(template_id),
+            delta,
+            commit,
+            refused=lambda left: RuntimeError(f"template {template_id}: {left} left"),
+            floor=None,
+        )
         await template.refresh_from_db()
     await warm_template(template)
     return template

@@ -41,7 +41,7 @@ async def check_seckill() -> CheckReport:
 
 
 async def _reconcile_job() -> None:
-    for check in await service.reconcile():
+    for check in await service.reconcile(repair=True):
         if check.ok:
             log.info("seckill reconcile %s", check.line())
         else:

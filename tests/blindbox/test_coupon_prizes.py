@@ -10,7 +10,7 @@ import pytest
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw
 from mall.blindbox.schemas import PrizeIn, PrizePatch
-from mall.blindbox.service import Keys
+from mall.blindbox.stock import keys as Keys
 from mall.blindbox.tasks import check_blindbox
 from mall.coupons import service as coupons_service
 from mall.coupons.tasks import check_coupons

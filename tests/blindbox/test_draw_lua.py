@@ -13,9 +13,11 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from mall.blindbox import service
-from mall.blindbox.service import Decision, Keys
+from mall.blindbox.service import Decision
+from mall.blindbox.stock import keys as Keys
 from mall.config import get_settings
-from mall.redis import get_redis, script
+from mall.kit.stock import script
+from mall.redis import get_redis
 from tests.blindbox.conftest import OPS, MakeSeries, prize
 from tests.blindbox.stats import chi2_sf, chi2_statistic
 

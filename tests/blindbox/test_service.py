@@ -11,7 +11,7 @@ import pytest
 from mall.audit.models import AuditLog
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize
-from mall.blindbox.service import Keys
+from mall.blindbox.stock import keys as Keys
 from mall.blindbox.tasks import check_blindbox
 from mall.errors import MallError
 from mall.kit import clock
@@ -279,3 +279,17 @@ async def test_demo_seed_is_idempotent_and_checks_are_discovered() -> None:
     assert detail.is_open and detail.guarantee is not None
     assert "blindbox" in domains.checks()
     assert {"blindbox.sweep_in_flight", "blindbox.reconcile"} <= {j.name for j in domains.jobs()}
+
+
+async def test_the_reconcile_job_repairs_a_drift_that_persists(make_series: MakeSeries) -> None:
+    from mall.blindbox.tasks import JOBS
+
+    series = await make_series([prize("a", 1, stock=5), prize("b", 1)])
+    a = await BlindBoxPrize.get(series_id=series.id, name="a")
+    await get_redis().hincrby(Keys(series.id).stock, str(a.id), -2)  # units lost in Redis
+    job = next(j for j in JOBS if j.name == "blindbox.reconcile")
+    await job.run()
+    assert await get_redis().hget(Keys(series.id).stock, str(a.id)) == "3"  # seen once
+    await job.run()
+    assert await get_redis().hget(Keys(series.id).stock, str(a.id)) == "5"
+    assert (await check_blindbox()).ok

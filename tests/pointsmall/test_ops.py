@@ -71,11 +71,12 @@ async def test_item_lifecycle_and_audited_stock_adjustments(
 async def test_stock_cannot_be_taken_from_pending_reservations(
     client: httpx.AsyncClient, make_item: MakeItem, ops: dict[str, str]
 ) -> None:
+    from mall.pointsmall import redeem
     from mall.pointsmall import service as pm_service
 
     item_row = await make_item(total_stock=2)
     item = await pm_service.get_item(item_row["id"])
-    await pm_service._reserve(item, 1, 1, "in-flight")  # held in Redis, not yet in the DB
+    await redeem._reserve(item, 1, 1, "in-flight")  # held in Redis, not yet in the DB
     r = await client.post(
         f"{ADMIN}/items/{item.id}/stock-adjustments",
         json={"delta": -2, "reason": "recount"},

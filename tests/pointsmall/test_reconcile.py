@@ -7,6 +7,7 @@ from datetime import timedelta
 from mall.config import get_settings
 from mall.kit import clock
 from mall.members import service as members_service
+from mall.pointsmall import redeem
 from mall.pointsmall import service as pm_service
 from mall.pointsmall.tasks import CHECKS, JOBS
 from mall.redis import get_redis
@@ -21,10 +22,10 @@ async def test_reservation_never_written_is_returned_after_expiry(
     lost_member, _h = await new_member(points=1000)
     late_member, _h2 = await new_member(points=1000)
     # 1: the process died right after the Lua: no database row
-    await pm_service._reserve(item, lost_member, 1, "r-lost")
+    await redeem._reserve(item, lost_member, 1, "r-lost")
     # 2: the process died after the commit, before the confirming Lua
-    label = await pm_service._reserve(item, late_member, 1, "r-late")
-    await pm_service._write(item, late_member, 1, 100, "r-late", label, None)
+    label = await redeem._reserve(item, late_member, 1, "r-late")
+    await redeem._write(item, late_member, 1, 100, "r-late", label, None)
     assert await redis_stock(item.id) == 3 and await db_stock(item.id) == 4
 
     # in flight, not expired: counted as pending, the check agrees, nothing returned

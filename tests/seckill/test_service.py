@@ -11,7 +11,7 @@ from mall.config import Settings
 from mall.kit import clock
 from mall.points import service as points_service
 from mall.redis import get_redis
-from mall.seckill import service, tasks
+from mall.seckill import service, tasks, winners
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
 from mall.seckill.service import key
 from tests.seckill.conftest import MakeItem, make_members
@@ -199,7 +199,7 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
     entries = await service.read_entries(item.id, "doomed", count=60, claim_idle_ms=60_000)
     assert len(entries) == 60
     for _entry_id, fields in entries[:30]:
-        await service._persist(item.id, fields["rid"], int(fields["member"]), 10, 0, clock.now())
+        await winners._persist(item.id, fields["rid"], int(fields["member"]), 10, 0, clock.now())
     pending = await get_redis().xpending(key(item.id, "wins"), service.GROUP)
     assert pending["pending"] == 60
     # a healthy consumer does not steal entries that are not idle long enough
@@ -289,3 +289,17 @@ async def test_unknown_item(make_item: MakeItem) -> None:
     with pytest.raises(Exception) as raised:
         await service.attempt(987654, alice)
     assert getattr(raised.value, "code", "") == "SECKILL_ITEM_NOT_FOUND"
+
+
+async def test_the_reconcile_job_repairs_a_drift_that_persists(make_item: MakeItem) -> None:
+    item = await make_item(stock=10)
+    (alice,) = await make_members(1)
+    await service.attempt(item.id, alice)
+    await service.drain()
+    await get_redis().decr(key(item.id, "stock"))  # e.g. an increase lost between its steps
+    job = next(j for j in tasks.JOBS if j.name == "seckill.reconcile")
+    await job.run()
+    assert int(await get_redis().get(key(item.id, "stock"))) == 8  # seen once: reported
+    await job.run()
+    assert int(await get_redis().get(key(item.id, "stock"))) == 9
+    await _assert_reconciled(item.id)

@@ -1,13 +1,18 @@
--- One blind-box draw, decided atomically. All keys share the hash tag {bb:ID}.
--- KEYS: 1 conf (JSON), 2 stock (hash prize -> units left, limited prizes only),
---       3 pity (hash member -> draws since the last guaranteed-tier prize),
---       4 day (hash member -> draws this business day), 5 inflight (hash member -> record),
---       6 seq (draw counter)
+-- One blind-box draw, decided atomically; the helpers of mall.kit.stock come first.
+-- All keys share the hash tag {bb:ID}.
+local META, STOCK, PITY, DAY, INFLIGHT, SEQ = 1, 2, 3, 4, 5, 6
+-- KEYS: meta (hash; conf = JSON of prizes, cap, guarantee), stock (hash prize -> units
+--       left, limited prizes only), pity (hash member -> draws since the last
+--       guaranteed-tier prize), day (hash member -> draws this business day), inflight
+--       (hash member -> record of a draw decided but not yet recorded), seq (draw counter)
 -- ARGV: 1 member, 2 r (integer, 0 <= r < 2^53, from `secrets` in the app), 3 draw id,
 --       4 day key ttl seconds, 5 now (epoch seconds), 6 business day label
--- The choice must stay identical to mall.blindbox.service.pick (re-derivation).
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 'cold' end
+-- Replies: cold | sold_out | cap|draws today|cap | busy (a draw of this member in flight) |
+--   ok|prize|tier|pity before|pity after|forced (0/1)|seq|draws today|total weight|
+--     the table used as id:tier:weight,...
+-- The choice must stay identical to mall.blindbox.draw.pick (re-derivation).
+local raw = redis.call('HGET', KEYS[META], 'conf')
+if not raw then return reply('cold') end
 local conf = cjson.decode(raw)
 local member = ARGV[1]
 local prizes = conf.prizes -- {{id, weight, tier, limited}, ...} in ascending id order
@@ -18,7 +23,7 @@ for _, p in ipairs(prizes) do
 end
 local stocks = {}
 if #limited > 0 then
-  local vals = redis.call('HMGET', KEYS[2], unpack(limited))
+  local vals = redis.call('HMGET', KEYS[STOCK], unpack(limited))
   for i, id in ipairs(limited) do stocks[id] = tonumber(vals[i]) or 0 end
 end
 
@@ -31,15 +36,15 @@ for i, p in ipairs(prizes) do
   eff[i] = w
   total = total + w
 end
-if total <= 0 then return 'sold_out' end
+if total <= 0 then return reply('sold_out') end
 
-local used = tonumber(redis.call('HGET', KEYS[4], member) or '0')
-if conf.cap > 0 and used >= conf.cap then return 'cap|' .. used .. '|' .. conf.cap end
-if redis.call('HEXISTS', KEYS[5], member) == 1 then return 'busy' end
+local used = tonumber(redis.call('HGET', KEYS[DAY], member) or '0')
+if conf.cap > 0 and used >= conf.cap then return reply('cap', used, conf.cap) end
+if redis.call('HEXISTS', KEYS[INFLIGHT], member) == 1 then return reply('busy') end
 
 local every = conf.gevery
 local gtier = conf.gtier
-local pity = tonumber(redis.call('HGET', KEYS[3], member) or '0')
+local pity = tonumber(redis.call('HGET', KEYS[PITY], member) or '0')
 local forced = 0
 local pick_total = total
 if every > 0 and pity >= every - 1 then
@@ -69,21 +74,18 @@ for i, p in ipairs(prizes) do
 end
 local prize = prizes[chosen]
 
-if prize[4] == 1 then redis.call('HINCRBY', KEYS[2], prize[1], -1) end
+if prize[4] == 1 then take_units(STOCK, prize[1], 1) end
 local after = 0
 if every > 0 then
   if prize[3] ~= gtier then after = pity + 1 end
-  redis.call('HSET', KEYS[3], member, after)
+  redis.call('HSET', KEYS[PITY], member, after)
 end
-local today = redis.call('HINCRBY', KEYS[4], member, 1)
-if today == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
-local seq = redis.call('INCR', KEYS[6])
-redis.call('HSET', KEYS[5], member,
+local today = count_up(DAY, member, 1)
+if today == 1 then redis.call('EXPIRE', KEYS[DAY], ARGV[4]) end
+local seq = redis.call('INCR', KEYS[SEQ])
+redis.call('HSET', KEYS[INFLIGHT], member,
   ARGV[3] .. '|' .. prize[1] .. '|' .. pity .. '|' .. ARGV[6] .. '|' .. ARGV[5] .. '|' .. seq)
 
--- one string (cheap to return and parse): ok|prize|tier|pity before|after|forced|seq|
--- draws today|total weight|the table used as id:tier:weight,...
 local tbl = {}
 for i, p in ipairs(prizes) do tbl[i] = p[1] .. ':' .. p[3] .. ':' .. eff[i] end
-return table.concat({'ok', prize[1], prize[3], pity, after, forced, seq, today, total,
-  table.concat(tbl, ',')}, '|')
+return reply('ok', prize[1], prize[3], pity, after, forced, seq, today, total, table.concat(tbl, ','))

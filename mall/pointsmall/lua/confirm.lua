@@ -1,7 +1,9 @@
 -- The reservation's database write committed: it no longer holds anything pending.
--- KEYS: 1 stock, 2 buyers, 3 resv, 4 resvinfo, 5 ver, 6 period counter
--- ARGV: 1 reservation id. Returns 1 if it was pending, 0 if already confirmed or returned.
-local n = redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-if n == 1 then redis.call('INCR', KEYS[5]) end
-return n
+-- The helpers of mall.kit.stock come first.
+local RESV, RESVINFO = 1, 2
+-- KEYS: resv, resvinfo. ARGV: 1 reservation id
+-- Replies: ok (it was pending) | gone (already confirmed or released)
+local n = redis.call('ZREM', KEYS[RESV], ARGV[1])
+redis.call('HDEL', KEYS[RESVINFO], ARGV[1])
+if n == 1 then return reply('ok') end
+return reply('gone')

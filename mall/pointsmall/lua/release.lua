@@ -1,20 +1,22 @@
--- Give a pending reservation back (the database write failed or never happened):
--- its units return to stock and to the member's limits. Idempotent.
--- KEYS: 1 stock, 2 buyers, 3 resv, 4 resvinfo, 5 ver, 6 period counter
--- ARGV: 1 reservation id. Returns 1 if given back, 0 if it was not pending.
-if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  return 0
+-- Release a pending reservation (its database write failed or never happened): its
+-- units return to stock and to the member's limits, once. The helpers of
+-- mall.kit.stock come first.
+local STOCK, BUYERS, RESV, RESVINFO, PERIOD = 1, 2, 3, 4, 5
+-- KEYS: stock, buyers, resv, resvinfo, the period counter the reservation counted in
+-- ARGV: 1 reservation id
+-- Replies: ok (given back) | gone (it was not pending)
+if redis.call('ZREM', KEYS[RESV], ARGV[1]) == 0 then
+  redis.call('HDEL', KEYS[RESVINFO], ARGV[1])
+  return reply('gone')
 end
-local info = redis.call('HGET', KEYS[4], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('INCR', KEYS[5])
-if not info then return 0 end
+local info = redis.call('HGET', KEYS[RESVINFO], ARGV[1])
+redis.call('HDEL', KEYS[RESVINFO], ARGV[1])
+if not info then return reply('gone') end
 local member, qty, pkey = string.match(info, '^([^|]*)|([^|]*)|(.*)$')
 qty = tonumber(qty)
-redis.call('INCRBY', KEYS[1], qty)
-if redis.call('HINCRBY', KEYS[2], member, -qty) <= 0 then redis.call('HDEL', KEYS[2], member) end
-if pkey ~= '' and pkey == KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
-  if redis.call('HINCRBY', KEYS[6], member, -qty) <= 0 then redis.call('HDEL', KEYS[6], member) end
+put_units(STOCK, '', qty)
+count_down(BUYERS, member, qty)
+if pkey ~= '' and pkey == KEYS[PERIOD] and redis.call('EXISTS', KEYS[PERIOD]) == 1 then
+  count_down(PERIOD, member, qty)
 end
-return 1
+return reply('ok')

@@ -1,0 +1,126 @@
+"""The flash-sale decision: one attempt, one Lua call (`lua/attempt.lua`) on the item's
+keys. A win is appended to the item's stream in the same atomic step (winners.py turns
+it into an order); losers never touch the database, and a sold-out item remembered in
+this process is answered without Redis.
+
+Time: the attempt window is checked against `kit.clock` passed into the Lua (ARGV), not
+Redis TIME, so tests can move time; app hosts must keep NTP-synced clocks."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+from mall.config import get_settings
+from mall.i18n import _, get_locale, translate
+from mall.kit import clock
+from mall.kit import stock as kit
+from mall.redis import auto_pipeline, get_redis
+from mall.seckill import stock
+from mall.seckill.schemas import AttemptOut, AttemptResult
+from mall.seckill.stock import SECKILL_ITEM_NOT_FOUND, key
+
+# What the member is told for each answer of an attempt (the script's statuses).
+ANSWER_MESSAGES = {
+    "won": _("You got it! Your order is being confirmed"),
+    "sold_out": _("Sold out"),
+    "limit_reached": _("You have reached the limit for this item"),
+    "not_started": _("This flash sale has not started yet"),
+    "ended": _("This flash sale has ended"),
+    "rate_limited": _("Too many taps; please try again in a moment"),
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    result: AttemptResult
+    reservation_id: str | None = None
+    retry_after_ms: int | None = None
+
+    def out(self) -> AttemptOut:
+        return AttemptOut(
+            result=self.result,
+            reservation_id=self.reservation_id,
+            retry_after_ms=self.retry_after_ms,
+            message=translate(ANSWER_MESSAGES[self.result]),
+        )
+
+
+SOLD_OUT = Attempt("sold_out")
+
+_answer_cache: dict[tuple[str, str], bytes] = {}
+
+
+def answer_json(answer: Attempt) -> bytes:
+    """The answer as JSON; answers without a reservation are cached per locale."""
+    if answer.reservation_id is None and answer.retry_after_ms is None:
+        cache_key = (answer.result, get_locale())
+        body = _answer_cache.get(cache_key)
+        if body is None:
+            body = answer.out().model_dump_json().encode()
+            _answer_cache[cache_key] = body
+        return body
+    return answer.out().model_dump_json().encode()
+
+
+def item_of_reservation(reservation_id: str) -> int | None:
+    head, sep, _tail = reservation_id.partition("-")
+    if not sep or not head.isdigit() or len(head) > 18:
+        return None
+    return int(head)
+
+
+@lru_cache(maxsize=4096)
+def _item_keys(item_id: int) -> tuple[str, ...]:
+    """attempt.lua's KEYS but the member's rate-limit key: meta, stock, buyers, idem,
+    wins, res."""
+    keys = stock.POOL.keys(item_id)
+    return (keys.meta, keys.stock, keys.buyers, keys("idem"), keys("wins"), keys("res"))
+
+
+async def attempt(item_id: int, member_id: int, idempotency_key: str | None = None) -> Attempt:
+    """Try to win one unit. Exactly one Lua call decides; a sold-out item remembered in
+    this process is answered without Redis (or with one HGET to replay a keyed win)."""
+    idem = f"{member_id}:{idempotency_key}" if idempotency_key else ""
+    until = stock.sold_out_until.get(item_id)
+    if until is not None:
+        if until > time.monotonic():
+            if idem:
+                prior = await get_redis().hget(key(item_id, "idem"), idem)
+                if prior:
+                    return Attempt("won", str(prior))
+            return SOLD_OUT
+        stock.sold_out_until.pop(item_id, None)
+    unknown = stock.unknown_until.get(item_id)
+    if unknown is not None and unknown > time.monotonic():
+        raise SECKILL_ITEM_NOT_FOUND()
+
+    settings = get_settings()
+    keys = [*_item_keys(item_id), key(item_id, f"rl:{member_id}")]
+    args: list[Any] = [
+        member_id,
+        idem,
+        int(clock.now().timestamp() * 1000),
+        f"{item_id}-{secrets.token_hex(8)}",
+        settings.seckill_attempts_per_window,
+        settings.seckill_attempt_window_ms,
+    ]
+    run = kit.script("mall.seckill", "attempt")
+    pipeline = auto_pipeline()
+    raw = await kit.decide(
+        lambda: pipeline.run(run, keys, args), lambda: stock.warm_if_cold(item_id)
+    )
+    answer, _sep, detail = raw.partition("|")
+    if answer == "won":
+        return Attempt("won", detail)
+    if answer == "sold_out":
+        stock.sold_out_until[item_id] = time.monotonic() + settings.seckill_sold_out_cache_seconds
+        return SOLD_OUT
+    if answer == "rate_limited":
+        return Attempt("rate_limited", retry_after_ms=max(int(detail), 1))
+    if answer in ANSWER_MESSAGES:
+        return Attempt(cast(AttemptResult, answer))
+    raise RuntimeError(f"seckill attempt script answered {raw!r}")
