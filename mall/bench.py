@@ -1,11 +1,15 @@
-"""`mall bench`: measure the hot paths against a trivial endpoint in the same run.
+"""`mall bench`: measure the hot paths against a bare FastAPI app in the same run.
 
-Starts `mall serve` (one worker, a fresh data folder, SQLite and the embedded Redis
-unless MALL_DATABASE_URL / MALL_REDIS_URL say otherwise) on 127.0.0.1, sets up members,
-a flash sale and a points-mall item through the HTTP API, then fires each burst with
-`wrk` (same connections, same length) and prints requests/s, p50/p99 and the ratio to
-`GET /healthz`. Machines here are noisy, so only ratios from one run are quoted in
-docs/BENCHMARKS.md. Load only ever goes to 127.0.0.1."""
+Starts `mall serve` (a fresh data folder; SQLite and the embedded Redis unless
+--database-url / --redis-url or MALL_DATABASE_URL / MALL_REDIS_URL say otherwise) with a
+`mall worker`, and the bare app (mall/bench_bare.py) under the same uvicorn settings and
+worker count, both on 127.0.0.1. Sets up members, flash sales, a points-mall item and a
+blind box through the HTTP API, then fires each burst with `wrk`, paired with a bare-app
+burst just before it, at each --connections level, and prints requests/s, the ratio to
+the bare app, p50/p99 next to the bare app's, non-2xx/5xx counts, and the seckill
+persistence lag (the wins stream's backlog during and after each seckill burst).
+Machines here are noisy, so only ratios from one run are quoted in docs/BENCHMARKS.md.
+Load only ever goes to 127.0.0.1."""
 
 from __future__ import annotations
 
