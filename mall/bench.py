@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -45,6 +46,8 @@ local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
 local method, path = os.getenv("BENCH_METHOD"), os.getenv("BENCH_PATH")
 local body = os.getenv("BENCH_BODY")
+-- unique per burst, so a key never replays an earlier burst's answer
+local burst = os.getenv("BENCH_BURST")
 local threads = {}
 local n = 0
 function setup(thread)
@@ -63,7 +66,7 @@ function request()
   if #tokens > 0 then
     headers["Authorization"] = "Bearer " .. tokens[((i * 7 + tid) % #tokens) + 1]
   end
-  if os.getenv("BENCH_KEYS") == "1" then headers["Idempotency-Key"] = "b" .. tid .. "-" .. i end
+  if os.getenv("BENCH_KEYS") == "1" then headers["Idempotency-Key"] = burst .. tid .. "-" .. i end
   return wrk.format(method, path, headers, body ~= "" and body or nil)
 end
 function response(status, headers, body)
@@ -219,6 +222,7 @@ def wrk(
             "BENCH_PATH": path,
             "BENCH_BODY": body,
             "BENCH_KEYS": "1" if keys else "0",
+            "BENCH_BURST": f"b{secrets.token_hex(4)}-",
         }
         # wrk's default 2 s timeout would drop the slowest answers from the latency
         # figures (a p99 of "1.9 s" that is really more); a request slower than 30 s is
