@@ -1,11 +1,15 @@
-"""`mall bench`: measure the hot paths against a trivial endpoint in the same run.
+"""`mall bench`: measure the hot paths against a bare FastAPI app in the same run.
 
-Starts `mall serve` (one worker, a fresh data folder, SQLite and the embedded Redis
-unless MALL_DATABASE_URL / MALL_REDIS_URL say otherwise) on 127.0.0.1, sets up members,
-a flash sale and a points-mall item through the HTTP API, then fires each burst with
-`wrk` (same connections, same length) and prints requests/s, p50/p99 and the ratio to
-`GET /healthz`. Machines here are noisy, so only ratios from one run are quoted in
-docs/BENCHMARKS.md. Load only ever goes to 127.0.0.1."""
+Starts `mall serve` (a fresh data folder; SQLite and the embedded Redis unless
+--database-url / --redis-url or MALL_DATABASE_URL / MALL_REDIS_URL say otherwise) with a
+`mall worker`, and the bare app (mall/bench_bare.py) under the same uvicorn settings and
+worker count, both on 127.0.0.1. Sets up members, flash sales, a points-mall item and a
+blind box through the HTTP API, then fires each burst with `wrk`, paired with a bare-app
+burst just before it, at each --connections level, and prints requests/s, the ratio to
+the bare app, p50/p99 next to the bare app's, non-2xx/5xx counts, and the seckill
+persistence lag (the wins stream's backlog during and after each seckill burst).
+Machines here are noisy, so only ratios from one run are quoted in docs/BENCHMARKS.md.
+Load only ever goes to 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,20 +18,26 @@ import asyncio
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 import httpx
 
 HOST = "127.0.0.1"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SAMPLE_SECONDS = 0.5
 
 # One request per call: a rotating member token, a unique Idempotency-Key, and status
 # counts reported by every thread at the end.
@@ -36,6 +46,8 @@ local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
 local method, path = os.getenv("BENCH_METHOD"), os.getenv("BENCH_PATH")
 local body = os.getenv("BENCH_BODY")
+-- unique per burst, so a key never replays an earlier burst's answer
+local burst = os.getenv("BENCH_BURST")
 local threads = {}
 local n = 0
 function setup(thread)
@@ -46,6 +58,7 @@ end
 function init(args)
   i = 0
   codes = {}
+  results = {}
 end
 function request()
   i = i + 1
@@ -53,11 +66,13 @@ function request()
   if #tokens > 0 then
     headers["Authorization"] = "Bearer " .. tokens[((i * 7 + tid) % #tokens) + 1]
   end
-  if os.getenv("BENCH_KEYS") == "1" then headers["Idempotency-Key"] = "b" .. tid .. "-" .. i end
+  if os.getenv("BENCH_KEYS") == "1" then headers["Idempotency-Key"] = burst .. tid .. "-" .. i end
   return wrk.format(method, path, headers, body ~= "" and body or nil)
 end
 function response(status, headers, body)
   codes[status] = (codes[status] or 0) + 1
+  local result = body and string.match(body, '"result":%s*"(%w+)"')
+  if result then results[result] = (results[result] or 0) + 1 end
 end
 function done(summary, latency, requests)
   local merged = {}
@@ -66,6 +81,11 @@ function done(summary, latency, requests)
     for k, v in pairs(c) do merged[k] = (merged[k] or 0) + v end
   end
   for k, v in pairs(merged) do io.write(string.format("status %d %d\n", k, v)) end
+  local answers = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("results")) do answers[k] = (answers[k] or 0) + v end
+  end
+  for k, v in pairs(answers) do io.write(string.format("result %s %d\n", k, v)) end
 end
 """
 
@@ -77,14 +97,72 @@ class Result:
     p50_ms: float
     p99_ms: float
     statuses: dict[int, int]
+    socket_errors: int = 0  # connect/read/write errors and timeouts, as wrk counts them
+    results: dict[str, int] = field(default_factory=dict)  # seckill's `result` answers
 
-    def row(self, trivial: Result) -> str:
+    @property
+    def non_2xx(self) -> int:
+        return sum(n for code, n in self.statuses.items() if not 200 <= code < 300)
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for code, n in self.statuses.items() if code >= 500)
+
+    def row(self, bare: Result) -> str:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
-        ratio = self.rate / (trivial.rate or 1.0)
+        if self.results:
+            codes += "; " + ", ".join(f"{k}: {v}" for k, v in sorted(self.results.items()))
+        ratio = self.rate / (bare.rate or 1.0)
+        p99_ratio = self.p99_ms / bare.p99_ms if bare.p99_ms > 0 else float("nan")
         return (
-            f"| {self.name} | {self.rate:,.0f} | {trivial.rate:,.0f} | {ratio:.2f} | "
-            f"{self.p50_ms:.1f} | {self.p99_ms:.1f} | {codes} |"
+            f"| {self.name} | {self.rate:,.0f} | {bare.rate:,.0f} | {ratio:.2f} | "
+            f"{self.p50_ms:.1f} / {bare.p50_ms:.1f} | {self.p99_ms:.1f} / {bare.p99_ms:.1f} | "
+            f"{p99_ratio:.2f} | {self.non_2xx} | {self.server_errors} | "
+            f"{self.socket_errors} / {bare.socket_errors} | {codes} |"
         )
+
+
+TABLE_HEAD = (
+    "| burst | req/s | paired bare req/s | ratio | p50 ms (bare) | p99 ms (bare) | "
+    "p99 / bare p99 | non-2xx | 5xx | socket errors (bare) | statuses |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+@dataclass
+class Lag:
+    """Told-but-not-persisted seckill wins (the item's wins stream, which the worker
+    trims after each commit) sampled during and after one burst."""
+
+    name: str
+    connections: int
+    seconds: float  # the burst's length
+    wins: int  # stock taken during the burst
+    max_backlog: int  # most entries seen during the burst
+    drain_s: float | None  # burst end to the first empty sample; None: not within the wait
+    samples: int
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def max_backlog_s(self) -> float:
+        """The largest backlog in seconds of this burst's win traffic."""
+        return self.max_backlog / self.win_rate if self.win_rate else 0.0
+
+    def row(self, wait: float) -> str:
+        drain = f"{self.drain_s:.1f}" if self.drain_s is not None else f"> {wait:.0f} (NOT EMPTY)"
+        return (
+            f"| {self.name} | {self.connections} | {self.wins:,} | {self.win_rate:,.0f} | "
+            f"{self.max_backlog:,} | {self.max_backlog_s:.2f} | {drain} |"
+        )
+
+
+LAG_HEAD = (
+    "| seckill burst | connections | wins | wins/s | max backlog (wins) | "
+    "max backlog (s of traffic) | empty after burst (s) |\n|---|---|---|---|---|---|---|"
+)
 
 
 def _free_port() -> int:
@@ -94,10 +172,28 @@ def _free_port() -> int:
 
 
 def _ms(text: str, label: str) -> float:
-    found = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)\b", text)
+    found = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s|m)\b", text)
     if not found:
         return float("nan")
-    return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[found.group(2)]
+    return float(found.group(1)) * unit
+
+
+def parse_wrk(name: str, out: str) -> Result:
+    """wrk's report (with --latency and the status lines of _WRK_LUA) as a Result."""
+    total = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
+    requests = int(total.group(1)) if total else 0
+    duration = 1.0
+    if total:
+        duration = float(total.group(2)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[total.group(3)]
+    statuses = {int(k): int(v) for k, v in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
+    results = {k: int(v) for k, v in re.findall(r"^result (\w+) (\d+)$", out, re.M)}
+    return Result(
+        name, requests / (duration or 1.0), _ms(out, "50%"), _ms(out, "99%"), statuses,
+        socket_errors, results,
+    )  # fmt: skip
 
 
 def wrk(
@@ -112,6 +208,8 @@ def wrk(
     connections: int,
     seconds: int,
 ) -> Result:
+    if not (1 <= port <= 65535):
+        raise ValueError(port)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.lua"
         script.write_text(_WRK_LUA)
@@ -124,21 +222,40 @@ def wrk(
             "BENCH_PATH": path,
             "BENCH_BODY": body,
             "BENCH_KEYS": "1" if keys else "0",
+            "BENCH_BURST": f"b{secrets.token_hex(4)}-",
         }
-        args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+        # wrk's default 2 s timeout would drop the slowest answers from the latency
+        # figures (a p99 of "1.9 s" that is really more); a request slower than 30 s is
+        # counted as a socket timeout instead
+        threads = max(1, min(2, connections))
+        args = [
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+            "--latency", "-s", str(script),
+        ]  # fmt: skip
+        # load only ever goes to 127.0.0.1
         out = subprocess.run(
             [*args, f"http://{HOST}:{port}{path}"], capture_output=True, text=True, env=env
         ).stdout
-    total = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
-    requests = int(total.group(1)) if total else 0
-    duration = (
-        float(total.group(2)) * (60 if total and total.group(3) == "m" else 1) if total else 1
-    )
-    statuses = {int(k): int(v) for k, v in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
-    return Result(name, requests / duration, _ms(out, "50%"), _ms(out, "99%"), statuses)
+    return parse_wrk(name, out)
 
 
-async def _setup(base: str, admin_password: str, members: int) -> dict[str, object]:
+class Run(TypedDict):
+    connections: int
+    seconds: int
+
+
+@dataclass
+class Setup:
+    tokens: list[str]
+    admin: dict[str, str]
+    # per connection level: its own flash sale, so each level starts with fresh stock
+    sessions: dict[int, int]
+    items: dict[int, dict[str, int]]
+    voucher: int
+    box: int
+
+
+async def _setup(base: str, admin_password: str, members: int, levels: list[int]) -> Setup:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         r = await client.post(
             "/api/admin/v1/login", json={"username": "admin", "password": admin_password}
@@ -146,43 +263,58 @@ async def _setup(base: str, admin_password: str, members: int) -> dict[str, obje
         r.raise_for_status()
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         tokens: list[str] = [""] * members
-        ids: list[int] = [0] * members
         gate = asyncio.Semaphore(16)
 
         async def member(i: int) -> None:
             async with gate:
                 r = await client.post("/api/v1/auth/wechat-login", json={"code": f"dev:bench{i}"})
                 r.raise_for_status()
-                tokens[i], ids[i] = r.json()["token"], r.json()["member"]["id"]
+                tokens[i], member_id = r.json()["token"], r.json()["member"]["id"]
                 grant = await client.post(
-                    f"/api/admin/v1/members/{ids[i]}/points",
+                    f"/api/admin/v1/members/{member_id}/points",
                     headers={**admin, "Idempotency-Key": f"bench-grant-{i}"},
                     json={"points": 1_000_000, "reason": "benchmark"},
                 )
                 grant.raise_for_status()
+                # blind boxes are sold to adults only (SAMR 2023): a birthday is required
+                me = await client.patch(
+                    "/api/v1/me",
+                    headers={"Authorization": f"Bearer {tokens[i]}"},
+                    json={"birthday": "1990-01-01"},
+                )
+                me.raise_for_status()
 
         await asyncio.gather(*(member(i) for i in range(members)))
-        starts = datetime.now(UTC) - timedelta(seconds=5)
-        r = await client.post(
-            "/api/admin/v1/seckill/sessions",
-            headers=admin,
-            json={
-                "name": "bench",
-                "starts_at": starts.isoformat(),
-                "ends_at": (starts + timedelta(hours=2)).isoformat(),
-                "items": [
-                    # every attempt runs the whole Lua decision (won, then limit_reached)
-                    {"title": "bench: deep stock", "stock": 5_000_000, "per_member_limit": 1},
-                    # a few hundred units: sells out at once, then sold_out answers
-                    {"title": "bench: 300 units", "stock": 300, "per_member_limit": 1},
-                ],
-            },
-        )
-        r.raise_for_status()
-        session = r.json()
-        (
-            await client.post(f"/api/admin/v1/seckill/sessions/{session['id']}/warm", headers=admin)
-        ).raise_for_status()
+        sessions: dict[int, int] = {}
+        items: dict[int, dict[str, int]] = {}
+        for level in levels:
+            starts = datetime.now(UTC) - timedelta(seconds=5)
+            r = await client.post(
+                "/api/admin/v1/seckill/sessions",
+                headers=admin,
+                json={
+                    "name": f"bench {level}",
+                    "starts_at": starts.isoformat(),
+                    "ends_at": (starts + timedelta(hours=6)).isoformat(),
+                    "items": [
+                        # every attempt runs the whole Lua decision (won, then limit_reached)
+                        {"title": "bench: deep stock", "stock": 5_000_000, "per_member_limit": 1},
+                        # every attempt wins (up to 1,000 per member): the persistence load
+                        {"title": "bench: wins", "stock": 5_000_000, "per_member_limit": 1000},
+                        # a few hundred units: sells out at once, then sold_out answers
+                        {"title": "bench: 300 units", "stock": 300, "per_member_limit": 1},
+                    ],
+                },
+            )
+            r.raise_for_status()
+            session = r.json()
+            warm = await client.post(
+                f"/api/admin/v1/seckill/sessions/{session['id']}/warm", headers=admin
+            )
+            warm.raise_for_status()
+            sessions[level] = session["id"]
+            ids = [i["id"] for i in session["items"]]
+            items[level] = {"deep": ids[0], "wins": ids[1], "small": ids[2]}
         item = await client.post(
             "/api/admin/v1/points-mall/items",
             headers=admin,
@@ -195,51 +327,234 @@ async def _setup(base: str, admin_password: str, members: int) -> dict[str, obje
             },
         )
         item.raise_for_status()
-        return {
-            "tokens": tokens,
-            "admin": admin,
-            "session": session["id"],
-            "deep": session["items"][0]["id"],
-            "small": session["items"][1]["id"],
-            "voucher": item.json()["id"],
-        }
-
-
-async def _reconcile(base: str, admin: dict[str, str], session_id: int) -> list[dict[str, object]]:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            live = (
-                await client.get(f"/api/admin/v1/seckill/sessions/{session_id}", headers=admin)
-            ).json()
-            if all(i["backlog"] == 0 for i in live["items"]):
-                break
-            await asyncio.sleep(1)
-        r = await client.get(
-            f"/api/admin/v1/seckill/sessions/{session_id}/reconcile", headers=admin
+        box = await client.post(
+            "/api/admin/v1/blind-boxes",
+            headers=admin,
+            json={
+                "name": "bench box",
+                "points_cost": 1,
+                "prizes": [{"name": "bench prize", "tier": "common", "weight": 1}],
+            },
         )
-        checks: list[dict[str, object]] = r.json()
-        return checks
+        box.raise_for_status()
+        on_sale = await client.patch(
+            f"/api/admin/v1/blind-boxes/{box.json()['id']}",
+            headers=admin,
+            json={"status": "on_sale"},
+        )
+        on_sale.raise_for_status()
+        return Setup(tokens, admin, sessions, items, item.json()["id"], box.json()["id"])
+
+
+def _stock_left(base: str, admin: dict[str, str], session_id: int, item_id: int) -> int:
+    r = httpx.get(f"{base}/api/admin/v1/seckill/sessions/{session_id}", headers=admin, timeout=60)
+    r.raise_for_status()
+    return int(next(i["stock_left"] for i in r.json()["items"] if i["id"] == item_id))
+
+
+def _wins_key(item_id: int) -> str:
+    # the item's wins stream: the app appends each win, the worker trims it after its
+    # commit, so its length is the told-but-not-persisted backlog
+    from mall.seckill.service import key
+
+    return key(item_id, "wins")
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+    from redis.cluster import RedisCluster
+
+    from mall.redis import detect_cluster
+
+    cluster = os.environ.get("MALL_REDIS_CLUSTER", "").lower()
+    if cluster in ("1", "true", "yes") or (not cluster and detect_cluster(url)):
+        return RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
+
+
+class BacklogSampler:
+    """XLEN of one wins stream every `interval` seconds in a thread, during a burst."""
+
+    def __init__(self, client: Any, stream: str, interval: float = SAMPLE_SECONDS) -> None:
+        self.client, self.stream, self.interval = client, stream, interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self) -> int | None:
+        try:
+            return int(self.client.xlen(self.stream))
+        except Exception:  # a failover mid-burst: skip the sample, keep measuring
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = self.read()
+            if n is not None:
+                self.samples.append(n)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> BacklogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def drain(self, wait: float) -> float | None:
+        """Seconds from now until the stream is empty; None if not within `wait`."""
+        started = time.monotonic()
+        while True:
+            n = self.read()
+            if n is not None:
+                self.samples.append(n)
+                if n == 0:
+                    return time.monotonic() - started
+            if time.monotonic() - started > wait:
+                return None
+            time.sleep(self.interval)
+
+
+async def _reconcile(
+    base: str, admin: dict[str, str], session_ids: list[int], wait: float
+) -> list[dict[str, object]]:
+    checks: list[dict[str, object]] = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        deadline = time.monotonic() + wait
+        for session_id in session_ids:
+            while time.monotonic() < deadline:
+                live = (
+                    await client.get(f"/api/admin/v1/seckill/sessions/{session_id}", headers=admin)
+                ).json()
+                if all(i["backlog"] == 0 for i in live["items"]):
+                    break
+                await asyncio.sleep(1)
+            r = await client.get(
+                f"/api/admin/v1/seckill/sessions/{session_id}/reconcile", headers=admin
+            )
+            checks.extend(r.json())
+    return checks
+
+
+def connection_levels(text: str) -> list[int]:
+    """`64,256` -> [64, 256]: each level runs every burst."""
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not levels or any(not 1 <= n <= 10_000 for n in levels):
+        raise argparse.ArgumentTypeError("connections are between 1 and 10000")
+    return levels
+
+
+def check_local(url: str) -> None:
+    """Refuse a database or Redis that is not on this machine: the bench writes members,
+    points and sales into it and drives it at full load (load only goes to 127.0.0.1)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("unix", "sqlite") or (parts.scheme and not parts.netloc):
+        return
+    hosts = [h.rsplit("@", 1)[-1].rsplit(":", 1)[0] for h in parts.netloc.split(",")]
+    for host in hosts:
+        if host.strip("[]") not in LOCAL_HOSTS:
+            raise ValueError(f"{redact(url)}: only a local database or Redis (127.0.0.1)")
+
+
+def redact(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mall bench", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each burst")
+    parser.add_argument(
+        "--connections",
+        type=connection_levels,
+        default=[64, 256],
+        help="comma-separated; every burst runs at each (default 64,256)",
+    )
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers of mall and of the bare app"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a local, throwaway database, e.g. postgres://postgres@127.0.0.1:5432/bench "
+        "(default: MALL_DATABASE_URL, else SQLite in a fresh folder)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="a local, empty Redis or Redis Cluster node, e.g. redis://127.0.0.1:6379/0 "
+        "(default: MALL_REDIS_URL, else the embedded redis-server)",
+    )
+    parser.add_argument(
+        "--drain-wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait after a seckill burst for its backlog to empty",
+    )
+    return parser
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mall bench", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each burst")
-    parser.add_argument("--connections", type=int, default=256)
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not shutil.which("wrk"):
         print("mall bench needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
-    port = _free_port()
+    database_url = args.database_url or os.environ.get("MALL_DATABASE_URL")
+    redis_url = args.redis_url or os.environ.get("MALL_REDIS_URL")
+    try:
+        for url in (database_url, redis_url):
+            if url:
+                check_local(url)
+    except ValueError as e:
+        print(f"mall bench: {e}", file=sys.stderr)
+        return 2
+    if redis_url:
+        keys = int(_redis_client(redis_url).dbsize())
+        if keys:
+            # a previous run's item keys would meet a fresh database's item ids
+            print(
+                f"mall bench: Redis at {redact(redis_url)} holds {keys} keys; give it an "
+                "empty one (FLUSHALL, if it is a throwaway)",
+                file=sys.stderr,
+            )
+            return 2
+    port, bare_port = _free_port(), _free_port()
     base = f"http://{HOST}:{port}"
     data = Path(tempfile.mkdtemp(prefix="mall-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALL_")}
-    for keep in ("MALL_DATABASE_URL", "MALL_REDIS_URL"):
-        if keep in os.environ:
-            env[keep] = os.environ[keep]
+    if "MALL_REDIS_CLUSTER" in os.environ:
+        env["MALL_REDIS_CLUSTER"] = os.environ["MALL_REDIS_CLUSTER"]
+    if database_url:
+        env["MALL_DATABASE_URL"] = database_url
+    if redis_url:
+        env["MALL_REDIS_URL"] = redis_url
     # the production shape: the app only serves, a `mall worker` beside it persists
     # winners and runs the jobs (it shares the app's embedded Redis)
     env["MALL_RUN_JOBS_IN_PROCESS"] = "false"
@@ -251,76 +566,131 @@ def main(argv: list[str] | None = None) -> int:
          "--port", str(port), "--workers", str(args.workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    # the reference: a bare FastAPI app, same uvicorn settings and worker count
+    bare_app = subprocess.Popen(
+        [sys.executable, "-m", "mall.bench_bare", "--port", str(bare_port),
+         "--workers", str(args.workers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     worker: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print("the server did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        if not _wait_ready(f"{base}/readyz", server, 120):
+            print("the server did not start", file=sys.stderr)
+            return 1
+        if not _wait_ready(f"http://{HOST}:{bare_port}/", bare_app, 60):
+            print("the bare app did not start", file=sys.stderr)
+            return 1
         worker = subprocess.Popen(
             [sys.executable, "-m", "mall.cli", "--data-dir", str(data), "worker"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         password = (data / "dev-admin-password.txt").read_text().strip()
-        print(f"setting up {args.members} members, a flash sale and a points-mall item...")
-        ids = asyncio.run(_setup(base, password, args.members))
-        tokens = ids["tokens"]
-        assert isinstance(tokens, list)
-        run = {"connections": args.connections, "seconds": args.seconds}
-        deep = f"/api/v1/seckill/items/{ids['deep']}/attempt"
-        small = f"/api/v1/seckill/items/{ids['small']}/attempt"
-        redeem = f"/api/v1/points-mall/items/{ids['voucher']}/redeem"
-        targets = [
-            ("seckill attempt, decided in Lua", "POST", deep, "", True),
-            ("seckill attempt, 300-unit sale", "POST", small, "", True),
-            ("seckill attempt, sold out", "POST", small, "", False),
-            ("seckill attempt, sold out, with Idempotency-Key", "POST", small, "", True),
-            ("points-mall redeem", "POST", redeem, "{}", True),
-        ]
-        # each target is paired with a /healthz burst right before it: the ratio of the
-        # pair is what we quote, since the machine's speed drifts between bursts
-        pairs: list[tuple[Result, Result]] = []
-        for name, method, path, body, keys in targets:
-            trivial = wrk("GET /healthz (trivial)", port, "GET", "/healthz", [], **run)  # type: ignore[arg-type]
-            target = wrk(name, port, method, path, tokens, body=body, keys=keys, **run)  # type: ignore[arg-type]
-            pairs.append((trivial, target))
-        admin = ids["admin"]
-        session = ids["session"]
-        assert isinstance(admin, dict) and isinstance(session, int)
-        checks = asyncio.run(_reconcile(base, admin, session))
-        print()
         print(
-            f"{args.connections} connections, {args.seconds} s per burst, {args.workers} worker(s)"
+            f"setting up {args.members} members, {len(args.connections)} flash sale(s), "
+            "a points-mall item and a blind box..."
         )
-        print("| burst | requests/s | paired /healthz req/s | ratio | p50 ms | p99 ms | statuses |")
-        print("|---|---|---|---|---|---|---|")
-        for trivial, target in pairs:
-            print(target.row(trivial))
+        setup = asyncio.run(_setup(base, password, args.members, args.connections))
+        from mall.redis import EmbeddedRedis
+
+        sampler_client = _redis_client(redis_url or EmbeddedRedis(data).url)
+        tables: list[tuple[int, list[tuple[Result, Result]]]] = []
+        lags: list[Lag] = []
+        for level in args.connections:
+            run = Run(connections=level, seconds=args.seconds)
+            items = setup.items[level]
+            attempt = "/api/v1/seckill/items/{}/attempt".format
+            targets: list[tuple[str, str, str, str, bool, int | None]] = [
+                ("seckill attempt, winning item (1,000 per member)", "POST",
+                 attempt(items["wins"]), "", True, items["wins"]),
+                ("seckill attempt, decided in Lua (won, then limit_reached)", "POST",
+                 attempt(items["deep"]), "", True, items["deep"]),
+                ("seckill attempt, 300-unit sale", "POST", attempt(items["small"]), "", True,
+                 items["small"]),
+                ("seckill attempt, sold out", "POST", attempt(items["small"]), "", False, None),
+                ("seckill attempt, sold out, with Idempotency-Key", "POST",
+                 attempt(items["small"]), "", True, None),
+                ("points-mall redeem", "POST",
+                 f"/api/v1/points-mall/items/{setup.voucher}/redeem", "{}", True, None),
+                ("blind-box draw", "POST", f"/api/v1/blind-boxes/{setup.box}/draw", "", True,
+                 None),
+                ("GET /healthz (extra line)", "GET", "/healthz", "", False, None),
+            ]  # fmt: skip
+            # each burst is paired with a bare-app burst right before it: the ratio of the
+            # pair is what we quote, since the machine's speed drifts between bursts
+            pairs: list[tuple[Result, Result]] = []
+            for name, method, path, body, keys, item_id in targets:
+                print(f"{level} connections: {name}...", flush=True)
+                bare = wrk("bare FastAPI app", bare_port, "GET", "/", [], keys=False, **run)
+                burst_tokens = [] if method == "GET" else setup.tokens
+                if item_id is None:
+                    target = wrk(
+                        name, port, method, path, burst_tokens, body=body, keys=keys, **run
+                    )
+                else:
+                    session_id = setup.sessions[level]
+                    before = _stock_left(base, setup.admin, session_id, item_id)
+                    sampler = BacklogSampler(sampler_client, _wins_key(item_id))
+                    with sampler:
+                        target = wrk(
+                            name, port, method, path, burst_tokens, body=body, keys=keys, **run
+                        )
+                    during = max(sampler.samples, default=0)
+                    drain = sampler.drain(args.drain_wait)
+                    wins = before - _stock_left(base, setup.admin, session_id, item_id)
+                    lags.append(
+                        Lag(name, level, args.seconds, wins, during, drain, len(sampler.samples))
+                    )
+                pairs.append((bare, target))
+            tables.append((level, pairs))
+        checks = asyncio.run(
+            _reconcile(base, setup.admin, list(setup.sessions.values()), args.drain_wait)
+        )
+        _report(args, database_url, redis_url, tables, lags, checks)
         ok = bool(checks) and all(c.get("ok") for c in checks)
-        for check in checks:
-            print(f"seckill reconcile: {check}")
-        print("seckill reconciliation: " + ("OK" if ok else "MISMATCH"))
         return 0 if ok else 1
     finally:
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(worker)
+        _stop(bare_app)
+        _stop(server)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _report(
+    args: argparse.Namespace,
+    database_url: str | None,
+    redis_url: str | None,
+    tables: list[tuple[int, list[tuple[Result, Result]]]],
+    lags: list[Lag],
+    checks: list[dict[str, object]],
+) -> None:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    print()
+    print(
+        f"{args.seconds} s per burst, {args.workers} uvicorn worker(s), "
+        f"database: {redact(database_url) if database_url else 'SQLite (fresh folder)'}, "
+        f"Redis: {redact(redis_url) if redis_url else 'embedded'}, "
+        f"hiredis: {'yes' if HIREDIS_AVAILABLE else 'no'}"
+    )
+    for level, pairs in tables:
+        print()
+        print(f"### {level} connections (ratio: requests/s over the paired bare app burst)")
+        print(TABLE_HEAD)
+        for bare, target in pairs:
+            print(target.row(bare))
+    print()
+    print(
+        f"### Persistence lag (wins stream length sampled every {SAMPLE_SECONDS} s; "
+        "seconds of traffic = backlog / the burst's wins per second)"
+    )
+    print(LAG_HEAD)
+    for lag in lags:
+        print(lag.row(args.drain_wait))
+    print()
+    ok = bool(checks) and all(c.get("ok") for c in checks)
+    for check in checks:
+        print(f"seckill reconcile: {check}")
+    print("seckill reconciliation: " + ("OK" if ok else "MISMATCH"))
 
 
 if __name__ == "__main__":

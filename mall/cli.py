@@ -102,6 +102,20 @@ async def _seed_demo(settings: Settings) -> tuple[str, str]:
     return "admin", password
 
 
+# uvicorn's settings for `mall serve`; `mall bench` serves its bare reference app with the
+# same ones (mall/bench_bare.py), so the ratio compares application code only
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "info",
+    "access_log": False,
+    # uvloop and httptools when installed (they are dependencies)
+    "loop": "auto",
+    "http": "auto",
+    # the client address is decided by mall.kit.clientip (MALL_TRUSTED_PROXIES);
+    # uvicorn would otherwise believe X-Forwarded-For from any local peer
+    "proxy_headers": False,
+}
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -133,11 +147,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 host=settings.host,
                 port=settings.port,
                 workers=settings.workers,
-                log_level="info",
-                access_log=False,
-                # the client address is decided by mall.kit.clientip (MALL_TRUSTED_PROXIES);
-                # uvicorn would otherwise believe X-Forwarded-For from any local peer
-                proxy_headers=False,
+                **UVICORN_OPTIONS,
             )
         except KeyboardInterrupt:
             # uvicorn shut down gracefully, then re-raised the SIGINT/SIGTERM it caught
@@ -383,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.set_defaults(func=cmd_restore)
 
-    # `mall bench [--seconds --connections --members --workers]` is dispatched in main()
-    add(sub, "bench", "benchmark the hot paths against /healthz (needs wrk)")
+    # `mall bench [options]` (see mall/bench.py) is dispatched in main()
+    add(sub, "bench", "benchmark the hot paths against a bare FastAPI app (needs wrk)")
     return parser
 
 

@@ -1,0 +1,43 @@
+"""The reference of `mall bench`: a bare FastAPI hello app under uvicorn with the same
+settings as `mall serve` (mall.cli.UVICORN_OPTIONS, the same worker count).
+
+`python -m mall.bench_bare --port N --workers W` serves it on 127.0.0.1. A hot path's
+requests/s divided by this app's, measured in the same run, is the ratio that
+docs/BENCHMARKS.md quotes: it cancels the machine and the server, leaving the cost of
+mall's own code (middleware, auth, Redis, the database)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+async def hello() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from mall.cli import UVICORN_OPTIONS
+
+    parser = argparse.ArgumentParser(prog="python -m mall.bench_bare")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        "mall.bench_bare:app",
+        host="127.0.0.1",
+        port=args.port,
+        workers=args.workers,
+        **UVICORN_OPTIONS,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
