@@ -1,5 +1,5 @@
 """The reference of `mall bench`: a bare FastAPI hello app under uvicorn with the same
-settings as `mall serve` (mall.cli.UVICORN_OPTIONS, the same worker count).
+settings as `mall serve` (mall.config.UVICORN_OPTIONS, the same worker count).
 
 `python -m mall.bench_bare --port N --workers W` serves it on 127.0.0.1. A hot path's
 requests/s divided by this app's, measured in the same run, is the ratio that
@@ -23,7 +23,7 @@ async def hello() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from mall.cli import UVICORN_OPTIONS
+    from mall.config import UVICORN_OPTIONS
 
     parser = argparse.ArgumentParser(prog="python -m mall.bench_bare")
     parser.add_argument("--port", type=int, required=True)

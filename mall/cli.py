@@ -16,7 +16,7 @@ from typing import Any
 
 from mall import db, domains
 from mall import redis as mall_redis
-from mall.config import ConfigError, Settings, get_settings, set_settings
+from mall.config import UVICORN_OPTIONS, ConfigError, Settings, get_settings, set_settings
 
 log = logging.getLogger("mall.cli")
 
@@ -104,16 +104,6 @@ async def _seed_demo(settings: Settings) -> tuple[str, str]:
 
 # uvicorn's settings for `mall serve`; `mall bench` serves its bare reference app with the
 # same ones (mall/bench_bare.py), so the ratio compares application code only
-UVICORN_OPTIONS: dict[str, Any] = {
-    "log_level": "info",
-    "access_log": False,
-    # uvloop and httptools when installed (they are dependencies)
-    "loop": "auto",
-    "http": "auto",
-    # the client address is decided by mall.kit.clientip (MALL_TRUSTED_PROXIES);
-    # uvicorn would otherwise believe X-Forwarded-For from any local peer
-    "proxy_headers": False,
-}
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

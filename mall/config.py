@@ -353,3 +353,16 @@ def static_folder() -> Path:
     """The ops console and the vendored docs assets. In the source tree `mall/_static` is
     a link to the top-level static/ folder; the wheel carries it as a real folder."""
     return Path(__file__).resolve().parent / "_static"
+
+
+# How `mall serve` runs uvicorn; `mall bench` serves its bare reference app the same way.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "info",
+    "access_log": False,
+    # uvloop and httptools when installed (they are dependencies)
+    "loop": "auto",
+    "http": "auto",
+    # the client address is decided by mall.kit.clientip (MALL_TRUSTED_PROXIES);
+    # uvicorn would otherwise believe X-Forwarded-For from any local peer
+    "proxy_headers": False,
+}

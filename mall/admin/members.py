@@ -3,17 +3,59 @@ deleting an account on the member's request (admin only, audited)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
 
 from mall.admin._phones import PhoneReveal
+from mall.coupons import service as coupons_service
+from mall.coupons.router import coupon_out
+from mall.coupons.schemas import CouponPage
 from mall.deps import AdminStaff, CurrentStaff
-from mall.kit.bounds import Id
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.pagination import Page
+from mall.kit.text import SafeLine
 from mall.members import privacy
+from mall.members import service as members_service
 from mall.members.schemas import AdminDeletionIn, AdminDeletionOut, AdminMemberOut
 
 router = APIRouter(tags=["admin: members"])
 
 MemberId = Id
+
+
+@router.get("/members", response_model=Page[AdminMemberOut])
+async def search_members(
+    _staff: CurrentStaff,
+    _reveal: PhoneReveal,
+    q: Annotated[
+        SafeLine | None,
+        Query(
+            max_length=64, description="member id, phone (or its first digits), openid or nickname"
+        ),
+    ] = None,
+    cursor: Cursor | None = None,
+    size: Limit = 20,
+) -> Page[AdminMemberOut]:
+    """Members newest first, found by id, phone, openid or nickname. Phones are masked
+    unless an admin asks `?reveal=phone` (audited)."""
+    rows, next_cursor = await members_service.search_members(q, cursor, size)
+    return Page[AdminMemberOut](
+        items=[AdminMemberOut.model_validate(m) for m in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/members/{member_id}/coupons", response_model=CouponPage)
+async def member_coupons(
+    member_id: MemberId,
+    _staff: CurrentStaff,
+    status: Literal["usable", "locked", "used", "expired", "voided"] | None = None,
+    cursor: Cursor | None = None,
+    size: Limit = 50,
+) -> CouponPage:
+    """A member's coupons, newest first (`usable` excludes those past expiry)."""
+    rows, next_cursor = await coupons_service.list_coupons(member_id, status, cursor, size)
+    return CouponPage(items=[coupon_out(c) for c in rows], next_cursor=next_cursor)
 
 
 @router.get(

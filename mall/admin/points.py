@@ -12,7 +12,8 @@ from mall.audit import service as audit_service
 from mall.deps import AdminStaff, CurrentStaff, IdempotencyKey
 from mall.errors import VALIDATION_ERROR
 from mall.kit import clock, idempotency
-from mall.kit.bounds import Id
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.pagination import Page
 from mall.points import service
 from mall.points.schemas import (
     EntryOut,
@@ -69,6 +70,15 @@ async def grant(
         work,
     )
     return GrantOut.model_validate(answer)
+
+
+@router.get("/members/{member_id}/points", response_model=Page[EntryOut])
+async def ledger(
+    member_id: Id, _staff: CurrentStaff, cursor: Cursor | None = None, size: Limit = 50
+) -> Page[EntryOut]:
+    """A member's points ledger, newest first."""
+    rows, next_cursor = await service.ledger_page(member_id, cursor, size)
+    return Page[EntryOut](items=[EntryOut.model_validate(e) for e in rows], next_cursor=next_cursor)
 
 
 @router.post("/external-orders/import", response_model=ImportOut)

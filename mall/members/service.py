@@ -406,3 +406,28 @@ async def get_staff(staff_id: int) -> Staff:
 
 
 _DUMMY_HASH = hash_password("not-a-real-password")
+
+
+async def search_members(
+    q: str | None, cursor: str | None, size: int
+) -> tuple[list[Member], str | None]:
+    """Members for ops, newest first: `q` is a member id or a phone (both exact when all
+    digits; a phone also by its start of 3-10 digits), an openid (exact) or a nickname
+    (contains). No `q`: every member."""
+    from tortoise.expressions import Q
+
+    from mall.kit.pagination import cursor_page
+
+    query = Member.all()
+    text = (q or "").strip()
+    if text:
+        if text.isdigit():
+            found = Q(phone=text) if len(text) >= 11 else Q(phone__startswith=text)
+            if len(text) <= 18:  # an id fits a BIGINT
+                found |= Q(id=int(text))
+            if len(text) < 3:
+                found = Q(id=int(text))
+            query = query.filter(found)
+        else:
+            query = query.filter(Q(openid=text) | Q(nickname__icontains=text))
+    return await cursor_page(query, cursor, size)

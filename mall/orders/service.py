@@ -15,16 +15,19 @@ the composition root (`mall.app`)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from mall.addresses import service as addresses_service
@@ -36,6 +39,7 @@ from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock
+from mall.kit.masking import mask_phone
 from mall.kit.pagination import cursor_page
 from mall.members.models import Member
 from mall.orders.models import (
@@ -1380,6 +1384,27 @@ async def search_orders(
     cursor: str | None = None,
     size: int = 50,
 ) -> tuple[list[OrderSummary], str | None]:
+    query = _search_query(
+        status=status,
+        member_id=member_id,
+        number=number,
+        tracking_no=tracking_no,
+        since=since,
+        until=until,
+    )
+    rows, next_cursor = await cursor_page(query, cursor, size)
+    return await summaries(rows), next_cursor
+
+
+def _search_query(
+    *,
+    status: str | None,
+    member_id: int | None,
+    number: str | None,
+    tracking_no: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> QuerySet[Order]:
     query = Order.all()
     if status:
         query = query.filter(status=status)
@@ -1393,8 +1418,106 @@ async def search_orders(
         query = query.filter(created_at__gte=clock.as_utc(since))
     if until is not None:
         query = query.filter(created_at__lt=clock.as_utc(until))
-    rows, next_cursor = await cursor_page(query, cursor, size)
-    return await summaries(rows), next_cursor
+    return query
+
+
+_CSV_HEADER = (
+    "order_id",
+    "number",
+    "created_at",
+    "paid_at",
+    "status",
+    "member_id",
+    "items",
+    "list_total_fen",
+    "member_total_fen",
+    "coupon_fen",
+    "points_used",
+    "points_fen",
+    "shipping_fen",
+    "amount_due_fen",
+    "wallet_fen",
+    "cash_fen",
+    "refunded_fen",
+    "delivery",
+    "consignee",
+    "phone",
+    "region",
+    "shipping_company",
+    "tracking_no",
+)
+
+
+def _cell(value: str) -> str:
+    # a spreadsheet must not run a product or consignee name as a formula
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+async def export_csv(
+    *,
+    status: str | None = None,
+    member_id: int | None = None,
+    number: str | None = None,
+    tracking_no: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AsyncIterator[str]:
+    """Orders as CSV (UTF-8 with BOM so Excel reads it), newest first, streamed in pages.
+    The consignee's phone is always masked: a file leaves the console's audit trail."""
+    query = _search_query(
+        status=status,
+        member_id=member_id,
+        number=number,
+        tracking_no=tracking_no,
+        since=since,
+        until=until,
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_CSV_HEADER)
+    yield "\ufeff" + buffer.getvalue()
+    last_id: int | None = None
+    while True:
+        page = query.filter(id__lt=last_id) if last_id is not None else query
+        rows = await page.order_by("-id").limit(500)
+        if not rows:
+            return
+        items: dict[int, list[str]] = defaultdict(list)
+        for line in await OrderLine.filter(order_id__in=[o.id for o in rows]).order_by("id"):
+            items[line.order_id].append(f"{line.name} x{line.quantity}")
+        buffer.seek(0)
+        buffer.truncate()
+        for o in rows:
+            address = o.address or {}
+            writer.writerow(
+                (
+                    o.id,
+                    o.number,
+                    o.created_at.isoformat(),
+                    o.paid_at.isoformat() if o.paid_at else "",
+                    o.status,
+                    o.member_id,
+                    _cell("; ".join(items[o.id])),
+                    o.list_total_fen,
+                    o.member_total_fen,
+                    o.coupon_fen,
+                    o.points_used,
+                    o.points_fen,
+                    o.shipping_fen,
+                    o.amount_due_fen,
+                    o.wallet_fen,
+                    o.cash_fen,
+                    o.refunded_fen,
+                    o.delivery,
+                    _cell(str(address.get("name", ""))),
+                    mask_phone(str(address.get("phone") or "")),
+                    _cell(str(address.get("region", ""))),
+                    _cell(o.shipping_company),
+                    _cell(o.tracking_no),
+                )
+            )
+        yield buffer.getvalue()
+        last_id = rows[-1].id
 
 
 # --- reconciliation ------------------------------------------------------------------

@@ -29,6 +29,14 @@ DYNAMIC = {
     "count_sent", "count_skipped_by_cap", "count_no_grant", "count_refused", "count_failed",
     "campaign_queued", "campaign_running", "campaign_done",
     "event_completed", "event_refunded", "bind_share", "bind_login", "bind_ops",
+    "order_status_pending_payment", "order_status_paid", "order_status_shipped",
+    "order_status_completed", "order_status_cancelled", "order_status_closed",
+    "order_status_refunded", "delivery_express", "delivery_same_city", "delivery_pickup",
+    "coupon_status_usable", "coupon_status_locked", "coupon_status_used",
+    "coupon_status_expired", "coupon_status_voided",
+    "wallet_kind_topup", "wallet_kind_pay", "wallet_kind_refund", "wallet_kind_topup_refund",
+    "wallet_kind_topup_refund_return", "wallet_kind_adjust",
+    "topup_pending", "topup_paid", "topup_closed",
 }  # fmt: skip
 
 
@@ -59,11 +67,23 @@ def _dict_keys(source: str, name: str) -> set[str]:
     return set(re.findall(r"^\s+([a-z0-9_]+):", body, re.M))
 
 
+def _merged_keys(source: str, name: str) -> set[str]:
+    """Keys of the page texts merged in by `Object.assign(DICTS.zh, {...})` blocks."""
+    keys: set[str] = set()
+    for body in re.findall(rf"Object\.assign\(DICTS\.{name}, \{{(.*?)\n\}}\);", source, re.S):
+        keys |= set(re.findall(r"^\s+([a-z0-9_]+):", body, re.M))
+    return keys
+
+
 @pytest.mark.nodb
 def test_every_text_has_both_languages() -> None:
     source = (ADMIN / "js" / "i18n.js").read_text("utf-8")
     zh, en = _dict_keys(source, "zh"), _dict_keys(source, "en")
     assert zh == en, (zh - en, en - zh)
+    extra = (ADMIN / "js" / "i18n_ops.js").read_text("utf-8")
+    extra_zh, extra_en = _merged_keys(extra, "zh"), _merged_keys(extra, "en")
+    assert extra_zh and extra_zh == extra_en, (extra_zh - extra_en, extra_en - extra_zh)
+    zh |= extra_zh
     used = set(DYNAMIC)
     for path in ADMIN.rglob("*.js"):
         text = path.read_text("utf-8")

@@ -3,6 +3,9 @@ import { api, logout, session, whenUnauthorized } from "./api.js";
 import { h, clear, busy, field, input, showError } from "./dom.js";
 import { t, lang, setLang } from "./i18n.js";
 import * as dashboard from "./views/dashboard.js";
+import * as orders from "./views/orders.js";
+import * as members from "./views/members.js";
+import * as wallet from "./views/wallet.js";
 import * as products from "./views/products.js";
 import * as pointsmall from "./views/pointsmall.js";
 import * as seckill from "./views/seckill.js";
@@ -16,6 +19,9 @@ import * as admin from "./views/admin.js";
 // `admin: true` entries are for the admin role only (the API refuses ops there too)
 const MENU = [
   { path: "dashboard", label: "menu_dashboard", view: dashboard },
+  { path: "orders", label: "menu_orders", view: orders },
+  { path: "members", label: "menu_members", view: members },
+  { path: "wallet", label: "menu_wallet", view: wallet },
   { path: "products", label: "menu_products", view: products },
   { path: "points-mall", label: "menu_points_mall", view: pointsmall },
   { path: "seckill", label: "menu_seckill", view: seckill },
