@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mall.cli import _checks
 from mall.config import Settings
+from mall.domains import checks as _checks
 from mall.kit import clock
 from mall.kit.security import issue_token
 from mall.ops import backup
