@@ -17,6 +17,7 @@ from mall.kit.security import issue_token
 from mall.ops import layout
 from mall.redis import LAYOUT_KEY, RedisClient, get_redis
 from mall.seckill import service as sk_service
+from mall.seckill import stock as sk_stock
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
 from tests.seckill.conftest import make_members
@@ -88,7 +89,7 @@ async def test_a_node_refuses_decisions_on_a_layout_it_does_not_know(
     assert await get_redis().get(sk_service.key(item.id, "stock")) == "4"  # untouched
     # every Lua call is refused, not only the attempt: a give-back, a warm-up
     with pytest.raises(mall_redis.KeyLayoutUnknown):
-        await sk_service._give_back_unit(item.id, "x-1", members[0])
+        await sk_stock.give_back_unit(item.id, "x-1", members[0])
     with pytest.raises(mall_redis.KeyLayoutUnknown):
         await sk_service.warm_session(item.session_id)  # type: ignore[attr-defined]
     status = await layout.status()

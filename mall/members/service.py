@@ -422,7 +422,10 @@ async def search_members(
     text = (q or "").strip()
     if text:
         if text.isdigit():
+            # a phone column holds at most 20 characters: longer digits are no phone
             found = Q(phone=text) if len(text) >= 11 else Q(phone__startswith=text)
+            if len(text) > 20:
+                found = Q(id=0)  # matches nothing
             if len(text) <= 18:  # an id fits a BIGINT
                 found |= Q(id=int(text))
             if len(text) < 3:

@@ -161,6 +161,7 @@ async def test_logs_carry_no_secret_code_or_token(
     fake_wechat: FakeWeChat, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # a command run earlier may quiet httpx
     login = fake_wechat.login_code()
     session = await wechat.code2session(login)
     await wechat.get_phone_number(fake_wechat.phone_code())
