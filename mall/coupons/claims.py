@@ -20,7 +20,7 @@ from mall.coupons import stock
 from mall.coupons.models import Coupon, CouponTemplate, GiftPack, GiftPackIssue
 from mall.errors import ErrorCode
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, tx
 from mall.members import service as members_service
 from mall.members.models import Member
 
@@ -131,7 +131,7 @@ async def grant(member_id: int, template_id: int, *, grant_key: str, source: str
     """Give one coupon of a template as a prize or a redemption (blind box, points mall),
     once per `grant_key`. The template's quantity is decided in Redis like a claim; its
     per-member limit does not apply (the member paid for it). Joins the caller's
-    transaction; the Redis win is given back if the row cannot be written."""
+    transaction; the Redis win is given back if that transaction does not commit."""
     claim_id = f"grant:{grant_key}"[:191]
     existing = await Coupon.get_or_none(claim_id=claim_id)
     if existing is not None:
@@ -139,29 +139,22 @@ async def grant(member_id: int, template_id: int, *, grant_key: str, source: str
     template = await CouponTemplate.get_or_none(id=template_id)
     if template is None or _window_over(template, clock.now()):
         raise COUPON_NOT_CLAIMABLE()
-    taken = await stock.take(template_id, member_id, 1, shopper=False)
-    if taken.status != "ok":
-        raise _LOSS.get(taken.status, COUPON_NOT_CLAIMABLE)()
-    try:
-        valid_from, expires_at = validity_for(template, clock.now())
-        async with in_transaction():
-            return await Coupon.create(
-                template_id=template_id,
-                member_id=member_id,
-                claim_id=claim_id,
-                source=source,
-                valid_from=valid_from,
-                expires_at=expires_at,
-            )
-    except BaseException:
-        await stock.give_back(template_id, member_id, 1, taken.take_id)
-        raise
-
-
-async def return_grant(template_id: int, member_id: int) -> None:
-    """Give a granted coupon's quantity back in Redis after the caller's transaction
-    rolled the coupon row back (Redis is not part of the transaction)."""
-    await stock.give_back(template_id, member_id, 1, uuid.uuid4().hex)
+    valid_from, expires_at = validity_for(template, clock.now())
+    async with tx.transaction():
+        taken = await stock.take(template_id, member_id, 1, shopper=False)
+        if taken.status != "ok":
+            raise _LOSS.get(taken.status, COUPON_NOT_CLAIMABLE)()
+        # the Redis win goes back if this row, or the caller's transaction it joins,
+        # does not commit
+        await tx.on_rollback(lambda: stock.give_back(template_id, member_id, 1, taken.take_id))
+        return await Coupon.create(
+            template_id=template_id,
+            member_id=member_id,
+            claim_id=claim_id,
+            source=source,
+            valid_from=valid_from,
+            expires_at=expires_at,
+        )
 
 
 # --- gift packs -----------------------------------------------------------------
