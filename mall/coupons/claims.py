@@ -9,12 +9,12 @@ the take is given back, once (`stock.give_back`)."""
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import uuid
 from datetime import date, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from mall.coupons import stock
 from mall.coupons.models import Coupon, CouponTemplate, GiftPack, GiftPackIssue
@@ -170,9 +170,9 @@ async def issue_pack(
     `skipped`. Every Redis win is given back if the transaction does not commit."""
     if await GiftPackIssue.filter(issue_key=issue_key).exists():
         return None
-    taken: list[stock.Take] = []
+    taken = False
     try:
-        async with in_transaction():
+        async with tx.transaction():
             issue = await GiftPackIssue.create(
                 pack_id=pack.id, member_id=member_id, issue_key=issue_key, staff_id=staff_id
             )
@@ -189,7 +189,8 @@ async def issue_pack(
                 if took.status != "ok":
                     skipped.append({"template_id": template_id, "reason": took.status})
                     continue
-                taken.append(took)
+                taken = True
+                await tx.on_rollback(functools.partial(_give_back, took, member_id))
                 valid_from, expires_at = validity_for(template, now)
                 for i in range(quantity):
                     coupon = await Coupon.create(
@@ -204,14 +205,16 @@ async def issue_pack(
             issue.coupon_ids = coupon_ids
             issue.skipped = skipped
             await issue.save(update_fields=["coupon_ids", "skipped"])
-    except BaseException as exc:
-        for took in taken:
-            await stock.give_back(took.template_id, member_id, took.n, took.take_id)
-        if isinstance(exc, IntegrityError) and not taken:
-            if await GiftPackIssue.filter(issue_key=issue_key).exists():
-                return None  # issued concurrently under the same key
+    except IntegrityError:
+        # the Redis wins were given back on the rollback (tx.on_rollback above)
+        if not taken and await GiftPackIssue.filter(issue_key=issue_key).exists():
+            return None  # issued concurrently under the same key
         raise
     return issue
+
+
+async def _give_back(took: stock.Take, member_id: int) -> None:
+    await stock.give_back(took.template_id, member_id, took.n, took.take_id)
 
 
 async def issue_new_member_packs(member: Member) -> None:
