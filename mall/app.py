@@ -37,6 +37,7 @@ from mall.errors import (
 )
 from mall.kit import metrics as node_metrics
 from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
+from mall.kit.fastpath import FastPath
 from mall.kit.headers import AddHeaders
 from mall.kit.jobs import Runner
 from mall.orders import service as orders_service
@@ -44,8 +45,6 @@ from mall.wallet import service as wallet_service
 from mall.wechat import pay as wechat_pay
 
 log = logging.getLogger("mall.app")
-
-HOT_ROUTERS = ("mall.seckill.router",)
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -155,9 +154,11 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         # production publishes its API description only when asked to
         **_docs_urls(settings),
     )
-    from mall.seckill.router import AttemptFastPath
+    from mall.seckill.router import FAST_ROUTES as SECKILL_FAST_ROUTES
 
-    app.add_middleware(AttemptFastPath)  # inside RequestContext: locale, id and metrics apply
+    # the hot routes answered before routing; inside RequestContext: locale, id and
+    # metrics apply
+    app.add_middleware(FastPath, routes=[*SECKILL_FAST_ROUTES])
     # outside the fast path, so its (empty) body is bounded too; inside RequestContext,
     # so a 413 is localized and counted
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
@@ -207,9 +208,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             for e in sorted(_all_error_codes(), key=lambda e: e.code)
         ]
 
-    # Starlette matches routes in order: the flash-sale attempt goes right after health.
-    routers = sorted(domains.domain_modules("router"), key=lambda m: m.__name__ not in HOT_ROUTERS)
-    for module in routers:
+    for module in domains.domain_modules("router"):
         app.include_router(module.router)
     openapi.install(app)  # 4xx answers documented with the real error envelope
 

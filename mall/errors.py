@@ -5,6 +5,7 @@ so `/api/v1/errors` can list them and tests can check each has a translation."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -157,13 +158,33 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(MallError)
-    async def _mall_error(request: Request, exc: MallError) -> JSONResponse:
+def render_error(exc: Exception) -> tuple[int, dict[str, str] | None, bytes]:
+    """(status, extra headers, JSON body) of a `MallError` or a Redis outage: the one
+    rendering behind the exception handlers below and the raw fast paths (kit.fastpath)."""
+    if isinstance(exc, MallError):
         headers = (
             {"Retry-After": str(exc.params["retry_after"])} if "retry_after" in exc.params else None
         )
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return exc.status, headers, _json(exc.body())
+    # Redis unreachable, or a cluster failing over: nothing changed, try again
+    return 503, {"Retry-After": "1"}, _json(MallError(SERVICE_UNAVAILABLE).body())
+
+
+def _json(content: Any) -> bytes:
+    # the bytes JSONResponse sends
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def log_redis_down(path: str, exc: Exception) -> None:
+    """One log line per burst of 503s for a Redis outage (see `_QuietLog`)."""
+    _redis_down_log.hit(path, exc)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(MallError)
+    async def _mall_error(request: Request, exc: MallError) -> Response:
+        status, headers, body = render_error(exc)
+        return Response(body, status, headers, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,11 +202,10 @@ def install(app: FastAPI) -> None:
             body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
-    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        _redis_down_log.hit(request.url.path, exc)
-        return JSONResponse(
-            MallError(SERVICE_UNAVAILABLE).body(), status_code=503, headers={"Retry-After": "1"}
-        )
+    async def _redis_down(request: Request, exc: Exception) -> Response:
+        log_redis_down(request.url.path, exc)
+        status, headers, body = render_error(exc)
+        return Response(body, status, headers, media_type="application/json")
 
     for unavailable in REDIS_UNAVAILABLE:  # outages, and a cluster failing over
         app.add_exception_handler(unavailable, _redis_down)

@@ -24,7 +24,7 @@ from mall.seckill import service as sk_service
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
 from mall.seckill.schemas import ItemIn, SessionIn
 from tests.conftest import _truncate_all
-from tests.seckill.conftest import make_members
+from tests.factories import make_member_ids
 
 
 async def _attempt(client: httpx.AsyncClient, item_id: int, member_id: int) -> str:
@@ -49,7 +49,7 @@ async def test_backup_wipe_restore_and_every_check_passes(
     client: httpx.AsyncClient, settings: Settings, tmp_path: Path
 ) -> None:
     sk_service.forget_local_state()
-    members = await make_members(6, prefix="bk")
+    members = await make_member_ids(6, prefix="bk")
     for member in members:
         await points_service.earn(member, 500, idempotency_key=f"bk-{member}", reason="test")
     start = clock.now() - timedelta(seconds=60)

@@ -20,7 +20,7 @@ from mall.seckill import service as sk_service
 from mall.seckill import stock as sk_stock
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
-from tests.seckill.conftest import make_members
+from tests.factories import make_member_ids
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ async def test_the_first_decision_claims_a_fresh_redis_for_this_layout(
 ) -> None:
     assert await get_redis().get(LAYOUT_KEY) is None  # every test starts on an empty Redis
     item = await _item()
-    [member] = await make_members(1, prefix="lay")
+    [member] = await make_member_ids(1, prefix="lay")
     r = await _attempt(client, item.id, member)
     assert r.json()["result"] == "won"
     assert await get_redis().get(LAYOUT_KEY) == str(mall_redis.KEY_LAYOUT_VERSION)
@@ -74,7 +74,7 @@ async def test_a_node_refuses_decisions_on_a_layout_it_does_not_know(
     """Redis migrated by a newer release: this (old) node answers 503 on the hot path,
     fails readiness (the load balancer drains it), and moves no stock."""
     item = await _item(stock=5)
-    members = await make_members(3, prefix="old")
+    members = await make_member_ids(3, prefix="old")
     assert (await _attempt(client, item.id, members[0])).json()["result"] == "won"
     await get_redis().set(LAYOUT_KEY, str(mall_redis.KEY_LAYOUT_VERSION + 1))
     mall_redis.layout_guard.forget()  # instead of waiting out the 1 s recheck
@@ -104,7 +104,7 @@ async def test_a_node_refuses_decisions_on_a_layout_it_does_not_know(
 
 async def test_the_guard_rereads_the_layout_within_a_second(client: httpx.AsyncClient) -> None:
     item = await _item()
-    members = await make_members(2, prefix="tick")
+    members = await make_member_ids(2, prefix="tick")
     assert (await _attempt(client, item.id, members[0])).status_code == 200
     await get_redis().set(LAYOUT_KEY, "99")
     await asyncio.sleep(mall_redis.LAYOUT_RECHECK_SECONDS + 0.1)
@@ -118,7 +118,7 @@ async def test_migrate_fences_every_node_then_moves_the_keys(
     `mall layout migrate` moves the warm keys. No decision is made during the fence,
     none on layout 1 after it, and the stock carries over exactly."""
     item = await _item(stock=5)
-    members = await make_members(4, prefix="mig")
+    members = await make_member_ids(4, prefix="mig")
     assert (await _attempt(client, item.id, members[0])).json()["result"] == "won"
     old = mall_redis.KEY_LAYOUT_VERSION
     moved: list[int] = []

@@ -47,8 +47,8 @@ from mall.seckill import service as sk_service
 from mall.seckill.models import SeckillItem, SeckillOrder
 from mall.seckill.schemas import ItemIn, SessionIn
 from tests.conftest import CLUSTER
+from tests.factories import make_member_ids
 from tests.redis_cluster import RedisClusterHarness
-from tests.seckill.conftest import make_members
 from tests.test_serve import _children, _free_port, _wait_gone
 
 pytestmark = pytest.mark.skipif(
@@ -205,7 +205,7 @@ async def test_flash_sale_items_on_every_master_sell_exactly_their_stock(
             break
     assert len({_master_of(sk_service.key(i.id, "stock")) for i in items}) == 3
 
-    members = await make_members(40, prefix="cl")
+    members = await make_member_ids(40, prefix="cl")
     calls = [(item.id, m) for item in items for m in members for _ in range(2)]
     random.Random(13).shuffle(calls)
 

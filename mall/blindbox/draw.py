@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from tortoise.transactions import in_transaction
-
 from mall.blindbox import stock
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
 from mall.blindbox.schemas import CouponWon, DrawOut, PrizeWon
@@ -43,7 +41,7 @@ from mall.blindbox.stock import DAY_TTL_SECONDS, day_label
 from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
-from mall.kit import clock
+from mall.kit import clock, tx
 from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
@@ -337,7 +335,8 @@ async def draw(member_id: int, series_id: int, *, check_balance_first: bool = Tr
         prize = await BlindBoxPrize.get_or_none(id=decision.prize_id, series_id=series_id)
         if prize is None:
             raise PRIZE_NOT_FOUND()
-        async with in_transaction():
+        # tx.transaction: a coupon prize's grant gives its Redis win back on its rollback
+        async with tx.transaction():
             entry = await points_service.spend(
                 member_id,
                 cost,

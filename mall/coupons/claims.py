@@ -9,18 +9,18 @@ the take is given back, once (`stock.give_back`)."""
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import uuid
 from datetime import date, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from mall.coupons import stock
 from mall.coupons.models import Coupon, CouponTemplate, GiftPack, GiftPackIssue
 from mall.errors import ErrorCode
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, tx
 from mall.members import service as members_service
 from mall.members.models import Member
 
@@ -131,7 +131,7 @@ async def grant(member_id: int, template_id: int, *, grant_key: str, source: str
     """Give one coupon of a template as a prize or a redemption (blind box, points mall),
     once per `grant_key`. The template's quantity is decided in Redis like a claim; its
     per-member limit does not apply (the member paid for it). Joins the caller's
-    transaction; the Redis win is given back if the row cannot be written."""
+    transaction; the Redis win is given back if that transaction does not commit."""
     claim_id = f"grant:{grant_key}"[:191]
     existing = await Coupon.get_or_none(claim_id=claim_id)
     if existing is not None:
@@ -139,29 +139,22 @@ async def grant(member_id: int, template_id: int, *, grant_key: str, source: str
     template = await CouponTemplate.get_or_none(id=template_id)
     if template is None or _window_over(template, clock.now()):
         raise COUPON_NOT_CLAIMABLE()
-    taken = await stock.take(template_id, member_id, 1, shopper=False)
-    if taken.status != "ok":
-        raise _LOSS.get(taken.status, COUPON_NOT_CLAIMABLE)()
-    try:
-        valid_from, expires_at = validity_for(template, clock.now())
-        async with in_transaction():
-            return await Coupon.create(
-                template_id=template_id,
-                member_id=member_id,
-                claim_id=claim_id,
-                source=source,
-                valid_from=valid_from,
-                expires_at=expires_at,
-            )
-    except BaseException:
-        await stock.give_back(template_id, member_id, 1, taken.take_id)
-        raise
-
-
-async def return_grant(template_id: int, member_id: int) -> None:
-    """Give a granted coupon's quantity back in Redis after the caller's transaction
-    rolled the coupon row back (Redis is not part of the transaction)."""
-    await stock.give_back(template_id, member_id, 1, uuid.uuid4().hex)
+    valid_from, expires_at = validity_for(template, clock.now())
+    async with tx.transaction():
+        taken = await stock.take(template_id, member_id, 1, shopper=False)
+        if taken.status != "ok":
+            raise _LOSS.get(taken.status, COUPON_NOT_CLAIMABLE)()
+        # the Redis win goes back if this row, or the caller's transaction it joins,
+        # does not commit
+        await tx.on_rollback(lambda: stock.give_back(template_id, member_id, 1, taken.take_id))
+        return await Coupon.create(
+            template_id=template_id,
+            member_id=member_id,
+            claim_id=claim_id,
+            source=source,
+            valid_from=valid_from,
+            expires_at=expires_at,
+        )
 
 
 # --- gift packs -----------------------------------------------------------------
@@ -177,9 +170,9 @@ async def issue_pack(
     `skipped`. Every Redis win is given back if the transaction does not commit."""
     if await GiftPackIssue.filter(issue_key=issue_key).exists():
         return None
-    taken: list[stock.Take] = []
+    taken = False
     try:
-        async with in_transaction():
+        async with tx.transaction():
             issue = await GiftPackIssue.create(
                 pack_id=pack.id, member_id=member_id, issue_key=issue_key, staff_id=staff_id
             )
@@ -196,7 +189,8 @@ async def issue_pack(
                 if took.status != "ok":
                     skipped.append({"template_id": template_id, "reason": took.status})
                     continue
-                taken.append(took)
+                taken = True
+                await tx.on_rollback(functools.partial(_give_back, took, member_id))
                 valid_from, expires_at = validity_for(template, now)
                 for i in range(quantity):
                     coupon = await Coupon.create(
@@ -211,14 +205,16 @@ async def issue_pack(
             issue.coupon_ids = coupon_ids
             issue.skipped = skipped
             await issue.save(update_fields=["coupon_ids", "skipped"])
-    except BaseException as exc:
-        for took in taken:
-            await stock.give_back(took.template_id, member_id, took.n, took.take_id)
-        if isinstance(exc, IntegrityError) and not taken:
-            if await GiftPackIssue.filter(issue_key=issue_key).exists():
-                return None  # issued concurrently under the same key
+    except IntegrityError:
+        # the Redis wins were given back on the rollback (tx.on_rollback above)
+        if not taken and await GiftPackIssue.filter(issue_key=issue_key).exists():
+            return None  # issued concurrently under the same key
         raise
     return issue
+
+
+async def _give_back(took: stock.Take, member_id: int) -> None:
+    await stock.give_back(took.template_id, member_id, took.n, took.take_id)
 
 
 async def issue_new_member_packs(member: Member) -> None:

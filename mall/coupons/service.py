@@ -38,7 +38,6 @@ from mall.coupons.claims import issue_new_member_packs as issue_new_member_packs
 from mall.coupons.claims import issue_pack as issue_pack
 from mall.coupons.claims import last_valid_day
 from mall.coupons.claims import relative_validity as relative_validity
-from mall.coupons.claims import return_grant as return_grant
 from mall.coupons.claims import validity_for as validity_for
 from mall.coupons.models import Coupon, CouponTemplate, GiftPack
 from mall.coupons.stock import reconcile as reconcile

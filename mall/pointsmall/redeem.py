@@ -19,14 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from tortoise.expressions import F
-from tortoise.transactions import in_transaction
 
 from mall.addresses import service as addresses_service
 from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import IDEMPOTENCY_IN_PROGRESS, ErrorCode
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, tx
 from mall.kit import stock as kit
 from mall.members.models import Member
 from mall.points import service as points_service
@@ -130,21 +129,15 @@ async def _reserve(item: PointsMallItem, member_id: int, quantity: int, resv: st
     raise OUT_OF_STOCK()  # the item could not be loaded; nothing was held
 
 
-async def _settle(
-    item_id: int, resv: str, label: str, member_id: int, coupon_wins: list[int]
-) -> None:
+async def _settle(item_id: int, resv: str, label: str) -> None:
     """After a failed database write: confirm if the row exists after all, else give back
-    the reservation and the coupon template quantity the rolled-back grants took."""
+    the reservation. (Coupon grants give their own wins back when the write rolls back.)"""
     keys = item_keys(item_id, label)
     try:
         if await PointsMallRedemption.exists(reservation_id=resv):
             await stock.confirm(keys, resv)
         else:
             await stock.release(keys, resv)
-            for template_id in coupon_wins:
-                # grant() gives its Redis win back only if its own row fails; these rows
-                # were written and then rolled back with ours. No public give-back yet.
-                await coupons_service.return_grant(template_id, member_id)
     except Exception:
         log.exception(
             "could not settle reservation %s of item %s; the reconciler will", resv, item_id
@@ -186,13 +179,10 @@ async def redeem(
         raise points_service.NOT_ENOUGH_POINTS(balance=balance, cost=cost)
 
     label = await _reserve(item, member.id, quantity, resv)
-    coupon_wins: list[int] = []
     try:
-        redemption = await _write(
-            item, member.id, quantity, cost, resv, label, address, coupon_wins
-        )
+        redemption = await _write(item, member.id, quantity, cost, resv, label, address)
     except BaseException:
-        await asyncio.shield(_settle(item.id, resv, label, member.id, coupon_wins))
+        await asyncio.shield(_settle(item.id, resv, label))
         raise
     if not await stock.confirm(item_keys(item.id, label), resv):
         # the reconciler gave it back before we got here: its stock check will say so
@@ -208,14 +198,11 @@ async def _write(
     resv: str,
     label: str,
     address: dict[str, Any] | None,
-    coupon_wins: list[int] | None = None,
 ) -> PointsMallRedemption:
-    """`coupon_wins` collects the template of each coupon granted, for the give-back if
-    the transaction does not commit."""
-    coupon_wins = [] if coupon_wins is None else coupon_wins
     spend_key = f"pointsmall:redeem:{resv}"
     template_id = item.coupon_template_id if item.kind == "voucher" else None
-    async with in_transaction():
+    # tx.transaction: the coupon grants below give their Redis wins back on its rollback
+    async with tx.transaction():
         # Member row first, the hot item row last: short item locks, one lock order.
         entry = await points_service.spend(
             member_id,
@@ -237,7 +224,6 @@ async def _write(
                 coupon = await coupons_service.grant(
                     member_id, template_id, grant_key=f"pointsmall:{resv}:{i}", source="points_mall"
                 )
-                coupon_wins.append(template_id)
                 coupon_ids.append(coupon.id)
         redemption = await PointsMallRedemption.create(
             reservation_id=resv,

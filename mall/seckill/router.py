@@ -3,37 +3,23 @@ straight from the signed token (no database read) and one Lua call decides."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import APIRouter, Path, Request, Response
 
-from mall.errors import SERVICE_UNAVAILABLE, UNAUTHORIZED, MallError
-from mall.kit import clock, idempotency
+from mall.deps import MemberId
+from mall.errors import UNAUTHORIZED
+from mall.kit import idempotency
 from mall.kit.bounds import Id, fits_bigint
-from mall.kit.security import decode_token
-from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
+from mall.kit.fastpath import FastRoute
+from mall.kit.security import bearer_token
+from mall.kit.security import member_id as token_member_id
 from mall.seckill import service
 from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut
 
 router = APIRouter(prefix="/api/v1", tags=["seckill"])
 
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def _member_id(
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-) -> int:
-    if credentials is None or not credentials.credentials:
-        raise UNAUTHORIZED()
-    return int(decode_token(credentials.credentials, "member")["sub"])
-
-
-# A signed member token is enough for seckill reads and attempts (no member row loaded).
-MemberId = Annotated[int, Depends(_member_id)]
 # "<item id>-<hex>" as the attempt answers it
 ReservationId = Annotated[str, Path(max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -44,25 +30,11 @@ async def sessions() -> list[SessionOut]:
     return await service.open_sessions()
 
 
-# Verified member tokens -> (member id, expiry): a member taps many times in a burst and
-# the HMAC check is the largest cost left on this path. Expiry is still checked each time.
-_verified: dict[str, tuple[int, int]] = {}
-_VERIFIED_MAX = 50_000
-
-
-def _bearer_member_id(authorization: str | None) -> int:
-    scheme, _sep, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+def _member_id_of(authorization: str | None) -> int:
+    token = bearer_token(authorization)
+    if token is None:
         raise UNAUTHORIZED()
-    known = _verified.get(token)
-    if known is not None and known[1] > clock.now().timestamp():
-        return known[0]
-    payload = decode_token(token, "member")
-    if len(_verified) >= _VERIFIED_MAX:
-        _verified.clear()
-    member_id = int(payload["sub"])
-    _verified[token] = (member_id, int(payload["exp"]))
-    return member_id
+    return token_member_id(token)
 
 
 @router.post(
@@ -89,7 +61,7 @@ async def attempt(item_id: Id, request: Request) -> Response:
     The hot path: headers are read directly (no dependency tree) and the answer is
     serialized once, since most answers in a burst are the same `sold_out`."""
     headers = request.headers
-    member_id = _bearer_member_id(headers.get("authorization"))
+    member_id = _member_id_of(headers.get("authorization"))
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
     answer = await service.attempt(item_id, member_id, key)
@@ -105,62 +77,22 @@ async def reservation(reservation_id: ReservationId, member_id: MemberId) -> Res
 
 # --- the hot path without the framework ---------------------------------------------
 
-# ASCII digits only (`\d` would take other scripts' digits too), at most BIGINT's 19
-_ATTEMPT_PATH = re.compile(r"^/api/v1/seckill/items/([0-9]{1,19})/attempt$")
+
+async def _fast_attempt(found: re.Match[str], authorization: str | None, key: str | None) -> bytes:
+    """`attempt` above, answered by kit.fastpath: same answers, errors and headers."""
+    idempotency.check_key(key)
+    member_id = _member_id_of(authorization)
+    return service.answer_json(await service.attempt(int(found.group(1)), member_id, key))
 
 
-class _Template:
-    """Stands in for the matched route, so metrics label the hot path like the others."""
-
-    path = "/api/v1/seckill/items/{item_id}/attempt"
-
-
-class AttemptFastPath:
-    """Pure ASGI middleware answering `POST .../attempt` before FastAPI's request
-    machinery (dependency solving, exit stacks, response validation), which costs more
-    than the Lua call itself in a burst. Same answers, errors and headers as the route
-    above, which stays registered for the OpenAPI schema."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        found = _ATTEMPT_PATH.match(scope["path"])
+FAST_ROUTES = [
+    FastRoute(
+        "POST",
+        "/api/v1/seckill/items/{item_id}/attempt",
+        # ASCII digits only (`\d` would take other scripts' digits too), at most BIGINT's 19
+        re.compile(r"^/api/v1/seckill/items/([0-9]{1,19})/attempt$"),
+        _fast_attempt,
         # an id that is not a BIGINT goes to the route, whose validation answers 422
-        if found is None or not fits_bigint(item_id := int(found.group(1))):
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = _Template
-        authorization = key = None
-        has_body = False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"idempotency-key":
-                key = value.decode("latin-1")
-            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                has_body = True
-        if has_body:
-            # the attempt takes no body; read it through the body limit (outside this
-            # middleware), which answers 413 for an oversized one, and drop it
-            while (await receive()).get("more_body", False):
-                pass
-        status, extra = 200, []
-        try:
-            idempotency.check_key(key)
-            member_id = _bearer_member_id(authorization)
-            body = service.answer_json(await service.attempt(item_id, member_id, key))
-        except MallError as exc:
-            status, body = exc.status, json.dumps(exc.body(), ensure_ascii=False).encode()
-        except REDIS_UNAVAILABLE:
-            status, extra = 503, [(b"retry-after", b"1")]
-            body = json.dumps(MallError(SERVICE_UNAVAILABLE).body(), ensure_ascii=False).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers + extra})
-        await send({"type": "http.response.body", "body": body})
+        accepts=lambda found: fits_bigint(int(found.group(1))),
+    )
+]

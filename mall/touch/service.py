@@ -18,7 +18,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from mall.config import get_settings
-from mall.kit import clock
+from mall.kit import clock, tx
 from mall.redis import script
 from mall.touch.models import SubscribeGrant, TouchLog
 
@@ -108,11 +108,10 @@ async def try_touch(member_id: int, kind: str, reference: str = "") -> bool:
         result = int(await take(keys=[key], args=[cap, _TTL_SECONDS, seed]))
     if result != 1:
         return False
-    try:
+    async with tx.transaction():
+        # the Redis count goes back if the log row (or a caller's transaction) rolls back
+        await tx.on_rollback(lambda: script("mall.touch", "give_back")(keys=[key], args=[]))
         await TouchLog.create(member_id=member_id, month=month, kind=kind, reference=reference)
-    except BaseException:
-        await script("mall.touch", "give_back")(keys=[key], args=[])
-        raise
     return True
 
 

@@ -16,7 +16,7 @@ from mall.errors import MallError
 from mall.kit import clock
 from mall.redis import get_redis
 from tests.conftest import MemberLogin
-from tests.coupons.helpers import make_members, make_template
+from tests.factories import make_members, make_template
 
 
 async def _claim(member_id: int, template_id: int) -> str:

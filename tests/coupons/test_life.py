@@ -11,7 +11,7 @@ from mall.coupons.models import Coupon
 from mall.errors import MallError
 from mall.kit import clock
 from mall.pricing import CartLine, PricingInput, price_cart
-from tests.coupons.helpers import make_members, make_template
+from tests.factories import make_members, make_template
 
 pytestmark = pytest.mark.clock
 

@@ -12,7 +12,7 @@ from mall.coupons.models import Coupon, GiftPack, GiftPackIssue
 from mall.coupons.tasks import check_coupons
 from mall.members.models import Member
 from tests.conftest import MemberLogin, StaffLogin
-from tests.coupons.helpers import make_members, make_template
+from tests.factories import make_members, make_template
 
 
 async def _new_member_pack() -> tuple[GiftPack, int, int]:

@@ -18,6 +18,7 @@ from mall.touch import service as touch_service
 from mall.touch.models import SubscribeGrant, TouchLog
 from mall.touch.service import try_touch
 from tests.conftest import MemberLogin
+from tests.factories import make_member
 from tests.wechat.fake import FakeWeChat
 
 pytestmark = pytest.mark.clock
@@ -37,7 +38,7 @@ def reminder_template(settings: Settings) -> Iterator[str]:
 
 async def _member(name: str, fake: FakeWeChat) -> Member:
     fake.add_user(f"o_{name}")
-    return await Member.create(openid=f"o_{name}", nickname=name)
+    return await make_member(name)
 
 
 async def _coupon(member: Member, template: CouponTemplate, expires_in: timedelta) -> Coupon:

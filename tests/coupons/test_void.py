@@ -16,7 +16,7 @@ from mall.coupons.tasks import check_coupons
 from mall.errors import MallError
 from mall.kit import clock
 from tests.conftest import StaffLogin
-from tests.coupons.helpers import make_members, make_template
+from tests.factories import make_members, make_template
 
 ISSUED = datetime(2025, 1, 10, 4, tzinfo=UTC)
 

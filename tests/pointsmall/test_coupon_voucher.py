@@ -19,7 +19,7 @@ from mall.points.tasks import CHECKS as POINTS_CHECKS
 from mall.pointsmall import service as pm_service
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.tasks import CHECKS
-from tests.coupons.helpers import make_template
+from tests.factories import make_template
 from tests.pointsmall.conftest import MakeItem, NewMember, db_stock, key, redis_stock
 
 

@@ -19,10 +19,7 @@ from mall.referral import service
 from mall.referral.models import CommissionEntry, ReferralBinding
 from mall.referral.schemas import PromoterLevel, ReferralRules
 from tests.conftest import MemberLogin, StaffLogin
-
-
-async def _member(name: str) -> Member:
-    return await Member.create(openid=f"o_{name}", nickname=name)
+from tests.factories import make_member
 
 
 async def _code(member: Member) -> str:
@@ -35,7 +32,7 @@ async def _koc(member: Member) -> None:
 
 
 async def test_first_binding_wins_and_self_binding_is_refused() -> None:
-    alice, bob, carol, dave = [await _member(n) for n in ("alice", "bob", "carol", "dave")]
+    alice, bob, carol, dave = [await make_member(n) for n in ("alice", "bob", "carol", "dave")]
     code_a, code_c = await _code(alice), await _code(carol)
     assert await _code(alice) == code_a  # stable
 
@@ -64,7 +61,7 @@ async def test_first_binding_wins_and_self_binding_is_refused() -> None:
 
 @pytest.mark.clock
 async def test_binding_only_within_the_window_after_joining() -> None:
-    alice, late = await _member("alice"), await _member("late")
+    alice, late = await make_member("alice"), await make_member("late")
     code = await _code(alice)
     clock.advance(timedelta(days=7, hours=1))
     with pytest.raises(MallError) as raised:
@@ -72,7 +69,7 @@ async def test_binding_only_within_the_window_after_joining() -> None:
     assert raised.value.code == "REFERRAL_WINDOW_CLOSED"
     assert raised.value.params == {"days": 7}
     # an inactive promoter's code binds nobody
-    fresh = await _member("fresh")
+    fresh = await make_member("fresh")
     promoter = await service.promoter_for_member(alice.id)
     await service.update_promoter(promoter.id, level=None, active=False, actor=None)
     with pytest.raises(MallError) as raised:
@@ -81,7 +78,11 @@ async def test_binding_only_within_the_window_after_joining() -> None:
 
 
 async def test_commission_granted_once_and_reversed_on_refund() -> None:
-    koc, buyer, stranger = await _member("koc"), await _member("buyer"), await _member("x")
+    koc, buyer, stranger = (
+        await make_member("koc"),
+        await make_member("buyer"),
+        await make_member("x"),
+    )
     await _koc(koc)  # 5%
     await service.bind(buyer, await _code(koc))
 
@@ -143,7 +144,7 @@ async def test_commission_granted_once_and_reversed_on_refund() -> None:
 
 
 async def test_plain_member_codes_bind_but_earn_nothing_by_default() -> None:
-    sharer, friend = await _member("sharer"), await _member("friend")
+    sharer, friend = await make_member("sharer"), await make_member("friend")
     await service.bind(friend, await _code(sharer))
     assert await service.on_order_completed(1, friend.id, 10_000) is None  # member level: 0%
     assert (await service.figures([(await service.promoter_for_member(sharer.id)).id])) == {
@@ -191,7 +192,7 @@ async def test_ops_routes(
 ) -> None:
     ops = await staff_headers("ops")
     admin = await staff_headers("admin", username="boss")
-    koc, buyer = await _member("koc"), await _member("buyer")
+    koc, buyer = await make_member("koc"), await make_member("buyer")
 
     r = await client.post(
         "/api/admin/v1/referral/promoters", json={"member_id": koc.id, "level": "koc"}, headers=ops

@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 
 from mall.kit import clock
-from mall.members.models import Member
 from mall.seckill import service
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
@@ -57,12 +56,3 @@ def make_item() -> MakeItem:
         return await SeckillItem.get(session_id=session.id)
 
     return make
-
-
-async def make_members(n: int, prefix: str = "m") -> list[int]:
-    await Member.bulk_create(
-        [Member(openid=f"{prefix}{i}", nickname=f"{prefix}{i}") for i in range(n)], batch_size=1000
-    )
-    return list(
-        await Member.filter(openid__startswith=prefix).order_by("id").values_list("id", flat=True)
-    )

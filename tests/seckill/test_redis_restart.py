@@ -15,7 +15,8 @@ from mall.redis import EmbeddedRedis, get_redis
 from mall.seckill import service
 from mall.seckill.models import SeckillOrder
 from mall.seckill.service import key
-from tests.seckill.conftest import MakeItem, make_members
+from tests.factories import make_member_ids
+from tests.seckill.conftest import MakeItem
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def test_redis_restart_mid_session_does_not_oversell(
     own_redis: EmbeddedRedis, make_item: MakeItem, client: httpx.AsyncClient
 ) -> None:
     item = await make_item(stock=50, points_price=0)
-    members = await make_members(120)
+    members = await make_member_ids(120)
     first = [await service.attempt(item.id, m) for m in members[:30]]
     assert all(r.result == "won" for r in first)
     await service.drain()  # some wins persisted before the restart...

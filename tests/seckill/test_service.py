@@ -14,7 +14,8 @@ from mall.redis import get_redis
 from mall.seckill import service, tasks, winners
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
 from mall.seckill.service import key
-from tests.seckill.conftest import MakeItem, make_members
+from tests.factories import make_member_ids
+from tests.seckill.conftest import MakeItem
 
 
 async def _gather_in_batches(
@@ -34,7 +35,7 @@ async def _assert_reconciled(item_id: int) -> None:
 
 async def test_burst_5000_members_20000_attempts_stock_500(make_item: MakeItem) -> None:
     item = await make_item(stock=500, cash_price_fen=990, limit=1)
-    members = await make_members(5000)
+    members = await make_member_ids(5000)
     calls = [(item.id, m) for m in members for _ in range(4)]
     random.Random(5).shuffle(calls)
 
@@ -64,7 +65,7 @@ async def test_burst_5000_members_20000_attempts_stock_500(make_item: MakeItem) 
 
 async def test_points_win_spends_points_and_a_short_member_loses_it(make_item: MakeItem) -> None:
     item = await make_item(stock=2, points_price=100)
-    alice, bob, carol = await make_members(3)
+    alice, bob, carol = await make_member_ids(3)
     await points_service.earn(alice, 150, idempotency_key="t:a", reason="test")
     await points_service.earn(bob, 50, idempotency_key="t:b", reason="test")
     await points_service.earn(carol, 100, idempotency_key="t:c", reason="test")
@@ -97,7 +98,7 @@ async def test_unpaid_cash_win_goes_back_after_the_deadline(
     make_item: MakeItem, settings: Settings
 ) -> None:
     item = await make_item(stock=2, cash_price_fen=1990)
-    alice, bob, carol = await make_members(3)
+    alice, bob, carol = await make_member_ids(3)
     won_a = await service.attempt(item.id, alice)
     won_b = await service.attempt(item.id, bob)
     assert won_a.reservation_id and won_b.reservation_id
@@ -124,19 +125,19 @@ async def test_unpaid_cash_win_goes_back_after_the_deadline(
 
 async def test_window_not_started_then_live_then_ended(make_item: MakeItem) -> None:
     item = await make_item(stock=5, starts_in=3600, lasts=600)
-    (alice,) = await make_members(1)
+    (alice,) = await make_member_ids(1)
     assert (await service.attempt(item.id, alice)).result == "not_started"
     clock.advance(timedelta(seconds=3601))
     assert (await service.attempt(item.id, alice)).result == "won"
     clock.advance(timedelta(seconds=600))
-    (bob,) = await make_members(1, prefix="b")
+    (bob,) = await make_member_ids(1, prefix="b")
     assert (await service.attempt(item.id, bob)).result == "ended"
     assert int(await get_redis().get(key(item.id, "stock"))) == 4
 
 
 async def test_close_early_answers_ended(make_item: MakeItem) -> None:
     item = await make_item(stock=5)
-    alice, bob = await make_members(2)
+    alice, bob = await make_member_ids(2)
     assert (await service.attempt(item.id, alice)).result == "won"
     await service.close_session(item.session_id, None)
     assert (await service.attempt(item.id, bob)).result == "ended"
@@ -146,7 +147,7 @@ async def test_close_early_answers_ended(make_item: MakeItem) -> None:
 
 async def test_rate_limited_per_member(make_item: MakeItem, settings: Settings) -> None:
     item = await make_item(stock=100, limit=100)
-    alice, bob = await make_members(2)
+    alice, bob = await make_member_ids(2)
     old = settings.seckill_attempts_per_window
     settings.seckill_attempts_per_window = 2
     try:
@@ -163,7 +164,7 @@ async def test_rate_limited_per_member(make_item: MakeItem, settings: Settings) 
 
 async def test_idempotency_key_replays_the_same_win(make_item: MakeItem) -> None:
     item = await make_item(stock=1)
-    alice, bob = await make_members(2)
+    alice, bob = await make_member_ids(2)
     first = await service.attempt(item.id, alice, "tap-1")
     again = await service.attempt(item.id, alice, "tap-1")
     assert first.result == again.result == "won"
@@ -179,7 +180,7 @@ async def test_idempotency_key_replays_the_same_win(make_item: MakeItem) -> None
 
 async def test_limit_reached(make_item: MakeItem) -> None:
     item = await make_item(stock=10, limit=2)
-    (alice,) = await make_members(1)
+    (alice,) = await make_member_ids(1)
     results = [(await service.attempt(item.id, alice)).result for _ in range(3)]
     assert results == ["won", "won", "limit_reached"]
 
@@ -188,7 +189,7 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
     make_item: MakeItem,
 ) -> None:
     item = await make_item(stock=100, points_price=10)
-    members = await make_members(100)
+    members = await make_member_ids(100)
     for m in members:
         await points_service.earn(m, 10, idempotency_key=f"t:{m}", reason="test")
     results = await asyncio.gather(*(service.attempt(item.id, m) for m in members))
@@ -219,7 +220,7 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
 
 async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
     item = await make_item(stock=150)
-    members = await make_members(150)
+    members = await make_member_ids(150)
     results = await asyncio.gather(*(service.attempt(item.id, m) for m in members))
     wins = {r.reservation_id for r in results if r.result == "won"}
     doomed = asyncio.create_task(service.drain("doomed"))
@@ -243,7 +244,7 @@ async def test_rewarm_keeps_stock_and_cold_warm_counts_from_the_database(
     make_item: MakeItem,
 ) -> None:
     item = await make_item(stock=10)
-    members = await make_members(3)
+    members = await make_member_ids(3)
     for m in members:
         assert (await service.attempt(item.id, m)).result == "won"
     await service.warm_session(item.session_id)  # a re-warm must not refill the stock
@@ -258,7 +259,7 @@ async def test_rewarm_keeps_stock_and_cold_warm_counts_from_the_database(
 
 async def test_reconciler_reports_a_mismatch(make_item: MakeItem) -> None:
     item = await make_item(stock=10)
-    (alice,) = await make_members(1)
+    (alice,) = await make_member_ids(1)
     await service.attempt(item.id, alice)
     report = await tasks.check_seckill()
     assert report.ok, report.lines  # an unpersisted win counts as backlog
@@ -271,7 +272,7 @@ async def test_reconciler_reports_a_mismatch(make_item: MakeItem) -> None:
 
 async def test_database_guard_refuses_a_unit_redis_should_not_have(make_item: MakeItem) -> None:
     item = await make_item(stock=2)
-    alice, bob, carol = await make_members(3)
+    alice, bob, carol = await make_member_ids(3)
     await service.attempt(item.id, alice)
     await service.attempt(item.id, bob)
     await service.drain()
@@ -285,7 +286,7 @@ async def test_database_guard_refuses_a_unit_redis_should_not_have(make_item: Ma
 
 
 async def test_unknown_item(make_item: MakeItem) -> None:
-    (alice,) = await make_members(1)
+    (alice,) = await make_member_ids(1)
     with pytest.raises(Exception) as raised:
         await service.attempt(987654, alice)
     assert getattr(raised.value, "code", "") == "SECKILL_ITEM_NOT_FOUND"
@@ -293,7 +294,7 @@ async def test_unknown_item(make_item: MakeItem) -> None:
 
 async def test_the_reconcile_job_repairs_a_drift_that_persists(make_item: MakeItem) -> None:
     item = await make_item(stock=10)
-    (alice,) = await make_members(1)
+    (alice,) = await make_member_ids(1)
     await service.attempt(item.id, alice)
     await service.drain()
     await get_redis().decr(key(item.id, "stock"))  # e.g. an increase lost between its steps

@@ -1,0 +1,91 @@
+"""Raw ASGI fast paths for the hottest routes (a flash-sale attempt; later a redeem or a
+draw): answered before FastAPI's request machinery (dependency solving, exit stacks,
+response validation), which costs more than the one Redis call such a route makes.
+
+A fast route keeps the house's answers: the error envelope and 503s of mall.errors
+(`render_error`), the bearer-token parser of mall.deps (`security.bearer_token`), and, set
+as `scope["route"]`, its route template for the metrics label. The FastAPI route it stands
+in for stays registered, for the OpenAPI schema and for what the fast path declines."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mall.errors import MallError, log_redis_down, render_error
+from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
+
+# (path match, Authorization header, Idempotency-Key header) -> the 200 answer's JSON
+Handler = Callable[[re.Match[str], str | None, str | None], Awaitable[bytes]]
+
+_RENDERED: tuple[type[Exception], ...] = (MallError, *REDIS_UNAVAILABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class FastRoute:
+    method: str
+    # the route template, as FastAPI's route has it: the metrics label
+    path: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    # a match the handler declines goes on to FastAPI (e.g. for its 422)
+    accepts: Callable[[re.Match[str]], bool] | None = None
+
+
+class FastPath:
+    """Pure ASGI middleware: a request matching one of `routes` (method and path) is
+    answered by its handler; everything else goes on to `app`. A fast route takes no
+    body: one sent is read through the body limit (outside this middleware, so an
+    oversized one still answers 413) and dropped."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[FastRoute]) -> None:
+        self.app = app
+        self.routes = tuple(routes)
+        self.methods = frozenset(r.method for r in routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.methods:
+            await self.app(scope, receive, send)
+            return
+        for route in self.routes:
+            if route.method != scope["method"]:
+                continue
+            found = route.pattern.match(scope["path"])
+            if found is not None and (route.accepts is None or route.accepts(found)):
+                await self._answer(route, found, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _answer(
+        route: FastRoute, found: re.Match[str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        scope["route"] = route
+        authorization = key = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                key = value.decode("latin-1")
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                has_body = True
+        if has_body:
+            while (await receive()).get("more_body", False):
+                pass
+        status = 200
+        headers = [(b"content-type", b"application/json")]
+        try:
+            body = await route.handler(found, authorization, key)
+        except _RENDERED as exc:
+            if not isinstance(exc, MallError):
+                log_redis_down(scope["path"], exc)
+            status, extra, body = render_error(exc)
+            if extra:
+                headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
