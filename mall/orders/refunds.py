@@ -347,21 +347,16 @@ _CASH_STATUS = {"SUCCESS": "succeeded", "PROCESSING": "processing", "ABNORMAL": 
 
 def wechat_refund_no(refund: OrderRefund) -> str:
     """The number WeChat Pay knows the cash refund's current attempt by."""
-    if refund.cash_attempt == 0:
-        return refund.out_refund_no
-    return f"{refund.out_refund_no}-{refund.cash_attempt}"
+    return wechat_pay.attempt_refund_no(refund.out_refund_no, refund.cash_attempt)
 
 
 async def _refund_of(wechat_no: str) -> OrderRefund | None:
     """The refund whose current attempt WeChat reports (None for a replaced attempt)."""
-    found = await OrderRefund.get_or_none(out_refund_no=wechat_no)
-    if found is not None:
-        return found if found.cash_attempt == 0 else None
-    base, _dash, attempt = wechat_no.rpartition("-")
-    if not base or not attempt.isdigit():
-        return None
-    found = await OrderRefund.get_or_none(out_refund_no=base)
-    return found if found is not None and found.cash_attempt == int(attempt) else None
+    for number, attempt in wechat_pay.refund_attempts(wechat_no):
+        found = await OrderRefund.get_or_none(out_refund_no=number)
+        if found is not None:
+            return found if found.cash_attempt == attempt else None
+    return None
 
 
 async def _record_cash_result(refund: OrderRefund, result: Any) -> None:

@@ -141,22 +141,17 @@ async def refund_top_up(
 
 def wechat_refund_no(refund_row: TopUpRefund) -> str:
     """The number WeChat Pay knows the refund's current attempt by."""
-    if refund_row.attempt == 0:
-        return refund_row.out_refund_no
-    return f"{refund_row.out_refund_no}-{refund_row.attempt}"
+    return wechat_pay.attempt_refund_no(refund_row.out_refund_no, refund_row.attempt)
 
 
 async def _find_refund(wechat_no: str) -> TopUpRefund | None:
     """The refund row of a number WeChat reports, if it is the row's current attempt
     (an answer about an attempt ops have since replaced is old news)."""
-    found = await TopUpRefund.get_or_none(out_refund_no=wechat_no)
-    if found is not None:
-        return found if found.attempt == 0 else None
-    base, _dash, attempt = wechat_no.rpartition("-")
-    if not base or not attempt.isdigit():
-        return None
-    found = await TopUpRefund.get_or_none(out_refund_no=base)
-    return found if found is not None and found.attempt == int(attempt) else None
+    for number, attempt in wechat_pay.refund_attempts(wechat_no):
+        found = await TopUpRefund.get_or_none(out_refund_no=number)
+        if found is not None:
+            return found if found.attempt == attempt else None
+    return None
 
 
 async def _send_refund(refund_row: TopUpRefund, top_up: TopUp) -> None:

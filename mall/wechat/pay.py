@@ -286,6 +286,22 @@ def pay_appid() -> str:
     return s.wechatpay_appid or s.wechat_appid
 
 
+def attempt_refund_no(out_refund_no: str, attempt: int) -> str:
+    """The number WeChat Pay knows a refund attempt by: the first keeps the refund's own
+    number; a retry ops start after an ABNORMAL end is `<number>-<attempt>`."""
+    return out_refund_no if attempt == 0 else f"{out_refund_no}-{attempt}"
+
+
+def refund_attempts(wechat_no: str) -> list[tuple[str, int]]:
+    """The (refund number, attempt) pairs a number WeChat reports may stand for, in the
+    order to look them up (the inverse of `attempt_refund_no`)."""
+    pairs = [(wechat_no, 0)]
+    base, _dash, attempt = wechat_no.rpartition("-")
+    if base and attempt.isdigit():
+        pairs.append((base, int(attempt)))
+    return pairs
+
+
 def is_configured() -> bool:
     try:
         keys()
