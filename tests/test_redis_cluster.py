@@ -151,8 +151,6 @@ def scratch_app(settings: Settings) -> FastAPI:
     return app
 
 
-# redis-py's cluster client drops its connections to a dead master without closing them
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_lost_master_fails_readiness_and_answers_503(
     small_cluster: RedisClusterHarness, scratch_app: FastAPI
 ) -> None:
