@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -170,6 +171,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # closing them (sockets, transports, connection and node objects); they are
         # collected during whichever test runs next. Only on the cluster pass.
         config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnraisableExceptionWarning")
+        # ... and the last of them are collected after the session, where only the
+        # process-wide filters apply, not the ini lines added here
+        warnings.filterwarnings("ignore", category=pytest.PytestUnraisableExceptionWarning)
     # a naive datetime in a query is read as UTC by Tortoise: always a bug here
     config.addinivalue_line(
         "filterwarnings", "error:DateTimeField .* received a naive datetime:RuntimeWarning"
