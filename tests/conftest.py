@@ -32,6 +32,7 @@ from mall import redis as mall_redis
 from mall.config import Settings, set_settings
 from mall.db import _has_migrations, tortoise_config
 from mall.kit import clock
+from tests.process import MallProcess
 
 _tmp = Path(tempfile.mkdtemp(prefix="mall-test-"))
 # The Redis-touching suites run a second time against a real cluster (.ci/run).
@@ -228,3 +229,13 @@ def staff_headers(client: httpx.AsyncClient) -> StaffLogin:
         return {"Authorization": f"Bearer {r.json()['token']}"}
 
     return login
+
+
+@pytest.fixture
+def processes() -> Iterator[list[MallProcess]]:
+    """mall processes a test starts (tests/process.py): killed with their children after
+    it, failed or not."""
+    started: list[MallProcess] = []
+    yield started
+    for process in reversed(started):
+        process.kill()

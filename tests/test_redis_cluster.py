@@ -7,18 +7,14 @@ Here every hot object is spread over all three masters on purpose."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import secrets
 import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,8 +44,8 @@ from mall.seckill.models import SeckillItem, SeckillOrder
 from mall.seckill.schemas import ItemIn, SessionIn
 from tests.conftest import CLUSTER
 from tests.factories import make_member_ids
+from tests.process import Service
 from tests.redis_cluster import RedisClusterHarness
-from tests.test_serve import _children, _free_port, _wait_gone
 
 pytestmark = pytest.mark.skipif(
     not CLUSTER, reason="needs MALL_TEST_REDIS_CLUSTER=1 (a real Redis 7 cluster)"
@@ -293,70 +289,19 @@ async def test_demo_data_every_job_and_every_check_on_the_cluster(
         assert r.status_code in (200, 401), (path, r.text)
 
 
-class _ClusterService:
-    """`mall serve --demo` in a subprocess with MALL_REDIS_URL at one node of the cluster
-    and its own SQLite file."""
-
-    def __init__(self, data_dir: Path, redis_url: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALL_")}
-        env["MALL_REDIS_URL"] = redis_url
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mall.cli", "--data-dir", str(data_dir)),
-                *("serve", "--port", str(self.port), "--demo"),
-            ],
-            cwd=data_dir.parent,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:  # closed at the end of output: warnings are errors
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"mall serve exited early:\n{self.output}"
-            try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready within {timeout}s:\n{self.output}")
-
-
 @pytest.fixture
-async def cluster_service(tmp_path: Path, settings: Settings) -> AsyncIterator[_ClusterService]:
-    service = _ClusterService(tmp_path / "data", settings.redis_url or "")
-    try:
-        yield service
-    finally:
-        children = _children(service.proc.pid) if service.proc.poll() is None else []
-        if service.proc.poll() is None:
-            service.proc.kill()
-            service.proc.wait()
-        for pid in _wait_gone(children, 5.0):
-            os.kill(pid, signal.SIGKILL)
-        service._reader.join(5.0)
+def cluster_service(tmp_path: Path, settings: Settings, processes: list[Service]) -> Service:
+    """`mall serve --demo` with MALL_REDIS_URL at one node of the cluster and its own
+    SQLite file."""
+    service = Service(
+        tmp_path / "data", demo=True, env={"MALL_REDIS_URL": settings.redis_url or ""}
+    )
+    processes.append(service)
+    return service
 
 
-async def test_mall_serve_demo_against_a_cluster_node(cluster_service: _ClusterService) -> None:
-    await asyncio.to_thread(cluster_service.wait_ready)
+async def test_mall_serve_demo_against_a_cluster_node(cluster_service: Service) -> None:
+    await asyncio.to_thread(cluster_service.wait_ready, 90.0)
     base = cluster_service.base
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         assert (await http.get("/readyz")).json()["redis"] == "ok"

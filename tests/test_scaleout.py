@@ -8,7 +8,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -22,101 +21,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.process import MallProcess
 from tests.redis_cluster import RedisClusterHarness, cluster_binary
-from tests.test_serve import _children, _free_port, _wait_gone
 
 pytestmark = pytest.mark.nodb  # every process here has its own database and Redis
 
 START_TIMEOUT = 60.0
 
 
-class Node:
-    """`python -m mall.cli ARGS` in a subprocess with exactly `env` as MALL_* settings,
-    its output kept for the failure message."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MALL_")}
-        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        full_env.update(env)
-        argv = [sys.executable, "-m", "mall.cli", *args]
-        if "serve" in args:
-            argv += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:  # closed at the end of output: warnings are errors
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines[-80:])
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"exited early:\n{self.output}"
-            try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready within {timeout}s:\n{self.output}")
-
-    def wait_line(self, pattern: str, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
-                return
-            assert self.proc.poll() is None, f"exited early:\n{self.output}"
-            time.sleep(0.1)
-        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output}")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (graceful: in-flight requests finish), then the exit code."""
-        children = _children(self.proc.pid) if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"ignored SIGTERM for {timeout}s:\n{self.output}") from None
-        for pid in _wait_gone(children, 5.0):
-            os.kill(pid, signal.SIGKILL)
-        self._reader.join(5.0)
-        return code
-
-    def kill(self) -> None:
-        children = _children(self.proc.pid) if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in _wait_gone(children, 5.0):
-            os.kill(pid, signal.SIGKILL)
-        self._reader.join(5.0)
-
-
 @pytest.fixture
-def nodes() -> Iterator[list[Node]]:
-    started: list[Node] = []
-    yield started
-    for node in reversed(started):  # a failed test leaves no process behind
-        node.kill()
+def nodes(processes: list[MallProcess]) -> list[MallProcess]:
+    return processes
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -130,7 +45,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_sum_every_worker_of_a_node(tmp_path: Path, nodes: list[Node]) -> None:
+def test_metrics_sum_every_worker_of_a_node(tmp_path: Path, nodes: list[MallProcess]) -> None:
     """`mall serve --workers 2`: whichever worker answers a scrape, it counts the
     requests both workers served (prometheus-client's multiprocess mode)."""
     data = tmp_path / "data"
@@ -138,7 +53,7 @@ def test_metrics_sum_every_worker_of_a_node(tmp_path: Path, nodes: list[Node]) -
     stale = data / "metrics" / "counter_1.db"  # a previous run's file is wiped on start
     stale.parent.mkdir()
     stale.write_bytes(b"\0" * 64)
-    node = Node(["--data-dir", str(data), "serve", "--workers", "2"], {}, tmp_path)
+    node = MallProcess(["--data-dir", str(data), "serve", "--workers", "2"], cwd=tmp_path)
     nodes.append(node)
     node.wait_ready()
     assert not stale.exists()
@@ -166,7 +81,7 @@ def test_metrics_sum_every_worker_of_a_node(tmp_path: Path, nodes: list[Node]) -
         text = httpx.get(node.base + "/metrics", timeout=5).text
         assert _sample(text, "mall_http_requests_total", **labels) == calls, text[:2000]
         assert _sample(text, "mall_http_request_seconds_count", method="GET", route="/healthz")
-    assert node.stop() == 0, node.output
+    assert node.terminate() == 0, node.output
 
 
 # --- several app nodes ----------------------------------------------------------------
@@ -221,11 +136,11 @@ class Mall:
 
     env: dict[str, str]
     cwd: Path
-    nodes: list[Node]
+    nodes: list[MallProcess]
     admin: dict[str, str]
 
-    def start(self, args: list[str], url: str) -> Node:
-        node = Node(args, {**self.env, "MALL_REDIS_URL": url}, self.cwd)
+    def start(self, args: list[str], url: str) -> MallProcess:
+        node = MallProcess(args, cwd=self.cwd, env={**self.env, "MALL_REDIS_URL": url})
         self.nodes.append(node)
         return node
 
@@ -247,7 +162,7 @@ ADMIN_PASSWORD = "correct-horse-battery-staple"
 
 @pytest.fixture
 def mall(
-    tmp_path: Path, cluster: RedisClusterHarness, shared_database: str, nodes: list[Node]
+    tmp_path: Path, cluster: RedisClusterHarness, shared_database: str, nodes: list[MallProcess]
 ) -> Mall:
     env = {
         "MALL_DATABASE_URL": shared_database,
@@ -267,7 +182,7 @@ def mall(
     return shared
 
 
-def _serve(mall: Mall, name: str, redis_port: int) -> Node:
+def _serve(mall: Mall, name: str, redis_port: int) -> MallProcess:
     """An app node with its own data folder, reaching the cluster through `redis_port`."""
     data = mall.cwd / f"data-{name}"
     return mall.start(
@@ -294,7 +209,7 @@ async def _burst(
     calls: list[tuple[str, int, str]],
     *,
     connections: int = 64,
-    stop: tuple[Node, int] | None = None,
+    stop: tuple[MallProcess, int] | None = None,
 ) -> list[tuple[int, str]]:
     """Every (node base, item, token) attempt at once; (status, result) each, status 0
     when the node could not be reached. `stop=(node, n)`: SIGTERM `node` once it has
@@ -314,7 +229,7 @@ async def _burst(
                 return 0, type(exc).__name__
             answered[base] += 1
             if stop is not None and not stopping and answered[stop[0].base] >= stop[1]:
-                stopping.append(asyncio.create_task(asyncio.to_thread(stop[0].stop)))
+                stopping.append(asyncio.create_task(asyncio.to_thread(stop[0].terminate)))
             result = r.json().get("result", "") if r.status_code == 200 else r.text
             return r.status_code, str(result)
 
@@ -434,5 +349,5 @@ def test_two_app_nodes_and_a_worker_sell_exactly_the_stock_across_a_rolling_rest
         assert re.search(line, checked.stdout), checked.stdout
 
     for node in (a2, b, worker):
-        assert node.stop() == 0, node.output
+        assert node.terminate() == 0, node.output
     print(f"two nodes and a rolling restart: {time.monotonic() - started:.1f}s")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_serve import Service, _children, _wait_gone, mall_env
+from tests.process import Service, children, mall_env
 
 pytestmark = [
     pytest.mark.nodb,
@@ -64,21 +64,10 @@ def data_dir_from(template: Path, tmp_path: Path) -> Path:
     return data_dir
 
 
-@pytest.fixture
-def services() -> Any:
-    started: list[Service] = []
-    yield started
-    for service in started:  # a failed test must not leave a server or its Redis behind
-        children = _children(service.proc.pid) if service.proc.poll() is None else []
-        service.kill()
-        for pid in _wait_gone(children, 5.0):
-            os.kill(pid, signal.SIGKILL)
-
-
 def redis_child(service: Service) -> int:
     found = [
         pid
-        for pid in _children(service.proc.pid)
+        for pid in children(service.proc.pid)
         if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(found) == 1, found
@@ -193,12 +182,12 @@ async def attempt_until_sold_out(
 
 
 def test_redis_killed_mid_flash_sale_is_restarted_without_oversell_or_lost_winners(
-    tmp_path: Path, template: Path, services: list[Service]
+    tmp_path: Path, template: Path, processes: list[Service]
 ) -> None:
     data_dir = data_dir_from(template, tmp_path)
     # entries a consumer read but could not acknowledge before the kill are claimed soon
     service = Service(data_dir, env={"MALL_SECKILL_CLAIM_IDLE_SECONDS": "2"})
-    services.append(service)
+    processes.append(service)
     service.wait_ready()
     stock, limit = 40, 5
 
@@ -314,13 +303,13 @@ def _is_redis(pid: int) -> bool:
 
 
 def test_two_serving_processes_survive_redis_kills_and_write_sqlite_at_once(
-    tmp_path: Path, template: Path, services: list[Service]
+    tmp_path: Path, template: Path, processes: list[Service]
 ) -> None:
     """`mall serve --workers 2`: only the parent (the Redis owner) supervises, and the two
     workers write one SQLite file at once without `database is locked`."""
     data_dir = data_dir_from(template, tmp_path)
     service = Service(data_dir, args=["--workers", "2"])
-    services.append(service)
+    processes.append(service)
     service.wait_ready()
     for _kill in range(2):  # a second outage is recovered too
         os.kill(redis_child(service), signal.SIGKILL)
@@ -361,16 +350,16 @@ def test_two_serving_processes_survive_redis_kills_and_write_sqlite_at_once(
 
 
 def test_sqlite_serve_beside_a_worker_persisting_wins_answers_no_500(
-    tmp_path: Path, template: Path, services: list[Service]
+    tmp_path: Path, template: Path, processes: list[Service]
 ) -> None:
     """`mall serve` beside `mall worker` (the README's shape) on one SQLite file: a
     points-mall redeem burst and admin grants while the worker persists flash-sale wins."""
     data_dir = data_dir_from(template, tmp_path)
     service = Service(data_dir, env={"MALL_RUN_JOBS_IN_PROCESS": "false"})
-    services.append(service)
+    processes.append(service)
     service.wait_ready()
     worker = Service(data_dir, command=["worker"])  # uses the service's Redis
-    services.append(worker)
+    processes.append(worker)
     deadline = time.monotonic() + 60
     while not any("mall worker running" in line for line in worker.lines):
         assert worker.proc.poll() is None and time.monotonic() < deadline, worker.output
