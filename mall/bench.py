@@ -278,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument(
-        "--workers", type=int, default=1, help="uvicorn workers of mall and of the bare app"
+        "--workers", type=int, default=1, help="server workers of mall and of the bare app"
+    )
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the ASGI server of mall and of the bare app (granian: the granian extra)",
     )
     parser.add_argument(
         "--database-url",
@@ -366,13 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     env["MALL_ACCESS_TOKEN_TTL_SECONDS"] = str(6 * 3600)
     server = subprocess.Popen(
         [sys.executable, "-m", "mall.cli", "--data-dir", str(data), "serve", "--demo",
-         "--port", str(port), "--workers", str(args.workers)],
+         "--port", str(port), "--workers", str(args.workers), "--server", args.server],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     # the reference: a bare FastAPI app, same uvicorn settings and worker count
     bare_app = subprocess.Popen(
         [sys.executable, "-m", "mall.bench_bare", "--port", str(bare_port),
-         "--workers", str(args.workers)],
+         "--workers", str(args.workers), "--server", args.server],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     worker: subprocess.Popen[bytes] | None = None
@@ -470,7 +476,7 @@ def _report(
 
     print()
     print(
-        f"{args.seconds} s per burst, {args.workers} uvicorn worker(s), "
+        f"{args.seconds} s per burst, {args.workers} {args.server} worker(s), "
         f"database: {redact(database_url) if database_url else 'SQLite (fresh folder)'}, "
         f"Redis: {redact(redis_url) if redis_url else 'embedded'}, "
         f"hiredis: {'yes' if HIREDIS_AVAILABLE else 'no'}"

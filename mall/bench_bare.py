@@ -1,7 +1,8 @@
-"""The reference of `mall bench`: a bare FastAPI hello app under uvicorn with the same
-settings as `mall serve` (mall.config.UVICORN_OPTIONS, the same worker count).
+"""The reference of `mall bench`: a bare FastAPI hello app served exactly as `mall serve`
+serves mall (mall/serving.py: the same server, settings and worker count).
 
-`python -m mall.bench_bare --port N --workers W` serves it on 127.0.0.1. A hot path's
+`python -m mall.bench_bare --port N --workers W [--server granian]` serves it on
+127.0.0.1. A hot path's
 requests/s divided by this app's, measured in the same run, is the ratio that
 docs/BENCHMARKS.md quotes: it cancels the machine and the server, leaving the cost of
 mall's own code (middleware, auth, Redis, the database)."""
@@ -21,20 +22,20 @@ async def hello() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    from mall.config import UVICORN_OPTIONS
+    from mall import serving
 
     parser = argparse.ArgumentParser(prog="python -m mall.bench_bare")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server", choices=serving.SERVERS, default="uvicorn")
     args = parser.parse_args(argv)
-    uvicorn.run(
+    serving.run(
         "mall.bench_bare:app",
+        factory=False,
         host="127.0.0.1",
         port=args.port,
         workers=args.workers,
-        **UVICORN_OPTIONS,
+        server=args.server,
     )
     return 0
 

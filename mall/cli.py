@@ -16,7 +16,7 @@ from typing import Any
 
 from mall import db, domains
 from mall import redis as mall_redis
-from mall.config import UVICORN_OPTIONS, ConfigError, Settings, get_settings, set_settings
+from mall.config import ConfigError, Settings, get_settings, set_settings
 
 log = logging.getLogger("mall.cli")
 
@@ -102,12 +102,8 @@ async def _seed_demo(settings: Settings) -> tuple[str, str]:
     return "admin", password
 
 
-# uvicorn's settings for `mall serve`; `mall bench` serves its bare reference app with the
-# same ones (mall/bench_bare.py), so the ratio compares application code only
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from mall import serving
 
     if args.host:
         settings.host = args.host
@@ -115,6 +111,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.port = args.port
     if args.workers:
         settings.workers = args.workers
+    if args.server:
+        settings.server = args.server
     settings.check_safe()
     if args.demo:
         _refuse_demo_in_production(settings)
@@ -130,18 +128,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"demo data ready; dev admin login: {username} / {password}", flush=True)
         print(f"mall serving on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
         os.environ["MALL_DATA_DIR"] = str(settings.data_dir)
-        try:
-            uvicorn.run(
-                "mall.app:create_app",
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                workers=settings.workers,
-                **UVICORN_OPTIONS,
-            )
-        except KeyboardInterrupt:
-            # uvicorn shut down gracefully, then re-raised the SIGINT/SIGTERM it caught
-            pass
+        serving.run(
+            "mall.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            server=settings.server,
+        )
     print("mall stopped", flush=True)
     return 0
 
@@ -331,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        help="the ASGI server (default uvicorn; granian needs the granian extra)",
+    )
     serve.add_argument(
         "--demo", action="store_true", help="seed demo data and print a dev admin login"
     )

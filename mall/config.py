@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # the ASGI server of `mall serve` (mall/serving.py); granian is an optional extra
+    server: Literal["uvicorn", "granian"] = "uvicorn"
     # Run background jobs and stream consumers inside `mall serve` (a separate
     # `mall worker` is the production shape).
     run_jobs_in_process: bool = True
