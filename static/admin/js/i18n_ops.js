@@ -445,6 +445,8 @@ Object.assign(DICTS.zh, {
   audit_field_note: "备注",
   audit_field_level: "等级",
   audit_field_source: "来源",
+  audit_field_before: "修改前",
+  audit_field_after: "修改后",
 });
 
 Object.assign(DICTS.en, {
@@ -483,4 +485,6 @@ Object.assign(DICTS.en, {
   audit_field_note: "Note",
   audit_field_level: "Level",
   audit_field_source: "Source",
+  audit_field_before: "Before",
+  audit_field_after: "After",
 });
