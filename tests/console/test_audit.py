@@ -57,6 +57,8 @@ async def test_actions_by_name_and_a_readable_diff(console: Console, artifacts: 
     assert [await c.text_content() for c in await page.locator(facts).all()] == [
         "运单号", "SF1234567890",
     ]  # fmt: skip
+    # a target with a page of its own links to it
+    assert await page.get_attribute(f"{ship_row} a[href]", "href") == "#/orders/42"
     await page.screenshot(path=str(artifacts / "console-audit.png"), full_page=True)
 
     # filters: by action, by staff, by time
@@ -77,6 +79,13 @@ async def test_actions_by_name_and_a_readable_diff(console: Console, artifacts: 
     await page.click("form[data-form=audit-filters] [data-action=search]")
     await page.wait_for_selector(ship_row, state="detached")
     assert await page.locator("[data-role=audit] tr[data-code]").count() == 2
+
+    # the rules page links to the rules' history: the log filtered to that action
+    await console.go("rules")
+    await page.click("[data-action=history]")
+    await page.wait_for_selector(rules_row)
+    assert await page.input_value("#f-audit_action") == "points.rules.update"
+    assert await page.locator("[data-role=audit] tr[data-code]").count() == 1
 
     await page.click("button[data-lang=en]")
     english = "[data-role=action-name]:text-is('Points rules changed')"

@@ -346,6 +346,7 @@ Object.assign(DICTS.zh, {
   rules_advanced: "高级：直接编辑 JSON",
   rules_advanced_help: "整份规则文档；与上面的表单是同一份，保存其中之一即可。",
   rules_save_json: "按 JSON 保存",
+  rules_history: "修改记录",
 });
 
 Object.assign(DICTS.en, {
@@ -406,6 +407,7 @@ Object.assign(DICTS.en, {
   rules_advanced: "Advanced: edit the JSON",
   rules_advanced_help: "The whole rules document, the same one as the form above; save either.",
   rules_save_json: "Save JSON",
+  rules_history: "History",
 });
 
 // audit log

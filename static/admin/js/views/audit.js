@@ -132,9 +132,26 @@ function detailCell(entry) {
   return h("details", { class: "audit-detail", open: rows <= 6 }, h("summary", {}, summary), parts);
 }
 
-export async function render(main) {
+// targets that have a page of their own
+const TARGET_PAGES = [
+  [/^order:(\d+)$/, (id) => `#/orders/${id}`],
+  [/^member:(\d+)$/, (id) => `#/members/${id}`],
+];
+
+function targetCell(target) {
+  if (!target) return "—";
+  for (const [pattern, href] of TARGET_PAGES) {
+    const m = pattern.exec(target);
+    if (m) return h("a", { href: href(m[1]) }, h("code", {}, target));
+  }
+  return h("code", {}, target);
+}
+
+/** #/audit or #/audit/<action code> (e.g. from the rules page: its history). */
+export async function render(main, params = []) {
   const codes = Object.keys(AUDIT_ACTIONS).sort();
-  const action = select("audit_action", [["", t("audit_all_actions")], ...codes.map((c) => [c, actionName(c)])], "");
+  const preset = params[0] && codes.includes(params[0]) ? params[0] : "";
+  const action = select("audit_action", [["", t("audit_all_actions")], ...codes.map((c) => [c, actionName(c)])], preset);
   const staffNames = await api("GET", "/staff").catch(() => []);
   // typed, not only picked: entries outlive renamed and removed staff
   const staff = input("audit_staff", { maxlength: "64", list: "audit-staff-names", placeholder: t("audit_staff_hint"), "aria-label": t("staff") });
@@ -148,7 +165,7 @@ export async function render(main) {
       [t("time"), (a) => when(a.created_at)],
       [t("staff"), (a) => (a.staff_username === "system" ? t("audit_system") : a.staff_username)],
       [t("action"), (a) => [h("span", { "data-role": "action-name" }, actionName(a.action)), h("br"), h("code", { class: "muted" }, a.action)]],
-      [t("target"), (a) => (a.target ? h("code", {}, a.target) : "—")],
+      [t("target"), (a) => targetCell(a.target)],
       [t("audit_what_changed"), detailCell],
     ],
     async (cursor) => {

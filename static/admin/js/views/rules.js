@@ -460,6 +460,7 @@ export async function render(main) {
   );
   // the page is long: the head saves too
   const saveTop = h("button", { type: "button", class: "btn btn-primary", "data-action": "save-top", onClick: () => el.requestSubmit(save) }, t("save"));
-  main.append(pageHead(t("menu_rules"), saveTop), el, advanced);
+  const history = h("a", { class: "btn", href: "#/audit/points.rules.update", "data-action": "history" }, t("rules_history"));
+  main.append(pageHead(t("menu_rules"), history, saveTop), el, advanced);
   await load().catch(showError);
 }
