@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from mall.audit import service as audit_service
 from mall.deps import AdminStaff, ClientIP, CurrentStaff
 from mall.errors import TOKEN_INVALID, error_responses
+from mall.kit.bounds import Cursor
 from mall.kit.text import SafeLine
 from mall.members import service as members_service
 from mall.members.schemas import (
@@ -91,7 +92,31 @@ async def create_staff(body: StaffCreateIn, admin: AdminStaff) -> StaffOut:
 @router.get("/audit-log", response_model=list[AuditOut])
 async def audit_log(
     _admin: AdminStaff,
+    response: Response,
     action: Annotated[SafeLine | None, Query(max_length=64)] = None,
+    staff: Annotated[
+        SafeLine | None, Query(max_length=64, description='staff username; "system" for jobs')
+    ] = None,
+    target: Annotated[
+        SafeLine | None, Query(max_length=128, description="e.g. order:42, exact")
+    ] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditOut]:
-    return [AuditOut.model_validate(a) for a in await audit_service.recent(limit, action)]
+    """Staff writes newest first, filtered by action, staff, target and time
+    [since, until) (a time without offset is Shanghai time); the next page's cursor is in
+    the `X-Next-Cursor` header."""
+    rows, next_cursor = await audit_service.search(
+        action=action,
+        staff=staff,
+        target=target,
+        since=since,
+        until=until,
+        cursor=int(cursor) if cursor else None,
+        limit=limit,
+    )
+    if next_cursor is not None:
+        response.headers["X-Next-Cursor"] = str(next_cursor)
+    return [AuditOut.model_validate(a) for a in rows]

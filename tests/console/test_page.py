@@ -37,6 +37,14 @@ DYNAMIC = {
     "wallet_kind_topup", "wallet_kind_pay", "wallet_kind_refund", "wallet_kind_topup_refund",
     "wallet_kind_topup_refund_return", "wallet_kind_adjust",
     "topup_pending", "topup_paid", "topup_closed",
+    "rule_policy_member_day", "rule_policy_better", "rule_policy_both",
+    "rule_expiry_end_of_following_year", "rule_expiry_days", "rule_expiry_never",
+    "rule_level_level", "rule_level_name", "rule_level_threshold", "rule_level_discount_percent",
+    "rule_level_member_day_percent", "rule_level_birthday_points",
+    "rule_fen_per_point", "rule_growth_from_paid", "rule_daily_points", "rule_sign_in_repeat",
+    "rule_member_day_of_month", "rule_member_day_policy", "rule_points_per_yuan",
+    "rule_points_max_share", "rule_free_shipping_over", "rule_express_fee", "rule_same_city_fee",
+    "rule_pickup_fee", "rule_expiry_mode", "rule_expiry_days_n",
 }  # fmt: skip
 
 

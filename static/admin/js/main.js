@@ -15,6 +15,8 @@ import * as importer from "./views/import.js";
 import * as segments from "./views/segments.js";
 import * as referral from "./views/referral.js";
 import * as admin from "./views/admin.js";
+import * as rules from "./views/rules.js";
+import * as audit from "./views/audit.js";
 
 // `admin: true` entries are for the admin role only (the API refuses ops there too)
 const MENU = [
@@ -31,8 +33,8 @@ const MENU = [
   { path: "segments", label: "menu_segments", view: segments },
   { path: "referral", label: "menu_referral", view: referral },
   { path: "staff", label: "menu_staff", view: admin.staff, admin: true },
-  { path: "rules", label: "menu_rules", view: admin.rules, admin: true },
-  { path: "audit", label: "menu_audit", view: admin.audit, admin: true },
+  { path: "rules", label: "menu_rules", view: rules, admin: true },
+  { path: "audit", label: "menu_audit", view: audit, admin: true },
 ];
 
 const root = document.getElementById("app");
