@@ -62,6 +62,9 @@ from mall.orders.common import TRADE_PREFIX as TRADE_PREFIX
 from mall.orders.common import get_order as get_order
 from mall.orders.common import out_trade_no as out_trade_no
 from mall.orders.common import own_order as own_order
+from mall.orders.held import HeldUnit as HeldUnit
+from mall.orders.held import place_held_order as place_held_order
+from mall.orders.holders import SECKILL as SECKILL
 from mall.orders.lifecycle import _referral_event as _referral_event
 from mall.orders.lifecycle import cancel as cancel
 from mall.orders.lifecycle import close_overdue as close_overdue
