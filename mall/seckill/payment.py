@@ -14,7 +14,6 @@ from mall.i18n import _
 from mall.kit import clock
 from mall.members.models import Member
 from mall.orders import service as orders_service
-from mall.orders.models import CANCELLED, CLOSED, PENDING_PAYMENT, Order
 from mall.redis import get_redis
 from mall.seckill.attempt import item_of_reservation
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
@@ -41,15 +40,18 @@ async def _own_win(member_id: int, reservation_id: str) -> SeckillOrder:
     raise RESERVATION_NOT_FOUND()
 
 
-async def pay_win(member: Member, reservation_id: str, body: WinPayIn) -> Order:
+async def pay_win(member: Member, reservation_id: str, body: WinPayIn) -> orders_service.Order:
     """The order paying this win, created once (a retry returns it, with fresh payment
     parameters if WeChat Pay could not be reached before)."""
     win = await _own_win(member.id, reservation_id)
     if win.mall_order_id is not None:
         order = await orders_service.get_order(win.mall_order_id)
-        if order.status in (CANCELLED, CLOSED):  # closed unpaid: the win expired with it
+        if order.status in (
+            orders_service.CANCELLED,
+            orders_service.CLOSED,
+        ):  # closed unpaid: the win expired with it
             raise SECKILL_ORDER_NOT_PAYABLE(status=win.status.value)
-        if order.status == PENDING_PAYMENT and order.prepay is None:
+        if order.status == orders_service.PENDING_PAYMENT and order.prepay is None:
             order = await orders_service.pay_order(member, order.id)
         return order
     if win.status != OrderStatus.PENDING_PAYMENT:
