@@ -29,4 +29,9 @@ class Migration(migrations.Migration):
             name='mall_order_id',
             field=fields.BigIntField(null=True, unique=True),
         ),
+        ops.AddField(
+            model_name='BlindBoxDraw',
+            name='mall_order_id',
+            field=fields.BigIntField(null=True, unique=True),
+        ),
     ]

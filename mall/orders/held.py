@@ -1,4 +1,5 @@
-"""Placing the order that pays for a unit another domain holds (a flash-sale win): the
+"""Placing the order that pays for (or just ships) a unit another domain holds (a
+flash-sale win, a blind-box prize): the
 same order, breakdown, wallet part, WeChat Pay prepay and notification as any order, but
 its one line takes no catalog stock and its deadline is the holder's.
 
@@ -33,12 +34,12 @@ Claim = Callable[[int], Awaitable[None]]
 
 @dataclass(frozen=True)
 class HeldUnit:
-    source: str  # holders.SECKILL
+    source: str  # holders.SECKILL | holders.BLINDBOX
     ref: str  # the holder's id for it, e.g. the reservation id
     name: str
     product_id: int  # the catalog product, 0 for none
-    price_fen: int  # the cash part
-    pay_deadline: datetime
+    price_fen: int  # the cash part (0: a prize, the order is paid when placed)
+    pay_deadline: datetime | None
     claim: Claim
 
 
@@ -103,7 +104,7 @@ async def place_held_order(
     found = await Order.get_or_none(source_ref=ref)
     if found is not None:
         return found
-    if clock.now() >= unit.pay_deadline:
+    if unit.pay_deadline is not None and clock.now() >= unit.pay_deadline:
         raise PAYMENT_EXPIRED()
     address: dict[str, str] | None = None
     if delivery != "pickup":

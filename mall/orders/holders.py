@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 
+from mall.blindbox import service as blindbox_service
 from mall.orders.models import Order
 from mall.seckill import service as seckill_service
 
 log = logging.getLogger("mall.orders")
 
 SECKILL = "seckill"
-SOURCES = (SECKILL,)
+BLINDBOX = "blindbox"  # a prize shipped by an order of 0 fen
+SOURCES = (SECKILL, BLINDBOX)
 
 
 def source_ref(source: str, ref: str) -> str:
@@ -39,6 +41,8 @@ async def on_released(order: Order, reason: str) -> None:
     """The order closed or was cancelled unpaid: the held unit expires."""
     if order.source == SECKILL:
         await seckill_service.expire_held(_ref(order), reason)
+    elif order.source == BLINDBOX:  # never unpaid in practice (0 fen); kept symmetric
+        await _prize_back(order)
 
 
 async def after_released(order: Order) -> None:
@@ -56,3 +60,12 @@ async def on_refunded(order: Order) -> None:
     """Everything of the paid order came back."""
     if order.source == SECKILL:
         await seckill_service.refund_held(_ref(order))
+    elif order.source == BLINDBOX:
+        await _prize_back(order)
+
+
+async def _prize_back(order: Order) -> None:
+    """The prize's shipping order was cancelled: the prize waits again, and the order
+    frees its `source_ref` (kept readable) so the member can ask for shipping again."""
+    await blindbox_service.prize_order_cancelled(_ref(order), order.id)
+    await Order.filter(id=order.id).update(source_ref=f"{order.source_ref}:{order.id}")
