@@ -72,8 +72,9 @@ async def attempt(item_id: Id, request: Request) -> Response:
 
 @router.get("/seckill/reservations/{reservation_id}", response_model=ReservationOut)
 async def reservation(reservation_id: ReservationId, member_id: MemberId) -> ReservationOut:
-    """Status of your win: pending (being persisted), confirmed, pending_payment, paid,
-    expired (unpaid in time) or released (e.g. not enough points)."""
+    """Status of your win: pending (being persisted), confirmed, pending_payment (pay it
+    with `POST .../pay`; `order_id` once taken to payment), paid, expired (unpaid in
+    time), released (e.g. not enough points) or refunded (its order was refunded)."""
     return await service.reservation(member_id, reservation_id)
 
 

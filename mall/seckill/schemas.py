@@ -131,6 +131,7 @@ class WinnerOut(BaseModel):
     points_price: int
     cash_price_fen: int
     pay_deadline: datetime | None
+    mall_order_id: int | None = Field(default=None, description="the order paying the win")
     won_at: datetime
 
 

@@ -317,3 +317,26 @@ async def test_pay_route(
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "SECKILL_ORDER_NOT_PAYABLE"
     assert "confirmed" in r.json()["error"]["message"]
+
+
+async def test_the_two_close_jobs_never_expire_the_same_win(
+    make_item: MakeItem, fake_pay: FakePay, settings: Settings
+) -> None:
+    clock.set_now(NOT_MEMBER_DAY)
+    item = await make_item(stock=2, cash_price_fen=990)
+    alice, bob = await make_member_ids(2, prefix="race")
+    taken = await _win(item.id, alice)
+    idle = await _win(item.id, bob)
+    order = await payment.pay_win(await Member.get(id=alice), taken, PICKUP)
+    clock.advance(timedelta(seconds=settings.seckill_payment_seconds + 1))
+
+    expired = await asyncio.gather(service.expire_unpaid(), service.expire_unpaid())
+    closed = await asyncio.gather(orders_service.close_overdue(), orders_service.close_overdue())
+    assert sorted(expired) == [0, 1] and sorted(closed) == [0, 1]
+    assert (await Order.get(id=order.id)).status == "closed"
+    assert (await service.reservation(alice, taken)).status == "expired"
+    assert (await service.reservation(bob, idle)).status == "expired"
+    assert await _redis_stock(item.id) == 2 and (await SeckillItem.get(id=item.id)).sold == 0
+    assert await service.expire_unpaid() == 0 and await orders_service.close_overdue() == 0
+    await _assert_reconciled(item.id)
+    await assert_books_clean()
