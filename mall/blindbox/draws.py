@@ -120,3 +120,11 @@ async def export_draws_csv(series_id: int, batch: int = 1000) -> AsyncIterator[s
             writer.writerow([_cell(getattr(row, column)) for column in CSV_COLUMNS])
         last_id = rows[-1].id
         yield flush()
+
+
+async def prize_order_cancelled(draw_id: str, order_id: int) -> None:
+    """The mall order shipping this prize was cancelled (called in its transaction): the
+    prize waits for delivery again."""
+    await BlindBoxDraw.filter(
+        draw_id=draw_id, fulfilment_status="ordered", mall_order_id=order_id
+    ).update(fulfilment_status="pending", mall_order_id=None)

@@ -93,8 +93,10 @@ class BlindBoxDraw(Model):
     pity_after = fields.IntField(default=0)
     points_entry_key = fields.CharField(max_length=64)
     business_day = fields.DateField()
-    # pending: an item waiting for delivery or pickup; done: a coupon issued with the draw
+    # pending: an item waiting for delivery or pickup; ordered: the member asked for it
+    # (the mall order `mall_order_id` ships it); done: a coupon issued with the draw
     fulfilment_status = fields.CharField(max_length=16, default="pending")
+    mall_order_id = fields.BigIntField(null=True, unique=True)
     coupon_id = fields.BigIntField(null=True)  # the coupon a coupon prize issued
     created_at = fields.DatetimeField(auto_now_add=True)
 

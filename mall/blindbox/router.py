@@ -1,15 +1,21 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from mall.blindbox import service
-from mall.blindbox.schemas import DrawOut, MyDrawOut, SeriesCard, SeriesDetail
+from fastapi import APIRouter, Path
+
+from mall.blindbox import service, shipping
+from mall.blindbox.schemas import DrawOut, MyDrawOut, PrizeShipIn, SeriesCard, SeriesDetail
 from mall.deps import CurrentMember, IdempotencyKey, OptionalMember
 from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.pagination import Page
+from mall.orders import service as orders_service
+from mall.orders.schemas import OrderOut
 
 router = APIRouter(prefix="/api/v1", tags=["blind boxes"])
+
+DrawId = Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 @router.get("/blind-boxes", response_model=list[SeriesCard])
@@ -30,6 +36,15 @@ async def my_draws(
     return Page[MyDrawOut](
         items=[MyDrawOut.model_validate(r) for r in rows], next_cursor=next_cursor
     )
+
+
+@router.post("/blind-boxes/draws/{draw_id}/ship", response_model=OrderOut)
+async def ship_prize(draw_id: DrawId, body: PrizeShipIn, member: CurrentMember) -> OrderOut:
+    """Ask for an item prize: it becomes a mall order of 0 fen to your address (or for
+    pickup) that ships with a carrier and tracking number like any order
+    (`/api/v1/orders/{id}`). Asking again returns the same order."""
+    order = await shipping.ship_prize(member, draw_id, body)
+    return await orders_service.order_out(order)
 
 
 @router.get("/blind-boxes/{series_id}", response_model=SeriesDetail)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mall.kit.bounds import Id
 from mall.kit.text import ImageRef, SafeLine, SafeText
+from mall.pricing.calc import Delivery
 
 TIER_PATTERN = r"^[a-z0-9_]+$"
 
@@ -120,9 +121,25 @@ class MyDrawOut(BaseModel):
     value_fen: int
     points_cost: int
     guaranteed: bool
-    fulfilment_status: str
+    fulfilment_status: str = Field(
+        description="pending (an item to ship or pick up), ordered (shipping asked for: "
+        "see the order), done (a coupon issued)"
+    )
+    mall_order_id: int | None = Field(default=None, description="the order shipping it")
     coupon_id: int | None
     created_at: datetime
+
+
+class PrizeShipIn(BaseModel):
+    """Where an item prize goes: it becomes a mall order of 0 fen that ops ship with a
+    carrier and tracking number (or that the member picks up)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivery: Delivery = "express"
+    address_id: Id | None = Field(
+        default=None, description="required unless the prize is picked up"
+    )
 
 
 # --- admin -------------------------------------------------------------------

@@ -37,6 +37,7 @@ from mall.blindbox.draw import table_json as table_json
 from mall.blindbox.draws import export_draws_csv as export_draws_csv
 from mall.blindbox.draws import list_draws as list_draws
 from mall.blindbox.draws import my_draws as my_draws
+from mall.blindbox.draws import prize_order_cancelled as prize_order_cancelled
 from mall.blindbox.draws import sweep_in_flight as sweep_in_flight
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
 from mall.blindbox.schemas import (

@@ -11,12 +11,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from mall.addresses import service as addresses_service
+from mall.audit import service as audit_service
 from mall.catalog import service as catalog_service
 from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import MallError
 from mall.kit import clock
 from mall.members.models import Member
+from mall.orders import holders
 from mall.orders.cart import _cart, _price, spread
 from mall.orders.common import (
     ADDRESS_REQUIRED,
@@ -216,6 +218,7 @@ async def _mark_paid(order: Order, *, transaction_id: str | None) -> bool:
         )
     if order.coupon_id is not None:
         await coupons_service.use(order.coupon_id, _ref(order))
+    await holders.on_paid(order)
     order.status, order.paid_at, order.transaction_id = PAID, now, transaction_id
     return True
 
@@ -335,6 +338,14 @@ async def _refund_late_payment(order: Order, result: Any) -> None:
             )
             await Order.filter(id=order.id, transaction_id__isnull=True).update(
                 transaction_id=str(result.transaction_id)
+            )
+            await audit_service.record(
+                None,
+                "order.late_payment_refund",
+                f"order:{order.id}",
+                transaction_id=str(result.transaction_id),
+                cash_fen=refund.cash_fen,
+                source=order.source,
             )
     except IntegrityError:
         return  # already being refunded

@@ -37,6 +37,10 @@ class Order(Model):
     request_key = fields.CharField(max_length=191, null=True, unique=True)
     status = fields.CharField(max_length=24, default=PENDING_PAYMENT, db_index=True)
     delivery = fields.CharField(max_length=16)
+    # an order for a unit held elsewhere ("seckill": a flash-sale win): its lines take no
+    # catalog stock, and paying, closing and refunding it tell the holder (orders/held.py)
+    source = fields.CharField(max_length=16, default="")
+    source_ref = fields.CharField(max_length=64, null=True, unique=True)
     address: dict[str, str] | None = fields.JSONField(null=True)  # type: ignore[assignment]
     breakdown: dict[str, Any] = fields.JSONField(default=dict)  # type: ignore[assignment]
 

@@ -17,6 +17,7 @@ from mall.catalog import service as catalog_service
 from mall.coupons import service as coupons_service
 from mall.errors import MallError
 from mall.kit import clock
+from mall.orders import holders
 from mall.orders.common import (
     NOT_CANCELLABLE,
     NOT_REFUNDABLE,
@@ -76,11 +77,14 @@ async def _release_unpaid(
         if not moved:
             return None
         lines = await OrderLine.filter(order_id=order.id).order_by("id")
-        stock: dict[int, int] = defaultdict(int)
-        for line in lines:
-            stock[line.sku_id] += line.quantity
-        for sku_id in sorted(stock):
-            await catalog_service.release_stock(sku_id, stock[sku_id])
+        if holders.takes_catalog_stock(order):
+            stock: dict[int, int] = defaultdict(int)
+            for line in lines:
+                stock[line.sku_id] += line.quantity
+            for sku_id in sorted(stock):
+                await catalog_service.release_stock(sku_id, stock[sku_id])
+        else:
+            await holders.on_released(order, "cancelled" if to == CANCELLED else "unpaid")
         coupon_status = ""
         if order.coupon_id is not None:
             coupon_status = await coupons_service.release(order.coupon_id, _ref(order))
@@ -111,6 +115,7 @@ async def _release_unpaid(
             await audit_service.record(
                 staff, f"order.{refund.kind}", f"order:{order.id}", reason=reason
             )
+    await holders.after_released(order)
     if order.cash_fen > 0 and wechat_pay.is_configured():
         try:
             await wechat_pay.close_payment(out_trade_no(order))
@@ -248,7 +253,7 @@ async def _refund_paid(
                 wallet_fen=plan.wallet_fen,
                 cash_fen=plan.cash_fen,
                 points=plan.points,
-                restocked=restock,
+                restocked=restock and holders.takes_catalog_stock(order),
                 reason=reason[:128],
                 staff_id=staff.id if staff else None,
                 cash_status="pending" if plan.cash_fen > 0 else "none",
@@ -284,7 +289,9 @@ async def _refund_paid(
             ).update(**changes)
             if not moved:
                 raise ORDER_CHANGED()
-            if restock:
+            if plan.everything:
+                await holders.on_refunded(order)
+            if restock and holders.takes_catalog_stock(order):
                 stock: dict[int, int] = defaultdict(int)
                 for p in plan.lines:
                     stock[p.sku_id] += p.quantity

@@ -191,6 +191,8 @@ class OrderOut(BaseModel):
     earned_points: int
     earned_points_reversed: int
     refunds: list[RefundOut]
+    source: str = Field(default="", description="'' | seckill (a flash-sale win being paid)")
+    source_ref: str | None = Field(default=None, description="e.g. seckill:<reservation id>")
     created_at: datetime
 
 

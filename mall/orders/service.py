@@ -62,6 +62,11 @@ from mall.orders.common import TRADE_PREFIX as TRADE_PREFIX
 from mall.orders.common import get_order as get_order
 from mall.orders.common import out_trade_no as out_trade_no
 from mall.orders.common import own_order as own_order
+from mall.orders.held import HeldUnit as HeldUnit
+from mall.orders.held import place_held_order as place_held_order
+from mall.orders.holders import BLINDBOX as BLINDBOX
+from mall.orders.holders import SECKILL as SECKILL
+from mall.orders.holders import SOURCES as SOURCES
 from mall.orders.lifecycle import _referral_event as _referral_event
 from mall.orders.lifecycle import cancel as cancel
 from mall.orders.lifecycle import close_overdue as close_overdue
@@ -70,12 +75,12 @@ from mall.orders.lifecycle import complete_delivered as complete_delivered
 from mall.orders.lifecycle import refund as refund
 from mall.orders.lifecycle import retry_cash_refunds as retry_cash_refunds
 from mall.orders.lifecycle import ship as ship
+from mall.orders.models import CANCELLED as CANCELLED
+from mall.orders.models import CLOSED as CLOSED
+from mall.orders.models import PENDING_PAYMENT as PENDING_PAYMENT
+from mall.orders.models import REFUNDED as REFUNDED
+from mall.orders.models import Order as Order
 from mall.orders.models import (
-    CANCELLED,
-    CLOSED,
-    PENDING_PAYMENT,
-    REFUNDED,
-    Order,
     OrderLine,
     OrderRefund,
 )

@@ -23,10 +23,16 @@ class OrderStatus(StrEnum):
     PAID = "paid"
     EXPIRED = "expired"  # unpaid after the deadline; the unit went back to stock
     RELEASED = "released"  # lost at persistence (e.g. not enough points); unit went back
+    REFUNDED = "refunded"  # paid, then its order was refunded: the unit went back
 
 
-# Orders in these states hold a unit of stock.
-HOLDING = (OrderStatus.CONFIRMED, OrderStatus.PENDING_PAYMENT, OrderStatus.PAID)
+# Orders in these states hold a unit of stock (a refunded win's unit left with the goods).
+HOLDING = (
+    OrderStatus.CONFIRMED,
+    OrderStatus.PENDING_PAYMENT,
+    OrderStatus.PAID,
+    OrderStatus.REFUNDED,
+)
 
 
 class SeckillSession(Model):
@@ -88,6 +94,8 @@ class SeckillOrder(Model):
     # released/expired: has the unit been handed back to the Redis stock yet?
     stock_returned = fields.BooleanField(default=False)
     pay_deadline = fields.DatetimeField(null=True, db_index=True)
+    # the mall order paying this win: from then on the order's close job owns the deadline
+    mall_order_id = fields.BigIntField(null=True, unique=True)
     won_at = fields.DatetimeField()
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

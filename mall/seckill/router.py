@@ -8,15 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from mall.deps import MemberId
+from mall.deps import CurrentMember, MemberId
 from mall.errors import UNAUTHORIZED
 from mall.kit import idempotency
 from mall.kit.bounds import Id, fits_bigint
 from mall.kit.fastpath import FastRoute
 from mall.kit.security import bearer_token
 from mall.kit.security import member_id as token_member_id
-from mall.seckill import service
-from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut
+from mall.orders import service as orders_service
+from mall.orders.schemas import OrderOut
+from mall.seckill import payment, service
+from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut, WinPayIn
 
 router = APIRouter(prefix="/api/v1", tags=["seckill"])
 
@@ -70,9 +72,21 @@ async def attempt(item_id: Id, request: Request) -> Response:
 
 @router.get("/seckill/reservations/{reservation_id}", response_model=ReservationOut)
 async def reservation(reservation_id: ReservationId, member_id: MemberId) -> ReservationOut:
-    """Status of your win: pending (being persisted), confirmed, pending_payment, paid,
-    expired (unpaid in time) or released (e.g. not enough points)."""
+    """Status of your win: pending (being persisted), confirmed, pending_payment (pay it
+    with `POST .../pay`; `order_id` once taken to payment), paid, expired (unpaid in
+    time), released (e.g. not enough points) or refunded (its order was refunded)."""
     return await service.reservation(member_id, reservation_id)
+
+
+@router.post("/seckill/reservations/{reservation_id}/pay", response_model=OrderOut)
+async def pay(reservation_id: ReservationId, body: WinPayIn, member: CurrentMember) -> OrderOut:
+    """Take a `pending_payment` win to payment: it becomes a mall order at the sale's
+    price (no catalog stock taken), paid from the wallet (`use_wallet`) and/or WeChat Pay
+    (`payment` holds the wx.requestPayment parameters; the WeChat order expires at the
+    win's `pay_deadline`). Calling again returns the same order. It then ships, refunds
+    and closes like any order (`/api/v1/orders/{id}`); closed unpaid, the win expires."""
+    order = await payment.pay_win(member, reservation_id, body)
+    return await orders_service.order_out(order)
 
 
 # --- the hot path without the framework ---------------------------------------------

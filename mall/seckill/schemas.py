@@ -7,10 +7,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mall.kit.bounds import Id
 from mall.kit.text import ImageRef, SafeLine
+from mall.pricing.calc import Delivery
 
 AttemptResult = Literal["won", "sold_out", "limit_reached", "not_started", "ended", "rate_limited"]
 ReservationStatus = Literal[
-    "pending", "confirmed", "pending_payment", "paid", "expired", "released"
+    "pending", "confirmed", "pending_payment", "paid", "expired", "released", "refunded"
 ]
 SessionState = Literal["upcoming", "live", "ended", "closed"]
 
@@ -30,6 +31,9 @@ class ReservationOut(BaseModel):
     cash_price_fen: int | None = None
     pay_deadline: datetime | None = None
     release_reason: str | None = None
+    order_id: int | None = Field(
+        default=None, description="the mall order paying this win, once taken to payment"
+    )
 
 
 class ItemOut(BaseModel):
@@ -127,6 +131,7 @@ class WinnerOut(BaseModel):
     points_price: int
     cash_price_fen: int
     pay_deadline: datetime | None
+    mall_order_id: int | None = Field(default=None, description="the order paying the win")
     won_at: datetime
 
 
@@ -140,3 +145,16 @@ class ItemCheckOut(BaseModel):
     returns_due: int
     ok: bool
     problems: list[str]
+
+
+class WinPayIn(BaseModel):
+    """How to pay a cash (or points + cash) win: it becomes a mall order with the sale's
+    price; the wallet pays what it covers if asked, WeChat Pay the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use_wallet: bool = Field(default=False, description="pay what the wallet covers from it")
+    delivery: Delivery = "express"
+    address_id: Id | None = Field(
+        default=None, description="required unless the prize is picked up"
+    )

@@ -63,10 +63,13 @@ from mall.seckill.stock import stock_left as stock_left
 from mall.seckill.winners import RESERVATION_NOT_FOUND
 from mall.seckill.winners import SECKILL_ORDER_NOT_PAYABLE as SECKILL_ORDER_NOT_PAYABLE
 from mall.seckill.winners import drain as drain
+from mall.seckill.winners import expire_held as expire_held
 from mall.seckill.winners import expire_unpaid as expire_unpaid
+from mall.seckill.winners import give_back_if_due as give_back_if_due
 from mall.seckill.winners import mark_paid as mark_paid
 from mall.seckill.winners import process_pending_once as process_pending_once
 from mall.seckill.winners import read_entries as read_entries
+from mall.seckill.winners import refund_held as refund_held
 
 log = logging.getLogger("mall.seckill")
 
@@ -147,6 +150,7 @@ async def reservation(member_id: int, reservation_id: str) -> ReservationOut:
             cash_price_fen=order.cash_price_fen,
             pay_deadline=order.pay_deadline,
             release_reason=order.release_reason or None,
+            order_id=order.mall_order_id,
         )
     item_id = item_of_reservation(reservation_id)
     if item_id is None:

@@ -230,13 +230,19 @@ async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) ->
 
 
 # --- payment and expiry -------------------------------------------------------------
+#
+# Who owns the deadline: a win nobody took to payment is expired by `expire_unpaid`; once
+# the member takes it to payment (`payment.pay_win` claims it by setting `mall_order_id`,
+# a compare-and-set on a pending win before its deadline), the mall order's close job
+# owns the deadline and calls `expire_held` when it closes the order. Never both.
 
 
 async def mark_paid(reservation_id: str) -> SeckillOrder:
-    """Payment arrived (called by the payment flow): pending_payment -> paid, once."""
+    """Payment arrived (called by the order's payment, in its transaction):
+    pending_payment -> paid, once."""
     changed = await SeckillOrder.filter(
         reservation_id=reservation_id, status=OrderStatus.PENDING_PAYMENT
-    ).update(status=OrderStatus.PAID)
+    ).update(status=OrderStatus.PAID, updated_at=clock.now())
     order = await SeckillOrder.get_or_none(reservation_id=reservation_id)
     if order is None:
         raise RESERVATION_NOT_FOUND()
@@ -245,18 +251,78 @@ async def mark_paid(reservation_id: str) -> SeckillOrder:
     return order
 
 
+async def _expire(order: SeckillOrder, reason: str) -> bool:
+    """pending_payment -> expired (compare-and-set): the database's unit and the spent
+    points of a points + cash win come back. Call inside a transaction; the Redis unit is
+    handed back after the commit (`give_back`). False if the win was no longer pending."""
+    changed = await SeckillOrder.filter(id=order.id, status=OrderStatus.PENDING_PAYMENT).update(
+        status=OrderStatus.EXPIRED, release_reason=reason, updated_at=clock.now()
+    )
+    if not changed:
+        return False
+    await SeckillItem.filter(id=order.item_id, sold__gt=0).update(sold=F("sold") - 1)
+    if order.points_price > 0:
+        await points_service.reverse(
+            f"seckill:{order.reservation_id}",
+            idempotency_key=f"seckill:{order.reservation_id}:unpaid",
+            reason="seckill_unpaid",
+        )
+    order.status = OrderStatus.EXPIRED
+    return True
+
+
+async def expire_held(reservation_id: str, reason: str) -> SeckillOrder | None:
+    """The mall order paying this win closed or was cancelled unpaid (called in its
+    transaction): the win expires. The caller hands the unit back after its commit
+    (`give_back_if_due`)."""
+    order = await SeckillOrder.get_or_none(reservation_id=reservation_id)
+    if order is None:
+        return None
+    await _expire(order, reason)
+    return order
+
+
+async def refund_held(reservation_id: str) -> None:
+    """The paid order of this win was refunded in full (called in its transaction): the
+    points of a points + cash win come back. The unit stays sold (it left the sale with
+    the goods; ops restock it by hand if it returns), so the sale's books do not move."""
+    order = await SeckillOrder.get_or_none(reservation_id=reservation_id)
+    if order is None:
+        return
+    changed = await SeckillOrder.filter(id=order.id, status=OrderStatus.PAID).update(
+        status=OrderStatus.REFUNDED, updated_at=clock.now()
+    )
+    if changed and order.points_price > 0:
+        await points_service.reverse(
+            f"seckill:{order.reservation_id}",
+            idempotency_key=f"seckill:{order.reservation_id}:refund",
+            reason="seckill_refund",
+        )
+
+
+async def give_back_if_due(reservation_id: str) -> None:
+    """After the commit that expired a win: its unit back to Redis, once (a crash before
+    this is finished by `expire_unpaid`)."""
+    order = await SeckillOrder.get_or_none(reservation_id=reservation_id)
+    if order is not None and order.status in stock.RETURNS and not order.stock_returned:
+        await give_back(order)
+
+
 async def expire_unpaid(limit: int = 500) -> int:
-    """Job: unpaid cash wins past their deadline go back to stock (a compare-and-set on
-    the status, so a payment arriving at the same moment wins or loses cleanly). Also
+    """Job: unpaid cash wins past their deadline that nobody took to payment go back to
+    stock (a compare-and-set on the status, so a payment claim at the same moment wins or
+    loses cleanly). Wins taken to payment are the mall order's close job's. Also
     finishes give-backs a crash left undone."""
     due = await SeckillOrder.filter(
-        status=OrderStatus.PENDING_PAYMENT, pay_deadline__lte=clock.now()
+        status=OrderStatus.PENDING_PAYMENT,
+        pay_deadline__lte=clock.now(),
+        mall_order_id__isnull=True,
     ).limit(limit)
     expired = 0
     for order in due:
         async with in_transaction():
             changed = await SeckillOrder.filter(
-                id=order.id, status=OrderStatus.PENDING_PAYMENT
+                id=order.id, status=OrderStatus.PENDING_PAYMENT, mall_order_id__isnull=True
             ).update(status=OrderStatus.EXPIRED, release_reason="unpaid")
             if changed:
                 await SeckillItem.filter(id=order.item_id, sold__gt=0).update(sold=F("sold") - 1)

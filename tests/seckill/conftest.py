@@ -9,6 +9,9 @@ from mall.kit import clock
 from mall.seckill import service
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
+from tests.wallet.fake_pay import fake_pay, fake_pay_server
+
+__all__ = ["fake_pay", "fake_pay_server"]
 
 MakeItem = Callable[..., Awaitable[SeckillItem]]
 
