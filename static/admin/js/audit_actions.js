@@ -27,6 +27,7 @@ export const AUDIT_ACTIONS = {
   "order.close": { "zh": "关闭订单", "en": "Order closed" },
   "order.complete": { "zh": "确认订单完成", "en": "Order marked completed" },
   "order.late_payment": { "zh": "退回逾期付款", "en": "Late payment refunded" },
+  "order.late_payment_refund": { "zh": "逾期付款全额退回", "en": "Late payment refunded in full" },
   "order.refund": { "zh": "订单退款", "en": "Order refunded" },
   "order.refund.offline": { "zh": "退款标记为线下已退", "en": "Refund marked paid out another way" },
   "order.refund.retry": { "zh": "重试订单退款", "en": "Order refund retried" },
