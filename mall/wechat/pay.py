@@ -274,11 +274,24 @@ def keys() -> _Keys:
     except (OSError, ValueError) as exc:
         log.error("WeChat Pay keys could not be loaded: %s", type(exc).__name__)
         raise PAY_NOT_CONFIGURED() from None
-    if not verifiers:
+    if not verifiers and not downloads_certificates():
         raise PAY_NOT_CONFIGURED()
     loaded = _Keys(private, verifiers, apiv3)
     _keys_cache = (stamp, loaded)
     return loaded
+
+
+def downloads_certificates() -> bool:
+    """Platform certificates are fetched from /v3/certificates (mall.wechat.certificates):
+    when asked to, or ("auto") when no WeChat Pay public key is configured."""
+    s = get_settings()
+    mode = s.wechatpay_platform_cert_download
+    return mode == "on" or (mode == "auto" and not s.wechatpay_public_key_id)
+
+
+# serial -> (key, not valid after) of the platform certificates fetched from WeChat Pay;
+# kept by mall.wechat.certificates, which also learns a serial seen for the first time
+downloaded_keys: dict[str, tuple[rsa.RSAPublicKey, datetime]] = {}
 
 
 def pay_appid() -> str:
@@ -323,6 +336,14 @@ class VerificationError(Exception):
     """A response or notification failed verification; the message says why (no secrets)."""
 
 
+class UnknownSerial(VerificationError):
+    """Signed with a key we do not hold (yet): a platform certificate may have rotated."""
+
+    def __init__(self, serial: str) -> None:
+        super().__init__(f"unknown serial {serial[:40]!r}")
+        self.serial = serial
+
+
 class DecryptionError(VerificationError):
     """A signed resource does not open with the APIv3 key, or is not what it should be."""
 
@@ -334,8 +355,11 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
-    """Check `Wechatpay-Signature` over `TIMESTAMP\\nNONCE\\nBODY\\n`; raises VerificationError."""
+def verify_signature(
+    headers: Mapping[str, str], body: bytes, also: Mapping[str, rsa.RSAPublicKey] | None = None
+) -> None:
+    """Check `Wechatpay-Signature` over `TIMESTAMP\\nNONCE\\nBODY\\n`; raises VerificationError.
+    `also`: keys to try besides ours (platform certificates just fetched)."""
     signature = _header(headers, "Wechatpay-Signature")
     serial = _header(headers, "Wechatpay-Serial")
     timestamp = _header(headers, "Wechatpay-Timestamp")
@@ -350,9 +374,12 @@ def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
         raise VerificationError("bad timestamp") from None
     if abs(clock.now().timestamp() - sent_at) > MAX_CLOCK_SKEW_SECONDS:
         raise VerificationError("timestamp more than 5 minutes off")
-    key = keys().verifiers.get(serial)
+    key = keys().verifiers.get(serial) or (also or {}).get(serial)
+    if key is None and serial in downloaded_keys:
+        downloaded, not_after = downloaded_keys[serial]
+        key = downloaded if clock.now() <= not_after else None
     if key is None:
-        raise VerificationError(f"unknown serial {serial[:40]!r}")
+        raise UnknownSerial(serial)
     try:
         raw = base64.b64decode(signature, validate=True)
         message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
@@ -361,18 +388,36 @@ def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
         raise VerificationError("signature does not match") from None
 
 
-def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """Open an AEAD_AES_256_GCM resource with the APIv3 key."""
+async def _learn_serial(serial: str) -> bool:
+    """Fetch the platform certificates when an unknown serial signed something (only in
+    certificate mode; rate-limited there). True when the serial is known now."""
+    if not downloads_certificates():
+        return False
+    from mall.wechat import certificates  # it builds on this module
+
+    return await certificates.learn(serial)
+
+
+def decrypt_bytes(resource: Mapping[str, Any]) -> bytes:
+    """Open an AEAD_AES_256_GCM resource (notification, platform certificate) with the
+    APIv3 key; the ciphertext ends with the 16-byte tag, as AESGCM expects."""
     if resource.get("algorithm") != "AEAD_AES_256_GCM":
         raise DecryptionError("unsupported algorithm")
     try:
-        plain = AESGCM(keys().apiv3_key).decrypt(
+        return AESGCM(keys().apiv3_key).decrypt(
             str(resource["nonce"]).encode(),
             base64.b64decode(str(resource["ciphertext"])),
             str(resource.get("associated_data") or "").encode(),
         )
-        data = json.loads(plain)
     except (KeyError, ValueError, InvalidTag):
+        raise DecryptionError("resource does not decrypt") from None
+
+
+def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """Open an AEAD_AES_256_GCM JSON resource with the APIv3 key."""
+    try:
+        data = json.loads(decrypt_bytes(resource))
+    except ValueError:
         raise DecryptionError("resource does not decrypt") from None
     if not isinstance(data, dict):
         raise DecryptionError("resource is not an object")
@@ -414,20 +459,30 @@ def authorization(method: str, url: str, body: bytes) -> str:
     )
 
 
-async def _request(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Send one signed request; returns the verified JSON body ({} for 204)."""
+async def send(
+    method: str,
+    url: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    accept: str = "application/json",
+) -> httpx.Response:
+    """Send one signed request (`url` is the path and query, or an absolute URL on a
+    WeChat Pay host, signed by its path and query); answers 3xx/4xx/5xx become our errors.
+    The answer is NOT verified (bill files come unsigned): see `_request`."""
     s = get_settings()
     keys()  # refuse early when unconfigured
     body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+    parts = httpx.URL(url)
+    signed_url = parts.raw_path.decode() if parts.is_absolute_url else url
     headers = {
-        "Authorization": authorization(method, url, body),
-        "Accept": "application/json",
+        "Authorization": authorization(method, signed_url, body),
+        "Accept": accept,
         "Content-Type": "application/json",
         "User-Agent": "mall-wechatpay/1",
     }
     if s.wechatpay_public_key_id:
         headers["Wechatpay-Serial"] = s.wechatpay_public_key_id
-    path = url.split("?")[0]
+    path = signed_url.split("?")[0]
     try:
         response = await http().request(method, url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -435,10 +490,22 @@ async def _request(method: str, url: str, payload: dict[str, Any] | None = None)
         raise PAY_BUSY(retry_after=1) from None
     if response.status_code >= 300:
         raise _error(method, path, response)
+    return response
+
+
+async def _request(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one signed request; returns the verified JSON body ({} for 204)."""
+    response = await send(method, url, payload)
     try:
-        verify_signature(response.headers, response.content)
+        try:
+            verify_signature(response.headers, response.content)
+        except UnknownSerial as exc:
+            # a platform certificate we have not seen yet (rotation): fetch, then again
+            if not await _learn_serial(exc.serial):
+                raise
+            verify_signature(response.headers, response.content)
     except VerificationError as exc:
-        log.error("wechatpay %s %s answer not verified: %s", method, path, exc)
+        log.error("wechatpay %s %s answer not verified: %s", method, url.split("?")[0], exc)
         raise PAY_RESPONSE_INVALID() from None
     if response.status_code == 204 or not response.content:
         return {}
@@ -602,6 +669,16 @@ def open_notification(headers: Mapping[str, str], body: bytes) -> Notification:
     if not isinstance(resource, dict):
         raise DecryptionError("malformed notification")
     return Notification(str(envelope.get("id", "")), event_type, decrypt_resource(resource))
+
+
+async def receive_notification(headers: Mapping[str, str], body: bytes) -> Notification:
+    """`open_notification`, first learning a platform certificate seen for the first time."""
+    try:
+        return open_notification(headers, body)
+    except UnknownSerial as exc:
+        if not await _learn_serial(exc.serial):
+            raise
+    return open_notification(headers, body)
 
 
 class UnhandledNotification(Exception):

@@ -87,6 +87,35 @@ def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
     return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
+def issue_certificate(
+    key: rsa.RSAPrivateKey,
+    ca_key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """A platform certificate as WeChat Pay's are: issued by the (here: test) Tenpay CA."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tenpay.com"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Tenpay.com CA Center"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com sign"),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
 def _self_signed(key: rsa.RSAPrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA (fake)")])
     now = datetime.now(UTC)
@@ -98,6 +127,7 @@ def _self_signed(key: rsa.RSAPrivateKey) -> x509.Certificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
 
@@ -183,8 +213,18 @@ class FakePay:
         self.public_key_id = "PUB_KEY_ID_" + secrets.token_hex(12).upper()
         self.merchant_key = new_key()
         self.wechat_key = new_key()  # "WeChat Pay public key" mode
-        self.platform_key = new_key()  # a platform certificate (old mode, migrations)
-        self.platform_cert = _self_signed(self.platform_key)
+        # a test "Tenpay.com Root CA" and the platform certificate it issued (certificate
+        # mode; valid over any day the tests freeze the clock at)
+        self.ca_key = new_key()
+        self.ca_cert = _self_signed(self.ca_key)
+        self.platform_key = new_key()
+        self.platform_cert = issue_certificate(
+            self.platform_key,
+            self.ca_key,
+            self.ca_cert,
+            not_before=datetime(2020, 1, 1, tzinfo=UTC),
+            not_after=datetime(2045, 1, 1, tzinfo=UTC),
+        )
         self.platform_serial = format(self.platform_cert.serial_number, "X")
         self.forger_key = new_key()
         self.key_dir = Path(tempfile.mkdtemp(prefix="fake-wechatpay-"))
@@ -194,6 +234,9 @@ class FakePay:
             "wechatpay_platform.pem", self.platform_cert.public_bytes(serialization.Encoding.PEM)
         )
         self.wrong_merchant_key_path = self._write("wrong_key.pem", private_pem(new_key()))
+        self.ca_path = self._write(
+            "tenpay_root_ca.pem", self.ca_cert.public_bytes(serialization.Encoding.PEM)
+        )
         self.base_url = ""
         self._lock = threading.Lock()
         self.reset()
@@ -212,6 +255,7 @@ class FakePay:
                 ),
                 Route("/v3/refund/domestic/refunds", self._refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{no}", self._refund_query, methods=["GET"]),
+                Route("/v3/certificates", self._certificates, methods=["GET"]),
             ]
         )
 
@@ -226,6 +270,12 @@ class FakePay:
             self.refund_status = "PROCESSING"  # what a new refund answers
             self.sign_responses = True
             self.response_key: rsa.RSAPrivateKey = self.wechat_key  # to forge answers
+            self.response_serial = self.public_key_id
+            # what /v3/certificates lists: (key, certificate) pairs
+            self.certificates: list[tuple[rsa.RSAPrivateKey, x509.Certificate]] = [
+                (self.platform_key, self.platform_cert)
+            ]
+            self.certificates_apiv3_key = self.apiv3_key  # another one: they do not open
 
     # --- what tests read --------------------------------------------------------------
 
@@ -438,7 +488,7 @@ class FakePay:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Request-ID": secrets.token_hex(16)}
         if self.sign_responses:
-            signed = self.signed_headers(body, key=self.response_key)
+            signed = self.signed_headers(body, key=self.response_key, serial=self.response_serial)
             signed.pop("Content-Type")
             headers.update(signed)
         if payload is not None:
@@ -675,6 +725,63 @@ class FakePay:
 
         return await self._serve("refund_query", request, work)
 
+    # --- certificate mode --------------------------------------------------------------
+
+    def use_platform_certificate(
+        self, key: rsa.RSAPrivateKey | None = None, cert: x509.Certificate | None = None
+    ) -> None:
+        """Sign answers with a platform certificate (certificate mode), as WeChat Pay does
+        for a merchant without a WeChat Pay public key."""
+        self.response_key = key or self.platform_key
+        self.response_serial = format((cert or self.platform_cert).serial_number, "X")
+
+    def new_platform_certificate(
+        self, *, days_from: int = -1, days_to: int = 5 * 365
+    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        """Another platform certificate from the test CA, valid for the days given around
+        the (possibly frozen) clock."""
+        now = clock.now()
+        key = new_key()
+        cert = issue_certificate(
+            key,
+            self.ca_key,
+            self.ca_cert,
+            not_before=now + timedelta(days=days_from),
+            not_after=now + timedelta(days=days_to),
+        )
+        return key, cert
+
+    def certificates_answer(self) -> dict[str, Any]:
+        """`GET /v3/certificates`: each certificate AEAD_AES_256_GCM-encrypted with the APIv3
+        key, associated_data "certificate"."""
+        data = []
+        for _key, cert in self.certificates:
+            nonce = secrets.token_hex(6)  # 12 characters, as WeChat's
+            pem = cert.public_bytes(serialization.Encoding.PEM)
+            ciphertext = AESGCM(self.certificates_apiv3_key.encode()).encrypt(
+                nonce.encode(), pem, b"certificate"
+            )
+            data.append(
+                {
+                    "serial_no": format(cert.serial_number, "X"),
+                    "effective_time": _wechat_time(cert.not_valid_before_utc),
+                    "expire_time": _wechat_time(cert.not_valid_after_utc),
+                    "encrypt_certificate": {
+                        "algorithm": "AEAD_AES_256_GCM",
+                        "nonce": nonce,
+                        "associated_data": "certificate",
+                        "ciphertext": base64.b64encode(ciphertext).decode(),
+                    },
+                }
+            )
+        return {"data": data}
+
+    async def _certificates(self, request: Request) -> Response:
+        def work(request: Request, body: bytes) -> tuple[int, dict[str, Any]]:
+            return 200, self.certificates_answer()
+
+        return await self._serve("certificates", request, work)
+
 
 class FakePayServer(ThreadedServer):
     """Serves a FakePay with uvicorn on 127.0.0.1 (a free port) in a daemon thread."""
@@ -701,6 +808,8 @@ _SETTINGS = (
     "wechatpay_notify_url",
     "wechatpay_platform_certs",
     "wechatpay_appid",
+    "wechatpay_platform_cert_download",
+    "wechatpay_platform_ca_path",
 )
 
 
@@ -735,10 +844,12 @@ async def fake_pay(fake_pay_server: FakePayServer, settings: Settings) -> AsyncI
     settings.wechatpay_platform_certs = {fake.platform_serial: fake.platform_cert_path}
     settings.wechatpay_appid = fake.appid
     await wechat_pay.aclose()
+    wechat_pay.downloaded_keys.clear()
     try:
         yield fake
     finally:
         await wechat_pay.aclose()
+        wechat_pay.downloaded_keys.clear()
         for name, value in saved.items():
             setattr(settings, name, value)
         fake.reset()
