@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     # trusted because it opened with the APIv3 key and signed its own answer
     wechatpay_platform_ca_path: Path | None = None
     wechatpay_cert_refresh_seconds: float = 6 * 3600.0
+    # yesterday's trade and refund bills are fetched after this Shanghai hour (WeChat makes
+    # them from 9:00 and advises 10:00 or later); a bill file larger than this is refused
+    wechatpay_bill_hour: int = Field(default=10, ge=0, le=23)
+    wechatpay_bill_max_bytes: int = 200 * 1024 * 1024
     # the mini-program appid payments are made under; "" means MALL_WECHAT_APPID
     wechatpay_appid: str = ""
     wechatpay_timeout_seconds: float = 10.0

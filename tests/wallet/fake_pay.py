@@ -32,6 +32,8 @@ restores them afterwards. See FakePay for the knobs (`fail`, `refund_status`, ..
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import secrets
 import tempfile
@@ -256,6 +258,8 @@ class FakePay:
                 Route("/v3/refund/domestic/refunds", self._refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{no}", self._refund_query, methods=["GET"]),
                 Route("/v3/certificates", self._certificates, methods=["GET"]),
+                Route("/v3/bill/tradebill", self._tradebill, methods=["GET"]),
+                Route("/v3/billdownload/file", self._bill_file, methods=["GET"]),
             ]
         )
 
@@ -276,6 +280,12 @@ class FakePay:
                 (self.platform_key, self.platform_cert)
             ]
             self.certificates_apiv3_key = self.apiv3_key  # another one: they do not open
+            # bills: (day, bill_type) -> text replacing the one built from the state, or
+            # an error code (NO_STATEMENT_EXIST, STATEMENT_CREATING)
+            self.bill_texts: dict[tuple[str, str], str] = {}
+            self.bill_errors: dict[tuple[str, str], str] = {}
+            self.bill_hash_override: str | None = None
+            self.bill_files: dict[str, bytes] = {}
 
     # --- what tests read --------------------------------------------------------------
 
@@ -781,6 +791,152 @@ class FakePay:
             return 200, self.certificates_answer()
 
         return await self._serve("certificates", request, work)
+
+    # --- bills ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _yuan(fen: int) -> str:
+        return f"{fen / 100:.2f}"
+
+    def bill_text(self, day: str, bill_type: str) -> str:
+        """The trade bill (ALL) or refund bill (REFUND) of a Shanghai day, built from the
+        fake's payments and refunds the way WeChat Pay writes it: a header row, rows whose
+        fields each start with a backtick, the totals' header and the totals; CRLF."""
+        if (day, bill_type) in self.bill_texts:
+            return self.bill_texts[(day, bill_type)]
+        with self._lock:
+            orders = list(self.state.orders.values())
+            refunds = list(self.state.refunds.values())
+        rows: list[list[str]] = []
+        settled = refunded = applied = total = 0
+        fee_total = 0.0
+
+        def on_day(moment: str) -> bool:
+            return bool(moment) and moment[:10] == day
+
+        stamp = "%Y-%m-%d %H:%M:%S"
+        if bill_type == "ALL":
+            for order in orders:
+                if order.transaction_id and on_day(order.success_time):
+                    fee = round(order.amount * 0.006) / 100
+                    rows.append(
+                        [
+                            datetime.fromisoformat(order.success_time).strftime(stamp),
+                            order.appid, order.mchid, "0", "", order.transaction_id,
+                            order.out_trade_no, order.openid, "JSAPI", "SUCCESS", "OTHERS",
+                            "CNY", self._yuan(order.amount), "0.00", "0", "0", "0.00", "0.00",
+                            "", "", order.description, order.attach, f"{fee:.5f}", "0.60%",
+                            self._yuan(order.amount), "0.00", "",
+                        ]
+                    )  # fmt: skip
+                    settled += order.amount
+                    total += order.amount
+                    fee_total += fee
+        header = ALL_HEADER if bill_type == "ALL" else REFUND_HEADER
+        for refund in refunds:
+            if not on_day(refund.create_time):
+                continue
+            order = self.state.orders[refund.out_trade_no]
+            fee = -round(refund.refund * 0.006) / 100
+            refund_part = [
+                refund.refund_id, refund.out_refund_no, self._yuan(refund.refund), "0.00",
+                "ORIGINAL", refund.status,
+            ]  # fmt: skip
+            times = [
+                datetime.fromisoformat(refund.create_time).strftime(stamp),
+                datetime.fromisoformat(refund.success_time).strftime(stamp)
+                if refund.success_time
+                else "",
+            ]
+            row = [
+                datetime.fromisoformat(order.success_time).strftime(stamp),
+                order.appid, order.mchid, "0", "", order.transaction_id, order.out_trade_no,
+                order.openid, "JSAPI", "REFUND", "OTHERS", "CNY", "0.00", "0.00",
+                *(times if bill_type == "REFUND" else []), *refund_part,
+                order.description, order.attach, f"{fee:.5f}", "0.60%", "0.00",
+                self._yuan(refund.refund), "",
+            ]  # fmt: skip
+            rows.append(row)
+            refunded += refund.refund
+            applied += refund.refund
+            fee_total += fee
+        lines = [",".join(header)]
+        lines += [",".join("`" + value for value in row) for row in rows]
+        lines.append(",".join(SUMMARY_HEADER))
+        lines.append(
+            ",".join(
+                "`" + v
+                for v in [
+                    str(len(rows)),
+                    self._yuan(settled),
+                    self._yuan(refunded),
+                    "0.00",
+                    f"{fee_total:.5f}",
+                    self._yuan(total),
+                    self._yuan(applied),
+                ]
+            )
+        )
+        return "\r\n".join(lines) + "\r\n"
+
+    async def _tradebill(self, request: Request) -> Response:
+        def work(request: Request, body: bytes) -> tuple[int, dict[str, Any]]:
+            day = request.query_params.get("bill_date", "")
+            bill_type = request.query_params.get("bill_type", "ALL")
+            try:
+                datetime.strptime(day, "%Y-%m-%d")
+            except ValueError:
+                raise _Refused(400, "PARAM_ERROR", "bill_date 格式错误") from None
+            if bill_type not in ("ALL", "SUCCESS", "REFUND"):
+                raise _Refused(400, "PARAM_ERROR", "bill_type 错误")
+            error = self.bill_errors.get((day, bill_type))
+            if error == "NO_STATEMENT_EXIST":
+                raise _Refused(400, error, "请求的账单文件不存在")
+            if error == "STATEMENT_CREATING":
+                raise _Refused(400, error, "账单生成中")
+            raw = self.bill_text(day, bill_type).encode()
+            token = secrets.token_urlsafe(24)
+            gz = request.query_params.get("tar_type") == "GZIP"
+            with self._lock:
+                self.bill_files[token] = gzip.compress(raw) if gz else raw
+            url = f"{self.base_url}/v3/billdownload/file?token={token}"
+            if gz:
+                url += "&tartype=gzip"
+            digest = self.bill_hash_override or hashlib.sha1(raw).hexdigest()
+            return 200, {"hash_type": "SHA1", "hash_value": digest, "download_url": url}
+
+        return await self._serve("tradebill", request, work)
+
+    async def _bill_file(self, request: Request) -> Response:
+        """The file: Authorization checked like any request, the answer NOT signed."""
+        recorded, body = await self._receive("billdownload", request)
+        try:
+            self._check("billdownload", request, recorded, body)
+            with self._lock:
+                data = self.bill_files.get(request.query_params.get("token", ""))
+            if data is None:
+                raise _Refused(404, "RESOURCE_NOT_EXISTS", "账单文件不存在")
+        except _Refused as refused:
+            recorded.status = refused.status
+            return self._error(refused)
+        recorded.status = 200
+        return Response(data, status_code=200, media_type="application/octet-stream")
+
+
+ALL_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
+    "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+).split(",")
+REFUND_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,"
+    "商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,"
+    "订单金额,申请退款金额,费率备注"
+).split(",")
+SUMMARY_HEADER = (
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+).split(",")
 
 
 class FakePayServer(ThreadedServer):
