@@ -132,10 +132,19 @@ async def test_a_day_reconciles_clean_and_then_every_kind_of_mismatch_is_listed(
     )
     assert r.status_code in (200, 201), r.text
     refund_no = r.json()["out_refund_no"]
+    # a refund WeChat closed: the mall gave the money back to the wallet (failed)
+    r = await client.post(
+        f"/api/admin/v1/wallet/top-ups/{first['id']}/refund",
+        json={"reason": "changed mind", "principal_fen": 3000},
+        headers=admin,
+    )
+    closed_no = r.json()["out_refund_no"]
+    h, body = fake_pay.refund_notification(closed_no, "CLOSED")
+    assert (await client.post("/api/v1/wechat/pay-notify", headers=h, content=body)).is_success
 
     row = await reconcile.run(day, domains.pay_books())
     assert row.status == OK, row.mismatches
-    assert (row.payments, row.paid_fen, row.refunds, row.refunded_fen) == (2, 30000, 1, 5000)
+    assert (row.payments, row.paid_fen, row.refunds, row.refunded_fen) == (2, 30000, 2, 8000)
 
     # WeChat took money the mall never heard of; one amount differs; a refund the mall never
     # asked for; a refund amount differs; the mall counts a top-up WeChat never saw
@@ -152,6 +161,7 @@ async def test_a_day_reconciles_clean_and_then_every_kind_of_mismatch_is_listed(
         create_time=clock.now().astimezone(clock.SHANGHAI).isoformat(timespec="seconds"),
     )
     fake_pay.refunds[refund_no].refund = 4000
+    fake_pay.refunds[closed_no].status = "SUCCESS"  # yet WeChat paid it out after all
     ghost = await TopUp.create(
         member_id=await member_id(client, alice),
         plan_id=1,
@@ -175,6 +185,7 @@ async def test_a_day_reconciles_clean_and_then_every_kind_of_mismatch_is_listed(
         ("not_paid_at_wechat", ghost.out_trade_no, ""),
         ("refund_not_in_mall", first["out_trade_no"], "RT-GHOST"),
         ("refund_amount_differs", second["out_trade_no"], refund_no),
+        ("refund_status_differs", first["out_trade_no"], closed_no),
     }
     differs = next(m for m in row.mismatches if m["kind"] == "amount_differs")
     assert (differs["wechat_fen"], differs["mall_fen"]) == (9999, 10000)
@@ -192,7 +203,7 @@ async def test_a_day_reconciles_clean_and_then_every_kind_of_mismatch_is_listed(
     # the console's read route: the last reconciliation with its mismatches
     r = await client.get("/api/admin/v1/pay/reconciliations/latest", headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json()["bill_date"] == day.isoformat() and len(r.json()["mismatches"]) == 5
+    assert r.json()["bill_date"] == day.isoformat() and len(r.json()["mismatches"]) == 6
     r = await client.get("/api/admin/v1/pay/reconciliations?limit=5", headers=admin)
     assert [d["status"] for d in r.json()] == [MISMATCH]
 
