@@ -11,12 +11,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from mall import db, domains
 from mall import redis as mall_redis
 from mall.config import ConfigError, Settings, get_settings, set_settings
+from mall.kit.checks import check_day
 
 log = logging.getLogger("mall.cli")
 
@@ -210,6 +212,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> bool:
         ok = True
+        if args.date:
+            check_day.set(args.date)
         async with resources(settings):
             for name in names:
                 report = await checks[name]()
@@ -354,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = add(sub, "check", "consistency checks (ledger, seckill, ...); non-zero on mismatch")
     check.add_argument("name", help="check name, or 'all'")
+    check.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        help="YYYY-MM-DD: the day a check about one day looks at (pay: default yesterday)",
+    )
     check.set_defaults(func=cmd_check)
 
     drill = add(sub, "drill", "rehearse a hot path against a running service")

@@ -176,6 +176,17 @@ class Settings(BaseSettings):
     # platform-certificate serial -> PEM path (certificate or public key), for merchants
     # still on, or migrating from, platform certificates
     wechatpay_platform_certs: dict[str, Path] = Field(default_factory=dict)
+    # fetch platform certificates from /v3/certificates: "auto" = when no WeChat Pay
+    # public key is configured (certificate mode), "on", "off"
+    wechatpay_platform_cert_download: Literal["auto", "on", "off"] = "auto"
+    # the CA a fetched platform certificate must be issued by (Tenpay.com Root CA); unset:
+    # trusted because it opened with the APIv3 key and signed its own answer
+    wechatpay_platform_ca_path: Path | None = None
+    wechatpay_cert_refresh_seconds: float = 6 * 3600.0
+    # yesterday's trade and refund bills are fetched after this Shanghai hour (WeChat makes
+    # them from 9:00 and advises 10:00 or later); a bill file larger than this is refused
+    wechatpay_bill_hour: int = Field(default=10, ge=0, le=23)
+    wechatpay_bill_max_bytes: int = 200 * 1024 * 1024
     # the mini-program appid payments are made under; "" means MALL_WECHAT_APPID
     wechatpay_appid: str = ""
     wechatpay_timeout_seconds: float = 10.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import ModuleType
+from typing import Any
 
 from mall.kit.checks import CheckFn, DrillFn
 from mall.kit.jobs import Consumer, Job
@@ -75,3 +76,9 @@ def drills() -> dict[str, DrillFn]:
     for module in domain_modules("tasks"):
         found.update(getattr(module, "DRILLS", {}))
     return found
+
+
+def pay_books() -> list[Any]:
+    """Every paying domain's WeChat Pay records (`BOOK` in its `paybook.py`, a
+    `mall.wechat.reconcile.Book`), for reconciling WeChat Pay's bills."""
+    return [module.BOOK for module in domain_modules("paybook")]

@@ -18,6 +18,7 @@ from mall.admin import (
     segments,
     staff,
     wallet,
+    wechat,
 )
 from mall.kit.masking import phones_masked
 
@@ -38,6 +39,7 @@ OPS_ROUTERS = (
     segments,
     staff,
     wallet,
+    wechat,
 )
 for module in OPS_ROUTERS:
     router.include_router(module.router)

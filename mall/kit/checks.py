@@ -6,8 +6,14 @@ Each domain's `tasks.py` may define `CHECKS: dict[str, CheckFn]` (`mall check NA
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
+
+# `mall check NAME --date YYYY-MM-DD`: the day a check about one day (e.g. `pay`) looks
+# at; None means its own default (for `pay`: yesterday in Shanghai)
+check_day: ContextVar[date | None] = ContextVar("check_day", default=None)
 
 
 @dataclass

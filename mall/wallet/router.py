@@ -143,7 +143,7 @@ async def pay_notify(request: Request) -> Response:
     resource is decrypted and handed to the domain the `out_trade_no` belongs to."""
     body = await request.body()
     try:
-        notification = wechat_pay.open_notification(request.headers, body)
+        notification = await wechat_pay.receive_notification(request.headers, body)
     except wechat_pay.DecryptionError as exc:
         # signed by WeChat Pay, yet it does not open: most likely our APIv3 key is wrong
         log.error("wechatpay notification does not decrypt (check the APIv3 key): %s", exc)

@@ -14,7 +14,8 @@ goes to `PAYMENT_HANDLERS[prefix]`, a refund notification to `REFUND_HANDLERS[pr
 ("T" wallet top-up, "O" mall order); a paying domain exposes its `Handlers` and the
 composition root (`mall.app`) passes them to `register`. Handlers are idempotent and
 check amount, appid and mchid against their own record; raising makes the notification
-answer 5xx so WeChat retries. Key material never leaves this module and is never logged."""
+answer 5xx so WeChat retries. Key material (mall.wechat.keys) never leaves the wechat
+package and is never logged; answers and notifications are checked by mall.wechat.verify."""
 
 from __future__ import annotations
 
@@ -25,27 +26,33 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from mall.config import get_settings
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock
+from mall.wechat.keys import PAY_NOT_CONFIGURED as PAY_NOT_CONFIGURED
+from mall.wechat.keys import downloaded_keys as downloaded_keys
+from mall.wechat.keys import downloads_certificates as downloads_certificates
+from mall.wechat.keys import keys as keys
+from mall.wechat.verify import MAX_CLOCK_SKEW_SECONDS as MAX_CLOCK_SKEW_SECONDS
+from mall.wechat.verify import SIGNTEST_PREFIX as SIGNTEST_PREFIX
+from mall.wechat.verify import DecryptionError as DecryptionError
+from mall.wechat.verify import UnknownSerial as UnknownSerial
+from mall.wechat.verify import VerificationError as VerificationError
+from mall.wechat.verify import decrypt_bytes as decrypt_bytes
+from mall.wechat.verify import decrypt_resource as decrypt_resource
+from mall.wechat.verify import learn_serial as _learn_serial
+from mall.wechat.verify import verify_signature as verify_signature
 
 log = logging.getLogger("mall.wechat.pay")
 
-PAY_NOT_CONFIGURED = ErrorCode(
-    "PAY_NOT_CONFIGURED", 503, _("WeChat Pay is not configured on this server")
-)
 PAY_SIGN_ERROR = ErrorCode(
     "PAY_SIGN_ERROR",
     502,
@@ -102,8 +109,6 @@ FINAL_ERRORS = frozenset(
 )
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
-SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
-MAX_CLOCK_SKEW_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -202,85 +207,6 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-# --- keys ----------------------------------------------------------------------------
-
-
-class _Keys:
-    """The loaded key material; its repr never shows any of it."""
-
-    def __init__(
-        self,
-        private_key: rsa.RSAPrivateKey,
-        verifiers: dict[str, rsa.RSAPublicKey],
-        apiv3_key: bytes,
-    ) -> None:
-        self.private_key = private_key
-        self.verifiers = verifiers
-        self.apiv3_key = apiv3_key
-
-    def __repr__(self) -> str:
-        return f"<WeChat Pay keys for serials {sorted(self.verifiers)}>"
-
-
-_keys_cache: tuple[tuple[Any, ...], _Keys] | None = None
-
-
-def _file_stamp(path: Path) -> tuple[str, int]:
-    return str(path), path.stat().st_mtime_ns
-
-
-def _load_public_key(path: Path) -> rsa.RSAPublicKey:
-    """A PEM public key or X.509 certificate (platform certificates come as those)."""
-    data = path.read_bytes()
-    if b"CERTIFICATE" in data:
-        key: Any = x509.load_pem_x509_certificate(data).public_key()
-    else:
-        key = serialization.load_pem_public_key(data)
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError(f"{path} does not hold an RSA public key")
-    return key
-
-
-def keys() -> _Keys:
-    """The merchant key, the verification keys by serial and the APIv3 key, loaded
-    once and again whenever a file or setting changes (key rotation)."""
-    global _keys_cache
-    s = get_settings()
-    apiv3 = s.wechatpay_apiv3_key.get_secret_value().encode()
-    if not s.wechatpay_mchid or not s.wechatpay_private_key_path or not s.wechatpay_serial:
-        raise PAY_NOT_CONFIGURED()
-    if len(apiv3) != 32:
-        raise PAY_NOT_CONFIGURED()
-    try:
-        stamp: tuple[Any, ...] = (
-            _file_stamp(s.wechatpay_private_key_path),
-            _file_stamp(s.wechatpay_public_key_path) if s.wechatpay_public_key_path else None,
-            s.wechatpay_public_key_id,
-            tuple(sorted((k, _file_stamp(p)) for k, p in s.wechatpay_platform_certs.items())),
-            apiv3,
-        )
-        if _keys_cache is not None and _keys_cache[0] == stamp:
-            return _keys_cache[1]
-        private = serialization.load_pem_private_key(
-            s.wechatpay_private_key_path.read_bytes(), password=None
-        )
-        if not isinstance(private, rsa.RSAPrivateKey):
-            raise ValueError("the merchant key is not an RSA key")
-        verifiers = {
-            serial: _load_public_key(path) for serial, path in s.wechatpay_platform_certs.items()
-        }
-        if s.wechatpay_public_key_path and s.wechatpay_public_key_id:
-            verifiers[s.wechatpay_public_key_id] = _load_public_key(s.wechatpay_public_key_path)
-    except (OSError, ValueError) as exc:
-        log.error("WeChat Pay keys could not be loaded: %s", type(exc).__name__)
-        raise PAY_NOT_CONFIGURED() from None
-    if not verifiers:
-        raise PAY_NOT_CONFIGURED()
-    loaded = _Keys(private, verifiers, apiv3)
-    _keys_cache = (stamp, loaded)
-    return loaded
-
-
 def pay_appid() -> str:
     s = get_settings()
     return s.wechatpay_appid or s.wechat_appid
@@ -314,69 +240,6 @@ def sign(message: bytes) -> str:
     """SHA256withRSA (PKCS#1 v1.5) with the merchant key, base64."""
     raw = keys().private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     return base64.b64encode(raw).decode()
-
-
-# --- verification ----------------------------------------------------------------------
-
-
-class VerificationError(Exception):
-    """A response or notification failed verification; the message says why (no secrets)."""
-
-
-class DecryptionError(VerificationError):
-    """A signed resource does not open with the APIv3 key, or is not what it should be."""
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if value is None:
-        value = headers.get(name.lower(), "")
-    return value
-
-
-def verify_signature(headers: Mapping[str, str], body: bytes) -> None:
-    """Check `Wechatpay-Signature` over `TIMESTAMP\\nNONCE\\nBODY\\n`; raises VerificationError."""
-    signature = _header(headers, "Wechatpay-Signature")
-    serial = _header(headers, "Wechatpay-Serial")
-    timestamp = _header(headers, "Wechatpay-Timestamp")
-    nonce = _header(headers, "Wechatpay-Nonce")
-    if not signature or not serial or not timestamp or not nonce:
-        raise VerificationError("missing Wechatpay-* headers")
-    if signature.startswith(SIGNTEST_PREFIX):
-        raise VerificationError("signature probe")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise VerificationError("bad timestamp") from None
-    if abs(clock.now().timestamp() - sent_at) > MAX_CLOCK_SKEW_SECONDS:
-        raise VerificationError("timestamp more than 5 minutes off")
-    key = keys().verifiers.get(serial)
-    if key is None:
-        raise VerificationError(f"unknown serial {serial[:40]!r}")
-    try:
-        raw = base64.b64decode(signature, validate=True)
-        message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
-        key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
-    except (ValueError, InvalidSignature):
-        raise VerificationError("signature does not match") from None
-
-
-def decrypt_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """Open an AEAD_AES_256_GCM resource with the APIv3 key."""
-    if resource.get("algorithm") != "AEAD_AES_256_GCM":
-        raise DecryptionError("unsupported algorithm")
-    try:
-        plain = AESGCM(keys().apiv3_key).decrypt(
-            str(resource["nonce"]).encode(),
-            base64.b64decode(str(resource["ciphertext"])),
-            str(resource.get("associated_data") or "").encode(),
-        )
-        data = json.loads(plain)
-    except (KeyError, ValueError, InvalidTag):
-        raise DecryptionError("resource does not decrypt") from None
-    if not isinstance(data, dict):
-        raise DecryptionError("resource is not an object")
-    return data
 
 
 # --- requests ------------------------------------------------------------------------
@@ -414,20 +277,30 @@ def authorization(method: str, url: str, body: bytes) -> str:
     )
 
 
-async def _request(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Send one signed request; returns the verified JSON body ({} for 204)."""
+async def send(
+    method: str,
+    url: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    accept: str = "application/json",
+) -> httpx.Response:
+    """Send one signed request (`url` is the path and query, or an absolute URL on a
+    WeChat Pay host, signed by its path and query); answers 3xx/4xx/5xx become our errors.
+    The answer is NOT verified (bill files come unsigned): see `_request`."""
     s = get_settings()
     keys()  # refuse early when unconfigured
     body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+    parts = httpx.URL(url)
+    signed_url = parts.raw_path.decode() if parts.is_absolute_url else url
     headers = {
-        "Authorization": authorization(method, url, body),
-        "Accept": "application/json",
+        "Authorization": authorization(method, signed_url, body),
+        "Accept": accept,
         "Content-Type": "application/json",
         "User-Agent": "mall-wechatpay/1",
     }
     if s.wechatpay_public_key_id:
         headers["Wechatpay-Serial"] = s.wechatpay_public_key_id
-    path = url.split("?")[0]
+    path = signed_url.split("?")[0]
     try:
         response = await http().request(method, url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -435,10 +308,22 @@ async def _request(method: str, url: str, payload: dict[str, Any] | None = None)
         raise PAY_BUSY(retry_after=1) from None
     if response.status_code >= 300:
         raise _error(method, path, response)
+    return response
+
+
+async def _request(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one signed request; returns the verified JSON body ({} for 204)."""
+    response = await send(method, url, payload)
     try:
-        verify_signature(response.headers, response.content)
+        try:
+            verify_signature(response.headers, response.content)
+        except UnknownSerial as exc:
+            # a platform certificate we have not seen yet (rotation): fetch, then again
+            if not await _learn_serial(exc.serial):
+                raise
+            verify_signature(response.headers, response.content)
     except VerificationError as exc:
-        log.error("wechatpay %s %s answer not verified: %s", method, path, exc)
+        log.error("wechatpay %s %s answer not verified: %s", method, url.split("?")[0], exc)
         raise PAY_RESPONSE_INVALID() from None
     if response.status_code == 204 or not response.content:
         return {}
@@ -602,6 +487,16 @@ def open_notification(headers: Mapping[str, str], body: bytes) -> Notification:
     if not isinstance(resource, dict):
         raise DecryptionError("malformed notification")
     return Notification(str(envelope.get("id", "")), event_type, decrypt_resource(resource))
+
+
+async def receive_notification(headers: Mapping[str, str], body: bytes) -> Notification:
+    """`open_notification`, first learning a platform certificate seen for the first time."""
+    try:
+        return open_notification(headers, body)
+    except UnknownSerial as exc:
+        if not await _learn_serial(exc.serial):
+            raise
+    return open_notification(headers, body)
 
 
 class UnhandledNotification(Exception):

@@ -32,6 +32,8 @@ restores them afterwards. See FakePay for the knobs (`fail`, `refund_status`, ..
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import secrets
 import tempfile
@@ -87,6 +89,35 @@ def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
     return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
+def issue_certificate(
+    key: rsa.RSAPrivateKey,
+    ca_key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """A platform certificate as WeChat Pay's are: issued by the (here: test) Tenpay CA."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tenpay.com"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Tenpay.com CA Center"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com sign"),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
 def _self_signed(key: rsa.RSAPrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA (fake)")])
     now = datetime.now(UTC)
@@ -98,6 +129,7 @@ def _self_signed(key: rsa.RSAPrivateKey) -> x509.Certificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
 
@@ -183,8 +215,18 @@ class FakePay:
         self.public_key_id = "PUB_KEY_ID_" + secrets.token_hex(12).upper()
         self.merchant_key = new_key()
         self.wechat_key = new_key()  # "WeChat Pay public key" mode
-        self.platform_key = new_key()  # a platform certificate (old mode, migrations)
-        self.platform_cert = _self_signed(self.platform_key)
+        # a test "Tenpay.com Root CA" and the platform certificate it issued (certificate
+        # mode; valid over any day the tests freeze the clock at)
+        self.ca_key = new_key()
+        self.ca_cert = _self_signed(self.ca_key)
+        self.platform_key = new_key()
+        self.platform_cert = issue_certificate(
+            self.platform_key,
+            self.ca_key,
+            self.ca_cert,
+            not_before=datetime(2020, 1, 1, tzinfo=UTC),
+            not_after=datetime(2045, 1, 1, tzinfo=UTC),
+        )
         self.platform_serial = format(self.platform_cert.serial_number, "X")
         self.forger_key = new_key()
         self.key_dir = Path(tempfile.mkdtemp(prefix="fake-wechatpay-"))
@@ -194,6 +236,9 @@ class FakePay:
             "wechatpay_platform.pem", self.platform_cert.public_bytes(serialization.Encoding.PEM)
         )
         self.wrong_merchant_key_path = self._write("wrong_key.pem", private_pem(new_key()))
+        self.ca_path = self._write(
+            "tenpay_root_ca.pem", self.ca_cert.public_bytes(serialization.Encoding.PEM)
+        )
         self.base_url = ""
         self._lock = threading.Lock()
         self.reset()
@@ -212,6 +257,9 @@ class FakePay:
                 ),
                 Route("/v3/refund/domestic/refunds", self._refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{no}", self._refund_query, methods=["GET"]),
+                Route("/v3/certificates", self._certificates, methods=["GET"]),
+                Route("/v3/bill/tradebill", self._tradebill, methods=["GET"]),
+                Route("/v3/billdownload/file", self._bill_file, methods=["GET"]),
             ]
         )
 
@@ -226,6 +274,18 @@ class FakePay:
             self.refund_status = "PROCESSING"  # what a new refund answers
             self.sign_responses = True
             self.response_key: rsa.RSAPrivateKey = self.wechat_key  # to forge answers
+            self.response_serial = self.public_key_id
+            # what /v3/certificates lists: (key, certificate) pairs
+            self.certificates: list[tuple[rsa.RSAPrivateKey, x509.Certificate]] = [
+                (self.platform_key, self.platform_cert)
+            ]
+            self.certificates_apiv3_key = self.apiv3_key  # another one: they do not open
+            # bills: (day, bill_type) -> text replacing the one built from the state, or
+            # an error code (NO_STATEMENT_EXIST, STATEMENT_CREATING)
+            self.bill_texts: dict[tuple[str, str], str] = {}
+            self.bill_errors: dict[tuple[str, str], str] = {}
+            self.bill_hash_override: str | None = None
+            self.bill_files: dict[str, bytes] = {}
 
     # --- what tests read --------------------------------------------------------------
 
@@ -438,7 +498,7 @@ class FakePay:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Request-ID": secrets.token_hex(16)}
         if self.sign_responses:
-            signed = self.signed_headers(body, key=self.response_key)
+            signed = self.signed_headers(body, key=self.response_key, serial=self.response_serial)
             signed.pop("Content-Type")
             headers.update(signed)
         if payload is not None:
@@ -675,6 +735,209 @@ class FakePay:
 
         return await self._serve("refund_query", request, work)
 
+    # --- certificate mode --------------------------------------------------------------
+
+    def use_platform_certificate(
+        self, key: rsa.RSAPrivateKey | None = None, cert: x509.Certificate | None = None
+    ) -> None:
+        """Sign answers with a platform certificate (certificate mode), as WeChat Pay does
+        for a merchant without a WeChat Pay public key."""
+        self.response_key = key or self.platform_key
+        self.response_serial = format((cert or self.platform_cert).serial_number, "X")
+
+    def new_platform_certificate(
+        self, *, days_from: int = -1, days_to: int = 5 * 365
+    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        """Another platform certificate from the test CA, valid for the days given around
+        the (possibly frozen) clock."""
+        now = clock.now()
+        key = new_key()
+        cert = issue_certificate(
+            key,
+            self.ca_key,
+            self.ca_cert,
+            not_before=now + timedelta(days=days_from),
+            not_after=now + timedelta(days=days_to),
+        )
+        return key, cert
+
+    def certificates_answer(self) -> dict[str, Any]:
+        """`GET /v3/certificates`: each certificate AEAD_AES_256_GCM-encrypted with the APIv3
+        key, associated_data "certificate"."""
+        data = []
+        for _key, cert in self.certificates:
+            nonce = secrets.token_hex(6)  # 12 characters, as WeChat's
+            pem = cert.public_bytes(serialization.Encoding.PEM)
+            ciphertext = AESGCM(self.certificates_apiv3_key.encode()).encrypt(
+                nonce.encode(), pem, b"certificate"
+            )
+            data.append(
+                {
+                    "serial_no": format(cert.serial_number, "X"),
+                    "effective_time": _wechat_time(cert.not_valid_before_utc),
+                    "expire_time": _wechat_time(cert.not_valid_after_utc),
+                    "encrypt_certificate": {
+                        "algorithm": "AEAD_AES_256_GCM",
+                        "nonce": nonce,
+                        "associated_data": "certificate",
+                        "ciphertext": base64.b64encode(ciphertext).decode(),
+                    },
+                }
+            )
+        return {"data": data}
+
+    async def _certificates(self, request: Request) -> Response:
+        def work(request: Request, body: bytes) -> tuple[int, dict[str, Any]]:
+            return 200, self.certificates_answer()
+
+        return await self._serve("certificates", request, work)
+
+    # --- bills ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _yuan(fen: int) -> str:
+        return f"{fen / 100:.2f}"
+
+    def bill_text(self, day: str, bill_type: str) -> str:
+        """The trade bill (ALL) or refund bill (REFUND) of a Shanghai day, built from the
+        fake's payments and refunds the way WeChat Pay writes it: a header row, rows whose
+        fields each start with a backtick, the totals' header and the totals; CRLF."""
+        if (day, bill_type) in self.bill_texts:
+            return self.bill_texts[(day, bill_type)]
+        with self._lock:
+            orders = list(self.state.orders.values())
+            refunds = list(self.state.refunds.values())
+        rows: list[list[str]] = []
+        settled = refunded = applied = total = 0
+        fee_total = 0.0
+
+        def on_day(moment: str) -> bool:
+            return bool(moment) and moment[:10] == day
+
+        stamp = "%Y-%m-%d %H:%M:%S"
+        if bill_type == "ALL":
+            for order in orders:
+                if order.transaction_id and on_day(order.success_time):
+                    fee = round(order.amount * 0.006) / 100
+                    rows.append(
+                        [
+                            datetime.fromisoformat(order.success_time).strftime(stamp),
+                            order.appid, order.mchid, "0", "", order.transaction_id,
+                            order.out_trade_no, order.openid, "JSAPI", "SUCCESS", "OTHERS",
+                            "CNY", self._yuan(order.amount), "0.00", "0", "0", "0.00", "0.00",
+                            "", "", order.description, order.attach, f"{fee:.5f}", "0.60%",
+                            self._yuan(order.amount), "0.00", "",
+                        ]
+                    )  # fmt: skip
+                    settled += order.amount
+                    total += order.amount
+                    fee_total += fee
+        header = ALL_HEADER if bill_type == "ALL" else REFUND_HEADER
+        for refund in refunds:
+            if not on_day(refund.create_time):
+                continue
+            order = self.state.orders[refund.out_trade_no]
+            fee = -round(refund.refund * 0.006) / 100
+            refund_part = [
+                refund.refund_id, refund.out_refund_no, self._yuan(refund.refund), "0.00",
+                "ORIGINAL", refund.status,
+            ]  # fmt: skip
+            times = [
+                datetime.fromisoformat(refund.create_time).strftime(stamp),
+                datetime.fromisoformat(refund.success_time).strftime(stamp)
+                if refund.success_time
+                else "",
+            ]
+            row = [
+                datetime.fromisoformat(order.success_time).strftime(stamp),
+                order.appid, order.mchid, "0", "", order.transaction_id, order.out_trade_no,
+                order.openid, "JSAPI", "REFUND", "OTHERS", "CNY", "0.00", "0.00",
+                *(times if bill_type == "REFUND" else []), *refund_part,
+                order.description, order.attach, f"{fee:.5f}", "0.60%", "0.00",
+                self._yuan(refund.refund), "",
+            ]  # fmt: skip
+            rows.append(row)
+            refunded += refund.refund
+            applied += refund.refund
+            fee_total += fee
+        lines = [",".join(header)]
+        lines += [",".join("`" + value for value in row) for row in rows]
+        lines.append(",".join(SUMMARY_HEADER))
+        lines.append(
+            ",".join(
+                "`" + v
+                for v in [
+                    str(len(rows)),
+                    self._yuan(settled),
+                    self._yuan(refunded),
+                    "0.00",
+                    f"{fee_total:.5f}",
+                    self._yuan(total),
+                    self._yuan(applied),
+                ]
+            )
+        )
+        return "\r\n".join(lines) + "\r\n"
+
+    async def _tradebill(self, request: Request) -> Response:
+        def work(request: Request, body: bytes) -> tuple[int, dict[str, Any]]:
+            day = request.query_params.get("bill_date", "")
+            bill_type = request.query_params.get("bill_type", "ALL")
+            try:
+                datetime.strptime(day, "%Y-%m-%d")
+            except ValueError:
+                raise _Refused(400, "PARAM_ERROR", "bill_date 格式错误") from None
+            if bill_type not in ("ALL", "SUCCESS", "REFUND"):
+                raise _Refused(400, "PARAM_ERROR", "bill_type 错误")
+            error = self.bill_errors.get((day, bill_type))
+            if error == "NO_STATEMENT_EXIST":
+                raise _Refused(400, error, "请求的账单文件不存在")
+            if error == "STATEMENT_CREATING":
+                raise _Refused(400, error, "账单生成中")
+            raw = self.bill_text(day, bill_type).encode()
+            token = secrets.token_urlsafe(24)
+            gz = request.query_params.get("tar_type") == "GZIP"
+            with self._lock:
+                self.bill_files[token] = gzip.compress(raw) if gz else raw
+            url = f"{self.base_url}/v3/billdownload/file?token={token}"
+            if gz:
+                url += "&tartype=gzip"
+            digest = self.bill_hash_override or hashlib.sha1(raw).hexdigest()
+            return 200, {"hash_type": "SHA1", "hash_value": digest, "download_url": url}
+
+        return await self._serve("tradebill", request, work)
+
+    async def _bill_file(self, request: Request) -> Response:
+        """The file: Authorization checked like any request, the answer NOT signed."""
+        recorded, body = await self._receive("billdownload", request)
+        try:
+            self._check("billdownload", request, recorded, body)
+            with self._lock:
+                data = self.bill_files.get(request.query_params.get("token", ""))
+            if data is None:
+                raise _Refused(404, "RESOURCE_NOT_EXISTS", "账单文件不存在")
+        except _Refused as refused:
+            recorded.status = refused.status
+            return self._error(refused)
+        recorded.status = 200
+        return Response(data, status_code=200, media_type="application/octet-stream")
+
+
+ALL_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
+    "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+).split(",")
+REFUND_HEADER = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,"
+    "商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,"
+    "订单金额,申请退款金额,费率备注"
+).split(",")
+SUMMARY_HEADER = (
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+).split(",")
+
 
 class FakePayServer(ThreadedServer):
     """Serves a FakePay with uvicorn on 127.0.0.1 (a free port) in a daemon thread."""
@@ -701,6 +964,8 @@ _SETTINGS = (
     "wechatpay_notify_url",
     "wechatpay_platform_certs",
     "wechatpay_appid",
+    "wechatpay_platform_cert_download",
+    "wechatpay_platform_ca_path",
 )
 
 
@@ -735,10 +1000,12 @@ async def fake_pay(fake_pay_server: FakePayServer, settings: Settings) -> AsyncI
     settings.wechatpay_platform_certs = {fake.platform_serial: fake.platform_cert_path}
     settings.wechatpay_appid = fake.appid
     await wechat_pay.aclose()
+    wechat_pay.downloaded_keys.clear()
     try:
         yield fake
     finally:
         await wechat_pay.aclose()
+        wechat_pay.downloaded_keys.clear()
         for name, value in saved.items():
             setattr(settings, name, value)
         fake.reset()

@@ -1,0 +1,38 @@
+"""Ops: WeChat Pay's daily bills reconciled with orders and top-ups (what `mall check pay`
+and the daily job found)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from mall.deps import CurrentStaff
+from mall.errors import ErrorCode, error_responses
+from mall.i18n import _
+from mall.kit.bounds import Limit
+from mall.wechat import reconcile
+from mall.wechat.schemas import ReconciliationOut
+
+router = APIRouter(tags=["admin: wechat pay"])
+
+RECONCILIATION_NOT_FOUND = ErrorCode(
+    "PAY_RECONCILIATION_NOT_FOUND", 404, _("No day has been reconciled with WeChat Pay yet")
+)
+
+
+@router.get(
+    "/pay/reconciliations/latest",
+    response_model=ReconciliationOut,
+    responses=error_responses(RECONCILIATION_NOT_FOUND),
+)
+async def latest_reconciliation(_staff: CurrentStaff) -> ReconciliationOut:
+    """The last day reconciled, with every mismatch for ops to look into."""
+    row = await reconcile.latest()
+    if row is None:
+        raise RECONCILIATION_NOT_FOUND()
+    return ReconciliationOut.model_validate(row)
+
+
+@router.get("/pay/reconciliations", response_model=list[ReconciliationOut])
+async def list_reconciliations(_staff: CurrentStaff, limit: Limit = 30) -> list[ReconciliationOut]:
+    """The most recent days reconciled, newest first."""
+    return [ReconciliationOut.model_validate(r) for r in await reconcile.recent(limit)]
