@@ -102,6 +102,8 @@ class Stream:
         ]
         if len(entries) < len(claimed[1]):
             entries += await self._deleted_pending(stream, consumer, count)
+        # Redis 7 drops entries deleted while pending and names them: done, the same way
+        entries += [(str(entry_id), {}) for entry_id in (claimed[2] if len(claimed) > 2 else [])]
         room = count - len(entries)
         if room > 0:
             fresh: Any = await redis.xreadgroup(self.group, consumer, {stream: ">"}, count=room)
