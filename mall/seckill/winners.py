@@ -1,19 +1,21 @@
 """Flash-sale winners: the stream consumer that turns wins into `SeckillOrder`s (once
 per reservation id), payment, and the expiry of unpaid wins.
 
-A win is persisted in one transaction: the database's own guard (`sold < stock`), the
-points spend for points-priced items, the order. A win the database refuses (member
-short of points, or a unit Redis should not have handed out) becomes a released order
-and its unit goes back to Redis, once (`stock.give_back_unit`)."""
+Wins are persisted in batches (the kit's `StreamConsumer`), one transaction per batch:
+the database's own guard (`sold + n <= stock` for the batch, else `sold < stock` per
+win), the points spend of each points-priced win, the orders. Each win is a savepoint:
+a win the database refuses (member short of points, or a unit Redis should not have
+handed out) becomes a released order without undoing the others, and its unit goes
+back to Redis after the commit, once (`stock.give_back_unit`). A batch replayed (a crash
+between the commit and the acknowledgement) finds its orders and makes none twice."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import ResponseError
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
@@ -21,13 +23,14 @@ from tortoise.transactions import in_transaction
 from mall.config import get_settings
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
-from mall.kit import clock, jobs
+from mall.kit import clock, jobs, tx
+from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.redis import get_redis
 from mall.seckill import stock
-from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
-from mall.seckill.stock import ACTIVE_ITEMS, GROUP, key
+from mall.seckill.models import HOLDING, OrderStatus, SeckillItem, SeckillOrder
+from mall.seckill.stock import key
 
 log = logging.getLogger("mall.seckill")
 
@@ -40,79 +43,194 @@ LOST_NOT_ENOUGH_POINTS = "not_enough_points"
 LOST_OVERSELL_GUARD = "oversell_guard"  # the database refused a unit Redis handed out
 
 
-class _MemberGone(Exception):
-    pass
-
-
 class _Lost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-async def _persist(
-    item_id: int, reservation_id: str, member_id: int, points: int, cash: int, won_at: datetime
-) -> SeckillOrder:
-    """Turn one win into an order, once. Points-priced wins spend the points in the same
-    transaction; a member short of points gets a released order instead."""
-    existing = await SeckillOrder.get_or_none(reservation_id=reservation_id)
-    if existing is not None:
-        return existing
-    common: dict[str, Any] = {
-        "reservation_id": reservation_id,
-        "item_id": item_id,
-        "member_id": member_id,
-        "points_price": points,
-        "cash_price_fen": cash,
-        "won_at": won_at,
-    }
-    try:
-        async with in_transaction():
-            taken = await SeckillItem.filter(id=item_id, sold__lt=F("stock")).update(
-                sold=F("sold") + 1
-            )
-            if not taken:
-                raise _Lost(LOST_OVERSELL_GUARD)
-            if points > 0:
-                try:
-                    await points_service.spend(
-                        member_id,
-                        points,
-                        idempotency_key=f"seckill:{reservation_id}",
-                        reason="seckill",
-                        reference=f"seckill:{reservation_id}",
-                    )
-                except MallError as exc:
-                    if exc.code != points_service.NOT_ENOUGH_POINTS.code:
-                        raise
-                    raise _Lost(LOST_NOT_ENOUGH_POINTS) from None
-            if cash > 0:
-                deadline = clock.now() + timedelta(seconds=get_settings().seckill_payment_seconds)
-                return await SeckillOrder.create(
-                    **common, status=OrderStatus.PENDING_PAYMENT, pay_deadline=deadline
-                )
-            return await SeckillOrder.create(**common, status=OrderStatus.CONFIRMED)
-    except _Lost as lost:
-        reason = lost.reason
-    except IntegrityError:
-        found = await SeckillOrder.get_or_none(reservation_id=reservation_id)
-        if found is not None:
-            return found
-        try:
-            await members_service.get_member(member_id)
-        except MallError:
-            raise _MemberGone() from None
-        raise
-    try:
-        return await SeckillOrder.create(
-            **common,
-            status=OrderStatus.RELEASED,
-            release_reason=reason,
-            # the guard's unit never existed: nothing to give back
-            stock_returned=reason == LOST_OVERSELL_GUARD,
+@dataclass(frozen=True, slots=True)
+class Win:
+    """One stream entry of a win, as the attempt script wrote it."""
+
+    entry_id: str
+    reservation_id: str
+    member_id: int
+    points: int
+    cash: int
+    won_at: datetime
+
+    @classmethod
+    def of(cls, entry_id: str, fields: dict[str, str]) -> Win:
+        return cls(
+            entry_id,
+            fields["rid"],
+            int(fields["member"]),
+            int(fields.get("points") or 0),
+            int(fields.get("cash") or 0),
+            datetime.fromtimestamp(int(fields["ts"]) / 1000, tz=UTC),
         )
-    except IntegrityError:
-        return await SeckillOrder.get(reservation_id=reservation_id)
+
+    def order(self, item_id: int, status: OrderStatus | None = None, **more: Any) -> SeckillOrder:
+        """The unsaved order: held (confirmed, or pending payment for a cash price) unless
+        `status` says otherwise."""
+        if status is None and self.cash > 0:
+            status = OrderStatus.PENDING_PAYMENT
+            seconds = get_settings().seckill_payment_seconds
+            more["pay_deadline"] = clock.now() + timedelta(seconds=seconds)
+        return SeckillOrder(
+            reservation_id=self.reservation_id,
+            item_id=item_id,
+            member_id=self.member_id,
+            points_price=self.points,
+            cash_price_fen=self.cash,
+            won_at=self.won_at,
+            status=status or OrderStatus.CONFIRMED,
+            **more,
+        )
+
+
+async def _hold(item_id: int, win: Win, *, guard: bool) -> SeckillOrder:
+    """Inside a savepoint: the unit (when `guard`: the database's `sold < stock`), the
+    points, the order; `_Lost` when the database refuses the win."""
+    if guard:
+        taken = await SeckillItem.filter(id=item_id, sold__lt=F("stock")).update(sold=F("sold") + 1)
+        if not taken:
+            raise _Lost(LOST_OVERSELL_GUARD)
+    if win.points > 0:
+        try:
+            await points_service.spend(
+                win.member_id,
+                win.points,
+                idempotency_key=f"seckill:{win.reservation_id}",
+                reason="seckill",
+                reference=f"seckill:{win.reservation_id}",
+            )
+        except MallError as exc:
+            if exc.code != points_service.NOT_ENOUGH_POINTS.code:
+                raise
+            raise _Lost(LOST_NOT_ENOUGH_POINTS) from None
+    order = win.order(item_id)
+    await order.save()
+    return order
+
+
+async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder], list[Win]]:
+    """One transaction for `wins` (none persisted before): their orders by reservation
+    id, and the wins left unresolved (an order under the same id appeared meanwhile, or
+    the member is gone). Each win is a savepoint, so a refused one undoes only itself.
+
+    The item's guard is taken once for all (`sold + n <= stock`); when it cannot be
+    (the database has fewer units than Redis handed out), win by win (`sold < stock`),
+    so exactly the wins beyond the stock are refused. Units taken at once but not held
+    in the end are put back in the same transaction."""
+    made: dict[str, SeckillOrder] = {}
+    unresolved: list[Win] = []
+    lost: list[tuple[Win, str]] = []
+    n = len(wins)
+    async with tx.transaction():
+        at_once = bool(
+            await SeckillItem.filter(id=item_id, sold__lte=F("stock") - n).update(
+                sold=F("sold") + n
+            )
+        )
+        plain = [w for w in wins if w.points == 0] if at_once else []
+        if plain:  # nothing to refuse but a duplicate or a missing member: one insert
+            orders = [w.order(item_id) for w in plain]
+            try:
+                async with tx.transaction():
+                    await SeckillOrder.bulk_create(orders)
+            except IntegrityError:
+                pass  # win by win below, which finds the culprit
+            else:
+                made.update((o.reservation_id, o) for o in orders)
+        # at once: members' points locked in one order by every consumer (no deadlock);
+        # win by win: in the stream's order, so the latest wins are the ones refused
+        for win in sorted(wins, key=lambda w: w.member_id) if at_once else wins:
+            if win.reservation_id in made:
+                continue
+            try:
+                async with tx.transaction():
+                    made[win.reservation_id] = await _hold(item_id, win, guard=not at_once)
+            except _Lost as refused:
+                lost.append((win, refused.reason))
+            except (IntegrityError, MallError):
+                unresolved.append(win)
+        for win, reason in lost:
+            # the guard's unit never existed: nothing to give back
+            order = win.order(
+                item_id,
+                OrderStatus.RELEASED,
+                release_reason=reason,
+                stock_returned=reason == LOST_OVERSELL_GUARD,
+            )
+            try:
+                async with tx.transaction():
+                    await order.save()
+            except IntegrityError:
+                unresolved.append(win)
+            else:
+                made[win.reservation_id] = order
+        if at_once and (unheld := n - sum(o.status in HOLDING for o in made.values())):
+            await SeckillItem.filter(id=item_id).update(sold=F("sold") - unheld)
+    return made, unresolved
+
+
+async def _resolve(item_id: int, win: Win) -> SeckillOrder | None:
+    """After the commit, a win the transaction could not write: its order written by
+    someone else, or None when the member no longer exists (the unit goes back);
+    otherwise it stays pending (raises)."""
+    found = await SeckillOrder.get_or_none(reservation_id=win.reservation_id)
+    if found is not None:
+        return found
+    try:
+        await members_service.get_member(win.member_id)
+    except MallError:
+        log.warning("seckill item %s: winner %s no longer exists", item_id, win.member_id)
+        await stock.give_back_unit(item_id, win.reservation_id, win.member_id)
+        return None
+    raise RuntimeError(f"seckill win {win.reservation_id} could not be persisted")
+
+
+async def persist_wins(item_id: int, wins: list[Win]) -> list[Win]:
+    """Turn wins into orders, once per reservation id, in one transaction; returns the
+    wins done (persisted now or before). After the commit, the units of released orders
+    go back to Redis (once, `give_back`), and a unit the database refused sets the Redis
+    stock to 0. A win that cannot be resolved is left out (stays pending)."""
+    rids = [w.reservation_id for w in wins]
+    orders = {o.reservation_id: o for o in await SeckillOrder.filter(reservation_id__in=rids)}
+    fresh = [w for w in wins if w.reservation_id not in orders]
+    unresolved: list[Win] = []
+    if fresh:
+        made, unresolved = await _write(item_id, fresh)
+        orders.update(made)
+    done = [w for w in wins if w.reservation_id in orders]
+    for win in unresolved:
+        try:
+            order = await _resolve(item_id, win)
+        except Exception as exc:
+            if jobs.unreachable(exc):
+                raise
+            log.exception("seckill item %s: entry %s not persisted", item_id, win.entry_id)
+            continue
+        if order is not None:
+            orders[win.reservation_id] = order
+        done.append(win)
+    guard_refused: list[str] = []
+    for order in orders.values():
+        if order.status == OrderStatus.RELEASED and not order.stock_returned:
+            await give_back(order)
+        elif order.release_reason == LOST_OVERSELL_GUARD:
+            guard_refused.append(order.reservation_id)
+    if guard_refused:
+        log.error(
+            "seckill item %s: Redis handed out units the database does not have "
+            "(reservations %s); stock set to 0",
+            item_id,
+            ", ".join(guard_refused[:5]),
+        )
+        await get_redis().set(key(item_id, "stock"), 0, xx=True)
+    return done
 
 
 async def give_back(order: SeckillOrder) -> None:
@@ -125,108 +243,66 @@ async def give_back(order: SeckillOrder) -> None:
 # --- the stream consumer ------------------------------------------------------------
 
 
-async def _handle_entry(item_id: int, fields: dict[str, str]) -> None:
-    """Persist one stream entry (the caller acknowledges it after)."""
-    if not fields:  # deleted from the stream while pending: nothing left to persist
-        return
+async def persist_batch(item_id: int, entries: list[kit.Entry]) -> list[str]:
+    """The consumer's batch: one transaction for all its wins (`persist_wins`). Should
+    that transaction fail, each win is tried in its own, so one bad entry holds up only
+    itself; entries not done stay pending (claimed again after the idle time)."""
+    wins: list[Win] = []
+    seen: dict[str, list[str]] = {}  # reservation id -> its entry ids (one, normally)
+    for entry_id, fields in entries:
+        try:
+            win = Win.of(entry_id, fields)
+        except (KeyError, ValueError):
+            log.error("seckill item %s: entry %s unreadable: %r", item_id, entry_id, fields)
+            continue
+        if win.reservation_id not in seen:
+            wins.append(win)
+        seen.setdefault(win.reservation_id, []).append(entry_id)
     try:
-        order = await _persist(
-            item_id,
-            fields["rid"],
-            int(fields["member"]),
-            int(fields.get("points") or 0),
-            int(fields.get("cash") or 0),
-            datetime.fromtimestamp(int(fields["ts"]) / 1000, tz=UTC),
-        )
-    except _MemberGone:
-        log.warning("seckill item %s: winner %s no longer exists", item_id, fields["member"])
-        await stock.give_back_unit(item_id, fields["rid"], int(fields["member"]))
-        return
-    if order.status == OrderStatus.RELEASED and not order.stock_returned:
-        await give_back(order)
-    elif order.release_reason == LOST_OVERSELL_GUARD:
-        log.error(
-            "seckill item %s: Redis handed out a unit the database does not have "
-            "(reservation %s); stock set to 0",
-            item_id,
-            order.reservation_id,
-        )
-        await get_redis().set(key(item_id, "stock"), 0, xx=True)
+        done = await persist_wins(item_id, wins)
+    except Exception as exc:
+        if jobs.unreachable(exc) or len(wins) <= 1:
+            raise
+        log.exception("seckill item %s: a batch of %d wins failed; win by win", item_id, len(wins))
+        done = []
+        for win in wins:
+            try:
+                done += await persist_wins(item_id, [win])
+            except Exception as one:
+                if jobs.unreachable(one):
+                    raise
+                log.exception("seckill item %s: entry %s not persisted", item_id, win.entry_id)
+    return [entry_id for win in done for entry_id in seen[win.reservation_id]]
 
 
-async def _acknowledge(item_id: int, entry_ids: list[str]) -> None:
-    """After the commit: acknowledge and drop, so the stream holds only the backlog."""
-    if not entry_ids:
-        return
-    wins = key(item_id, "wins")
-    async with get_redis().pipeline(transaction=True) as pipe:
-        pipe.xack(wins, GROUP, *entry_ids)
-        pipe.xdel(wins, *entry_ids)
-        await pipe.execute()
+CONSUMER = kit.StreamConsumer(
+    stock.WINS,
+    persist_batch,
+    claim_idle_ms=lambda: get_settings().seckill_claim_idle_seconds * 1000,
+    name="seckill item",
+)
 
 
 async def read_entries(
     item_id: int, consumer: str, *, count: int, claim_idle_ms: int
-) -> list[tuple[str, dict[str, str]]]:
-    """Entries for `consumer`: first those idle too long on another consumer (claimed),
-    then new ones. They stay pending until `_handle_entry` acknowledges them."""
-    redis = get_redis()
-    wins = key(item_id, "wins")
-    try:
-        claimed: Any = await redis.xautoclaim(
-            wins, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
-        )
-    except ResponseError as exc:
-        if "NOGROUP" not in str(exc):
-            raise
-        await stock.ensure_group(item_id)
-        return []
-    entries: list[tuple[str, dict[str, str]]] = [
-        (entry_id, fields or {}) for entry_id, fields in claimed[1]
-    ]
-    room = count - len(entries)
-    if room > 0:
-        fresh: Any = await redis.xreadgroup(GROUP, consumer, {wins: ">"}, count=room)
-        for _stream, stream_entries in fresh or []:
-            entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
-    return entries
+) -> list[kit.Entry]:
+    """Entries for `consumer` (claimed idle ones first, then new ones); pending until
+    the consumer acknowledges them."""
+    return await stock.WINS.read(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def process_pending_once(
     consumer: str = "local", *, count: int = 200, claim_idle_ms: int | None = None
 ) -> int:
-    """One pass over every warm item's stream; returns how many entries were handled.
-    Entries pending longer than `claim_idle_ms` on another (dead) consumer are claimed."""
-    if claim_idle_ms is None:
-        claim_idle_ms = get_settings().seckill_claim_idle_seconds * 1000
-    handled = 0
-    for raw in sorted(await get_redis().smembers(ACTIVE_ITEMS), key=int):
-        item_id = int(raw)
-        entries = await read_entries(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
-        done: list[str] = []
-        try:
-            for entry_id, fields in entries:
-                try:
-                    await _handle_entry(item_id, fields)
-                except Exception as exc:
-                    if jobs.unreachable(exc):
-                        raise  # Redis is down: end the pass, the runner backs off quietly
-                    # left pending: claimed again after the idle time; the reconciler shows it
-                    log.exception("seckill item %s: entry %s not persisted", item_id, entry_id)
-                    continue
-                done.append(entry_id)
-        finally:
-            await asyncio.shield(_acknowledge(item_id, done))
-        handled += len(done)
-    return handled
+    """One pass over every warm item's stream, a batch (one transaction) of up to `count`
+    wins per item; returns how many entries were handled. Entries pending longer than
+    `claim_idle_ms` on another (dead) consumer are claimed."""
+    return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) -> int:
     """Run passes until the streams are empty (tests, drills)."""
-    total = 0
-    while n := await process_pending_once(consumer, claim_idle_ms=claim_idle_ms):
-        total += n
-    return total
+    return await CONSUMER.drain(consumer, claim_idle_ms=claim_idle_ms)
 
 
 # --- payment and expiry -------------------------------------------------------------

@@ -199,8 +199,7 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
     # the doomed consumer read 60 entries, committed 30 of them, then died before acking
     entries = await service.read_entries(item.id, "doomed", count=60, claim_idle_ms=60_000)
     assert len(entries) == 60
-    for _entry_id, fields in entries[:30]:
-        await winners._persist(item.id, fields["rid"], int(fields["member"]), 10, 0, clock.now())
+    assert len(await winners.persist_batch(item.id, entries[:30])) == 30
     pending = await get_redis().xpending(key(item.id, "wins"), service.GROUP)
     assert pending["pending"] == 60
     # a healthy consumer does not steal entries that are not idle long enough
@@ -219,12 +218,13 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
 
 
 async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
-    item = await make_item(stock=150)
-    members = await make_member_ids(150)
+    item = await make_item(stock=450)
+    members = await make_member_ids(450)
     results = await asyncio.gather(*(service.attempt(item.id, m) for m in members))
     wins = {r.reservation_id for r in results if r.result == "won"}
     doomed = asyncio.create_task(service.drain("doomed"))
-    while await SeckillOrder.all().count() < 20:  # noqa: ASYNC110 - polling the database
+    # the first batch (of 200) committed; the next ones on their way
+    while await SeckillOrder.all().count() < 200:  # noqa: ASYNC110 - polling the database
         await asyncio.sleep(0)
     # kill it wherever it is (mid-transaction, between commit and ack...); Python 3.11's
     # wait_for (used by redis-py) can swallow one cancel, so repeat until it is gone
@@ -233,10 +233,10 @@ async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
         await asyncio.sleep(0)
     assert doomed.cancelled()
     persisted_before = await SeckillOrder.all().count()
-    assert persisted_before < 150
+    assert persisted_before < 450
     await service.drain("rescuer", claim_idle_ms=0)
     orders = await SeckillOrder.filter(item_id=item.id)
-    assert len(orders) == 150 and {o.reservation_id for o in orders} == wins
+    assert len(orders) == 450 and {o.reservation_id for o in orders} == wins
     await _assert_reconciled(item.id)
 
 
