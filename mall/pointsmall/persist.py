@@ -9,27 +9,25 @@ redemption the database refuses becomes a `released` record with a reason code (
 refusal's code in lower case: `not_enough_points`, `level_too_low`,
 `points_threshold_not_met`, `coupon_sold_out`, ...), and after the commit its units go
 back to Redis, once (`stock.settle`). Entries are acknowledged only after they are
-settled, so a crash anywhere replays them and the unique reservation id dedupes."""
+settled, so a crash anywhere replays them and the unique reservation id dedupes. The
+stream reading, claiming and acknowledging is the kit's (`mall.kit.stock.StreamConsumer`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import secrets
-import socket
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
 from tortoise.expressions import F
 
 from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import MallError
 from mall.kit import jobs, tx
+from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import stock
@@ -40,8 +38,7 @@ from mall.pointsmall.redeem import (
     OUT_OF_STOCK,
     POINTS_THRESHOLD_NOT_MET,
 )
-from mall.pointsmall.stock import ACTIVE_ITEMS, GROUP, Pending, item_keys
-from mall.redis import get_redis
+from mall.pointsmall.stock import Pending, item_keys
 
 log = logging.getLogger("mall.pointsmall")
 
@@ -231,95 +228,53 @@ async def _settle(item_id: int, e: Entry, written: PointsMallRedemption | None) 
 # --- the stream ------------------------------------------------------------------------
 
 
+async def _persist_entries(item_id: int, raw: list[kit.Entry]) -> list[str]:
+    """The kit consumer's batch: written (or released) in one transaction, then each
+    settled in Redis; the ids of the entries done (acknowledged by the kit after)."""
+    entries = [e for entry_id, fields in raw if (e := _entry(entry_id, fields)) is not None]
+    results = await persist_batch(item_id, entries)
+    done: list[str] = []
+    for e in entries:
+        if e.rid not in results:
+            continue  # left pending: claimed again after the idle time
+        await _settle(item_id, e, results[e.rid])
+        done.append(e.entry_id)
+    return done
+
+
+CONSUMER = kit.StreamConsumer(
+    stock.WINS,
+    _persist_entries,
+    claim_idle_ms=lambda: get_settings().seckill_claim_idle_seconds * 1000,
+    name="pointsmall item",
+)
+
+
 async def read_entries(
     item_id: int, consumer: str, *, count: int, claim_idle_ms: int
-) -> list[tuple[str, dict[str, str]]]:
-    """First the entries idle too long on another (dead) consumer, then new ones."""
-    redis = get_redis()
-    wins = item_keys(item_id).wins
-    try:
-        claimed: Any = await redis.xautoclaim(
-            wins, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
-        )
-    except ResponseError as exc:
-        if "NOGROUP" not in str(exc):
-            raise
-        await stock.ensure_group(item_id)
-        return []
-    entries = [(entry_id, fields or {}) for entry_id, fields in claimed[1]]
-    room = count - len(entries)
-    if room > 0:
-        fresh: Any = await redis.xreadgroup(GROUP, consumer, {wins: ">"}, count=room)
-        for _stream, stream_entries in fresh or []:
-            entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
-    return entries
-
-
-async def _acknowledge(item_id: int, entry_ids: list[str]) -> None:
-    """After settling: acknowledge and drop, so the stream holds only the backlog."""
-    if not entry_ids:
-        return
-    wins = item_keys(item_id).wins
-    async with get_redis().pipeline(transaction=True) as pipe:
-        pipe.xack(wins, GROUP, *entry_ids)
-        pipe.xdel(wins, *entry_ids)
-        await pipe.execute()
-
-
-async def process_item_once(item_id: int, consumer: str, *, count: int, claim_idle_ms: int) -> int:
-    raw = await read_entries(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
-    done = [entry_id for entry_id, fields in raw if not fields]
-    entries = [e for entry_id, fields in raw if (e := _entry(entry_id, fields)) is not None]
-    try:
-        if entries:
-            results = await persist_batch(item_id, entries)
-            for e in entries:
-                if e.rid not in results:
-                    continue  # left pending: claimed again after the idle time
-                await _settle(item_id, e, results[e.rid])
-                done.append(e.entry_id)
-    finally:
-        await asyncio.shield(_acknowledge(item_id, done))
-    return len(raw)
+) -> list[kit.Entry]:
+    """Entries for `consumer` (claimed idle ones first, then new ones); pending until
+    the consumer acknowledges them."""
+    return await stock.WINS.read(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def process_pending_once(
     consumer: str = "local", *, count: int = 200, claim_idle_ms: int | None = None
 ) -> int:
-    """One pass over every warm item's stream; returns how many entries were read."""
-    if claim_idle_ms is None:
-        claim_idle_ms = get_settings().seckill_claim_idle_seconds * 1000
-    handled = 0
-    for raw in sorted(await get_redis().smembers(ACTIVE_ITEMS), key=int):
-        handled += await process_item_once(
-            int(raw), consumer, count=count, claim_idle_ms=claim_idle_ms
-        )
-    return handled
+    """One pass over every warm item's stream; returns how many entries are done."""
+    return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) -> int:
     """Run passes until the streams are empty (tests, drills)."""
-    total = 0
-    while n := await process_pending_once(consumer, claim_idle_ms=claim_idle_ms):
-        total += n
-    return total
+    return await CONSUMER.drain(consumer, claim_idle_ms=claim_idle_ms)
 
 
 async def backlog() -> int:
     """Decided redemptions not yet written, over every warm item (bench, drills)."""
-    redis = get_redis()
-    total = 0
-    for raw in await redis.smembers(ACTIVE_ITEMS):
-        total += int(await redis.xlen(item_keys(int(raw)).wins))
-    return total
+    return sum([await stock.WINS.backlog(i) for i in await stock.WINS.active_ids()])
 
 
 async def run_consumer(stop: asyncio.Event) -> None:
-    """Persist redemptions until `stop`; a unique consumer name per process, so a dead
-    one's pending entries are claimed by the others after the idle time."""
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    while not stop.is_set():
-        if await process_pending_once(name):
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=0.1)
+    """Persist redemptions until `stop` (the `mall worker` consumer)."""
+    await CONSUMER.run(stop)

@@ -26,7 +26,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from redis.exceptions import ResponseError
 from tortoise.functions import Sum
 
 from mall.kit import clock
@@ -79,6 +78,8 @@ class ItemKeys(kit.PoolKeys):
 POOL = kit.Pool("pm", ItemKeys)
 GROUP = "redemptions"  # the consumer group on every item's stream
 ACTIVE_ITEMS = "pm:active"  # ids of warm items: the consumer reads their streams
+# the decided redemptions, waiting for the consumer (persist.py)
+WINS = kit.Stream(POOL, "wins", GROUP, ACTIVE_ITEMS)
 
 
 def item_keys(item_id: int, label: str = "") -> ItemKeys:
@@ -134,14 +135,6 @@ def _ms(moment: datetime | None) -> str:
     return "" if moment is None else str(int(moment.timestamp() * 1000))
 
 
-async def ensure_group(item_id: int) -> None:
-    try:
-        await get_redis().xgroup_create(item_keys(item_id).wins, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
 # --- warm -----------------------------------------------------------------------------
 
 
@@ -182,7 +175,7 @@ async def warm(item: PointsMallItem) -> bool:
         ttl=period_ttl(item.limit_period, clock.now()),
     )
     cold = await plan.run()
-    await ensure_group(item.id)
+    await WINS.ensure_group(item.id)
     await get_redis().sadd(ACTIVE_ITEMS, item.id)
     return cold
 
