@@ -4,6 +4,7 @@ idempotency."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -351,3 +352,48 @@ async def test_the_service_redeems_without_http(make_item: MakeItem, new_member:
     member_id, _h = await new_member(points=100)
     redemption = await redeem_as(member_id, item["id"], key="batch-1")
     assert redemption.voucher_code and len(redemption.voucher_code) == 14
+
+
+async def test_redeem_fast_path_answers_like_the_route(
+    app: Any, client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
+) -> None:
+    """The redeem is answered by a raw ASGI handler before FastAPI (kit.fastpath) with the
+    same answers; what it declines (a body that does not validate, not JSON) reaches the
+    route with the body as sent."""
+    item = await make_item(total_stock=5, points_price=10)
+    _m, headers = await new_member(points=100)
+    path = f"/api/v1/points-mall/items/{item['id']}/redeem"
+    fast = await client.post(path, json={"quantity": 1}, headers={**headers, **key()})
+    assert fast.status_code == 202 and fast.headers["content-type"] == "application/json"
+    # the FastAPI route itself (the router without the middleware stack)
+
+    async def route_only(scope: Any, receive: Any, send: Any) -> None:
+        async with AsyncExitStack() as stack:
+            scope["fastapi_middleware_astack"] = stack
+            await app.router(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=route_only)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as bare:
+        routed = await bare.post(path, json={"quantity": 1}, headers={**headers, **key()})
+    assert routed.status_code == 202
+    assert set(routed.json()) == set(fast.json())
+    assert {k: v for k, v in routed.json().items() if k != "reservation_id"} == {
+        k: v for k, v in fast.json().items() if k != "reservation_id"
+    }
+    # declined: FastAPI validates the replayed body
+    r = await client.post(path, json={"quantity": 0}, headers={**headers, **key()})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert r.json()["error"]["fields"][0]["field"] == "body.quantity"
+    r = await client.post(path, content=b"quantity=1", headers={**headers, **key()})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    r = await client.post(path, json={"quantity": 1})
+    assert r.status_code == 401
+    r = await client.post(
+        path, json={"quantity": 1}, headers={**headers, "Idempotency-Key": "k" * 129}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["fields"][0]["field"] == "header.Idempotency-Key"
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/api/v1/points-mall/items/{item_id}/redeem"' in metrics
+    await drain()
+    assert await PointsMallRedemption.filter(item_id=item["id"], status="issued").count() == 2
