@@ -50,5 +50,14 @@ JOBS = [
         reconcile_job,
     )
 ]
+
+
+async def _drill(args: list[str]) -> int:
+    from mall.pointsmall.drill import main
+
+    return await main(args)
+
+
 CONSUMERS = [Consumer("pointsmall.redemptions", persist.run_consumer)]
 CHECKS = {"pointsmall": check_pointsmall}
+DRILLS = {"pointsmall": _drill}

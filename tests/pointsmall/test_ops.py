@@ -6,6 +6,7 @@ import csv
 import io
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.points import service as points_service
@@ -183,3 +184,13 @@ async def test_demo_seed_is_idempotent() -> None:
     await demo.seed()
     assert await PointsMallItem.all().count() == len(demo.DEMO_ITEMS)
     assert (await CHECKS["pointsmall"]()).ok
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    "url", ["http://example.com:8000", "http://10.0.0.5:8000", "https://127.0.0.1:8000"]
+)
+async def test_pointsmall_drill_refuses_anything_but_localhost(url: str) -> None:
+    from mall.pointsmall import drill
+
+    assert await drill.main(["--base-url", url]) == 2
