@@ -96,19 +96,22 @@ class _MemberGone(Exception):
 async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
     """The redemption's writes; called inside its savepoint (a MallError undoes them)."""
     try:
-        member = await members_service.get_member(e.member_id)
-    except MallError:
-        raise _MemberGone() from None
-    if member.level < item.level_required:
-        raise LEVEL_TOO_LOW(level=item.level_required)
-    spend_key = f"pointsmall:redeem:{e.rid}"
-    entry = await points_service.spend(
-        e.member_id,
-        e.points,
-        idempotency_key=spend_key,
-        reason="pointsmall.redeem",
-        reference=f"pointsmall_item:{item.id}",
-    )
+        if item.level_required > 0:  # else no read: the spend finds the member
+            member = await members_service.get_member(e.member_id)
+            if member.level < item.level_required:
+                raise LEVEL_TOO_LOW(level=item.level_required)
+        spend_key = f"pointsmall:redeem:{e.rid}"
+        entry = await points_service.spend(
+            e.member_id,
+            e.points,
+            idempotency_key=spend_key,
+            reason="pointsmall.redeem",
+            reference=f"pointsmall_item:{item.id}",
+        )
+    except MallError as exc:
+        if exc.code == members_service.MEMBER_NOT_FOUND.code:
+            raise _MemberGone() from None
+        raise
     # the threshold is on the balance at the moment of the spend, which the entry states
     before = entry.balance_after + e.points
     if item.min_points_balance and before < item.min_points_balance:
@@ -245,7 +248,7 @@ async def _persist_entries(item_id: int, raw: list[kit.Entry]) -> list[str]:
 CONSUMER = kit.StreamConsumer(
     stock.WINS,
     _persist_entries,
-    claim_idle_ms=lambda: get_settings().seckill_claim_idle_seconds * 1000,
+    claim_idle_ms=lambda: get_settings().pointsmall_claim_idle_seconds * 1000,
     name="pointsmall item",
 )
 

@@ -74,3 +74,15 @@ async def test_check_reports_drift_and_the_job_repairs_it_when_it_persists(
     await job.run()
     assert await redis_stock(item["id"]) == 5
     assert (await CHECKS["pointsmall"]()).ok
+
+
+async def test_a_decision_for_a_member_who_is_gone_gives_the_unit_back(
+    make_item: MakeItem,
+) -> None:
+    item = await make_item(total_stock=2, points_price=100)
+    answer = await pm_service.redeem(987_654_321, item["id"])  # e.g. erased meanwhile
+    assert await redis_stock(item["id"]) == 1
+    assert await drain() == 1
+    assert not await PointsMallRedemption.exists(reservation_id=answer.reservation_id)
+    assert await redis_stock(item["id"]) == 2 and await db_stock(item["id"]) == 2
+    await _clean()
