@@ -172,7 +172,7 @@ async def _one(item: PointsMallItem, e: Entry) -> PointsMallRedemption | None:
         release_reason=reason,
         spend_key="",
         period_label=e.label,
-        address=e.address,
+        address=None,  # nothing to ship: no copy of the address is kept
     )
 
 
