@@ -6,8 +6,9 @@ Starts `mall serve` (a fresh data folder; SQLite and the embedded Redis unless
 worker count, both on 127.0.0.1. Sets up members, flash sales, a points-mall item and a
 blind box through the HTTP API, then fires each burst with `wrk`, paired with a bare-app
 burst just before it, at each --connections level, and prints requests/s, the ratio to
-the bare app, p50/p99 next to the bare app's, non-2xx/5xx counts, and the seckill
-persistence lag (the wins stream's backlog during and after each seckill burst).
+the bare app, p50/p99 next to the bare app's, non-2xx/5xx counts, and the persistence
+lag (the seckill wins stream's and the points-mall redemption stream's backlog during
+and after each burst that decides something).
 Machines here are noisy, so only ratios from one run are quoted in docs/BENCHMARKS.md.
 Load only ever goes to 127.0.0.1."""
 
@@ -163,6 +164,44 @@ def _wins_key(item_id: int) -> str:
     return key(item_id, "wins")
 
 
+def _pm_decided(base: str, admin: dict[str, str], item_id: int) -> int:
+    """Units of the points-mall item decided in Redis so far (total - Redis stock)."""
+    r = httpx.get(f"{base}/api/admin/v1/points-mall/items/{item_id}", headers=admin, timeout=60)
+    r.raise_for_status()
+    return int(r.json()["total_stock"]) - int(r.json()["redis_stock"] or 0)
+
+
+def _decided(base: str, admin: dict[str, str], kind: str, session_id: int, item_id: int) -> int:
+    """A count that grows by one per unit decided (seckill: minus the stock left)."""
+    if kind == "pointsmall":
+        return _pm_decided(base, admin, item_id)
+    return -_stock_left(base, admin, session_id, item_id)
+
+
+def _pm_stream_key(item_id: int) -> str:
+    # the item's redemption stream: the decision appends, the worker deletes after its
+    # commit, so its length is the told-but-not-written backlog
+    from mall.pointsmall.stock import item_keys
+
+    return item_keys(item_id).wins
+
+
+async def _pm_agrees(base: str, admin: dict[str, str], item_id: int, wait: float) -> str:
+    """Once the item's backlog is written: Redis and database stock agree?"""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        deadline = time.monotonic() + wait
+        while True:
+            r = await client.get(f"/api/admin/v1/points-mall/items/{item_id}", headers=admin)
+            item = r.json()
+            if item["redis_stock"] == item["stock"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+    ok = item["redis_stock"] == item["stock"]
+    return f"redis stock {item['redis_stock']}, database stock {item['stock']}: " + (
+        "OK" if ok else "MISMATCH"
+    )
+
+
 def _redis_client(url: str) -> Any:
     import redis
     from redis.cluster import RedisCluster
@@ -300,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-wait",
         type=float,
         default=120.0,
-        help="seconds to wait after a seckill burst for its backlog to empty",
+        help="seconds to wait after a seckill or points-mall burst for its backlog to empty",
     )
     return parser
 
@@ -408,18 +447,20 @@ def main(argv: list[str] | None = None) -> int:
             run = Run(connections=level, seconds=args.seconds)
             items = setup.items[level]
             attempt = "/api/v1/seckill/items/{}/attempt".format
-            targets: list[tuple[str, str, str, str, bool, int | None]] = [
+            # the last field: whose stream to sample during the burst, or None
+            targets: list[tuple[str, str, str, str, bool, tuple[str, int] | None]] = [
                 ("seckill attempt, winning item (1,000 per member)", "POST",
-                 attempt(items["wins"]), "", True, items["wins"]),
+                 attempt(items["wins"]), "", True, ("seckill", items["wins"])),
                 ("seckill attempt, decided in Lua (won, then limit_reached)", "POST",
-                 attempt(items["deep"]), "", True, items["deep"]),
+                 attempt(items["deep"]), "", True, ("seckill", items["deep"])),
                 ("seckill attempt, 300-unit sale", "POST", attempt(items["small"]), "", True,
-                 items["small"]),
+                 ("seckill", items["small"])),
                 ("seckill attempt, sold out", "POST", attempt(items["small"]), "", False, None),
                 ("seckill attempt, sold out, with Idempotency-Key", "POST",
                  attempt(items["small"]), "", True, None),
                 ("points-mall redeem", "POST",
-                 f"/api/v1/points-mall/items/{setup.voucher}/redeem", "{}", True, None),
+                 f"/api/v1/points-mall/items/{setup.voucher}/redeem", "{}", True,
+                 ("pointsmall", setup.voucher)),
                 ("blind-box draw", "POST", f"/api/v1/blind-boxes/{setup.box}/draw", "", True,
                  None),
                 ("GET /healthz (extra line)", "GET", "/healthz", "", False, None),
@@ -427,25 +468,27 @@ def main(argv: list[str] | None = None) -> int:
             # each burst is paired with a bare-app burst right before it: the ratio of the
             # pair is what we quote, since the machine's speed drifts between bursts
             pairs: list[tuple[Result, Result]] = []
-            for name, method, path, body, keys, item_id in targets:
+            for name, method, path, body, keys, stream in targets:
                 print(f"{level} connections: {name}...", flush=True)
                 bare = wrk("bare FastAPI app", bare_port, "GET", "/", [], keys=False, **run)
                 burst_tokens = [] if method == "GET" else setup.tokens
-                if item_id is None:
+                if stream is None:
                     target = wrk(
                         name, port, method, path, burst_tokens, body=body, keys=keys, **run
                     )
                 else:
+                    kind, item_id = stream
                     session_id = setup.sessions[level]
-                    before = _stock_left(base, setup.admin, session_id, item_id)
-                    sampler = BacklogSampler(sampler_client, _wins_key(item_id))
+                    before = _decided(base, setup.admin, kind, session_id, item_id)
+                    key = _pm_stream_key(item_id) if kind == "pointsmall" else _wins_key(item_id)
+                    sampler = BacklogSampler(sampler_client, key)
                     with sampler:
                         target = wrk(
                             name, port, method, path, burst_tokens, body=body, keys=keys, **run
                         )
                     during = max(sampler.samples, default=0)
                     drain = sampler.drain(args.drain_wait)
-                    wins = before - _stock_left(base, setup.admin, session_id, item_id)
+                    wins = _decided(base, setup.admin, kind, session_id, item_id) - before
                     lags.append(
                         Lag(name, level, args.seconds, wins, during, drain, len(sampler.samples))
                     )
@@ -454,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         checks = asyncio.run(
             _reconcile(base, setup.admin, list(setup.sessions.values()), args.drain_wait)
         )
-        _report(args, database_url, redis_url, tables, lags, checks)
-        ok = bool(checks) and all(c.get("ok") for c in checks)
+        pm_check = asyncio.run(_pm_agrees(base, setup.admin, setup.voucher, args.drain_wait))
+        _report(args, database_url, redis_url, tables, lags, checks, pm_check)
+        ok = bool(checks) and all(c.get("ok") for c in checks) and pm_check.endswith("OK")
         return 0 if ok else 1
     finally:
         _stop(worker)
@@ -471,6 +515,7 @@ def _report(
     tables: list[tuple[int, list[tuple[Result, Result]]]],
     lags: list[Lag],
     checks: list[dict[str, object]],
+    pm_check: str = "",
 ) -> None:
     from redis.utils import HIREDIS_AVAILABLE
 
@@ -489,8 +534,9 @@ def _report(
             print(target.row(bare))
     print()
     print(
-        f"### Persistence lag (wins stream length sampled every {SAMPLE_SECONDS} s; "
-        "seconds of traffic = backlog / the burst's wins per second)"
+        f"### Persistence lag (stream length sampled every {SAMPLE_SECONDS} s: seckill wins, "
+        "points-mall redemptions; seconds of traffic = backlog / the burst's decisions per "
+        "second)"
     )
     print(LAG_HEAD)
     for lag in lags:
@@ -500,6 +546,8 @@ def _report(
     for check in checks:
         print(f"seckill reconcile: {check}")
     print("seckill reconciliation: " + ("OK" if ok else "MISMATCH"))
+    if pm_check:
+        print("points-mall after the drain: " + pm_check)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ class Lag:
 
 
 LAG_HEAD = (
-    "| seckill burst | connections | wins | wins/s | max backlog (wins) | "
+    "| burst | connections | decided | decided/s | max backlog (entries) | "
     "max backlog (s of traffic) | empty after burst (s) |\n|---|---|---|---|---|---|---|"
 )
 

@@ -145,9 +145,9 @@ class Settings(BaseSettings):
     # Redis keys of items whose session ended this long ago are retired
     seckill_retire_after_seconds: int = 7 * 24 * 3600
 
-    # pointsmall: a Redis reservation not written to the database within this many
-    # seconds is returned by the reconciler; the reconciler runs this often.
-    pointsmall_reservation_ttl_seconds: int = 60
+    # pointsmall: redemption-stream entries pending this long on a (dead) consumer are
+    # claimed by another; the reconciler runs this often.
+    pointsmall_claim_idle_seconds: int = 30
     pointsmall_reconcile_interval_seconds: float = 30.0
 
     # --- coupons and the touch cap ---

@@ -82,7 +82,7 @@ async def test_descriptions_name_the_codes(document: dict[str, Any]) -> None:
     assert "403" not in paths["/api/admin/v1/orders"]["get"]["responses"]
     redeem = paths["/api/v1/points-mall/items/{item_id}/redeem"]["post"]["responses"]
     # the route's own codes are kept, the implied ones added
-    assert redeem["409"]["description"].startswith("NOT_ENOUGH_POINTS")
+    assert redeem["409"]["description"].startswith("ITEM_OFF_SHELF")
     assert "`IDEMPOTENCY_IN_PROGRESS`" in redeem["409"]["description"]
     assert "`IDEMPOTENCY_KEY_REUSED`" in redeem["422"]["description"]
     assert "`NOT_FOUND`" in redeem["404"]["description"]

@@ -37,7 +37,10 @@ from mall.kit.security import issue_token
 from mall.members import service as members_service
 from mall.members.models import Staff
 from mall.points import service as points_service
+from mall.pointsmall import persist
 from mall.pointsmall import service as pm_service
+from mall.pointsmall import tasks as pm_tasks
+from mall.pointsmall.models import PointsMallRedemption
 from mall.redis import get_redis
 from mall.seckill import service as sk_service
 from mall.seckill.models import SeckillItem, SeckillOrder
@@ -265,10 +268,30 @@ async def test_points_mall_items_on_every_master_list_and_redeem(
             json={"quantity": 1},
             headers={**headers, "Idempotency-Key": f"cl-{item_id}"},
         )
-        assert r.status_code == 201, r.text
+        assert r.status_code == 202, r.text
+        # the retry finds its answer on the item's own master (the key's slot)
+        again = await client.post(
+            f"/api/v1/points-mall/items/{item_id}/redeem",
+            json={"quantity": 1},
+            headers={**headers, "Idempotency-Key": f"cl-{item_id}"},
+        )
+        assert again.json()["reservation_id"] == r.json()["reservation_id"]
+        rid = r.json()["reservation_id"]
+        keys = pm_service.item_keys(item_id)
+        stream_and_idem = {keys.wins, keys.res, keys.idem(member.id, f"cl-{item_id}")}
+        assert {_master_of(k) for k in stream_and_idem} == {_master_of(keys.stock)}
+        assert rid.startswith(f"{item_id}-")
     assert await pm_service.redis_stock(ids) == {i: 4 for i in ids}
+    # the consumer reads each item's stream on its own master
+    assert await persist.drain() == len(ids)
+    assert await PointsMallRedemption.filter(member_id=member.id, status="issued").count() == len(
+        ids
+    )
+    assert await points_service.get_balance(member.id) == 1000 - 10 * len(ids)
     result = await pm_service.reconcile()
     assert result.mismatches == [], result.mismatches
+    report = await pm_tasks.CHECKS["pointsmall"]()
+    assert report.ok, report.lines
 
 
 async def test_demo_data_every_job_and_every_check_on_the_cluster(

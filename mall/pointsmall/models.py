@@ -13,8 +13,16 @@ ITEM_STATUSES = ("draft", "on", "off")
 LIMIT_PERIODS = ("", "day", "week", "month")
 
 # gift: awaiting_shipment -> shipped | cancelled; voucher: issued (-> cancelled by ops);
-# activity: enrolled -> cancelled
-REDEMPTION_STATUSES = ("awaiting_shipment", "shipped", "issued", "enrolled", "cancelled")
+# activity: enrolled -> cancelled; released: decided in Redis, refused by the database
+# (release_reason says why: not_enough_points, level_too_low, ...), nothing spent
+REDEMPTION_STATUSES = (
+    "awaiting_shipment",
+    "shipped",
+    "issued",
+    "enrolled",
+    "cancelled",
+    "released",
+)
 ACTIVE_STATUSES = ("awaiting_shipment", "shipped", "issued", "enrolled")
 
 
@@ -53,8 +61,9 @@ class PointsMallItem(Model):
 
 
 class PointsMallRedemption(Model):
-    """One redemption: written in the same transaction as the points spend and the
-    stock decrement; `reservation_id` ties it to the Redis reservation (unique)."""
+    """One redemption: written by the consumer in the same transaction as the points
+    spend and the stock decrement; `reservation_id` ties it to the Redis decision
+    (unique). A `released` one records a decision the database refused."""
 
     id = fields.BigIntField(primary_key=True)
     reservation_id = fields.CharField(max_length=64, unique=True)
@@ -83,6 +92,7 @@ class PointsMallRedemption(Model):
     cancelled_at = fields.DatetimeField(null=True)
     cancelled_by = fields.CharField(max_length=80, default="")
     cancel_reason = fields.CharField(max_length=255, default="")
+    release_reason = fields.CharField(max_length=32, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -1,39 +1,38 @@
-"""The points-mall decision: one redemption. One Lua call (`lua/reserve.lua`) decides
-limits and stock and holds the units in a reservation that expires; then one database
-transaction spends the points, writes the redemption (unique reservation id) and
-decrements the database stock conditionally; then the reservation is confirmed. If the
-transaction fails, the reservation is released at once; if the process dies in between,
-the reconciler releases it after it expires. The database is the record of truth.
+"""The points-mall decision: one redemption, answered from Redis. One Lua call
+(`lua/reserve.lua`, the item's keys only) checks the shelf window, the limits and the
+stock, takes the units, appends the redemption to the item's stream and records the
+Idempotency-Key's answer; the member gets the reservation at once (`pending`). The
+consumer (`persist.py`) spends the points and writes the redemption in batches; one the
+database refuses (not enough points, level, threshold, coupons gone) is `released` with
+a reason and its units go back once.
 
-A voucher item with a coupon template grants one coupon per unit inside that same
-transaction, so a coupon failure (template sold out, inactive) spends nothing."""
+No database read on the common path: the item's terms come from a short in-process
+cache (the Lua re-checks status, window, price and limits on the item's meta hash, which
+every ops change rewrites). Reads happen only where an item asks for more: a gift's
+address is validated and copied into the entry; a level- or balance-gated item fails
+fast on the member's level or balance (the consumer checks both again, authoritatively)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
+import json
 import secrets
-import uuid
-from datetime import datetime
+import time
+from dataclasses import dataclass
 from typing import Any
-
-from tortoise.expressions import F
 
 from mall.addresses import service as addresses_service
 from mall.config import get_settings
-from mall.coupons import service as coupons_service
-from mall.errors import IDEMPOTENCY_IN_PROGRESS, ErrorCode
+from mall.errors import IDEMPOTENCY_KEY_REUSED, ErrorCode
 from mall.i18n import _
-from mall.kit import clock, tx
+from mall.kit import clock
 from mall.kit import stock as kit
-from mall.members.models import Member
+from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import stock
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.stock import item_keys, period_label, period_ttl
-
-log = logging.getLogger("mall.pointsmall")
+from mall.redis import auto_pipeline, get_redis
 
 ITEM_NOT_FOUND = ErrorCode("ITEM_NOT_FOUND", 404, _("This points mall item was not found"))
 ITEM_OFF_SHELF = ErrorCode("ITEM_OFF_SHELF", 409, _("This item is not on the shelf right now"))
@@ -56,16 +55,17 @@ ACTIVITY_FULL = ErrorCode("ACTIVITY_FULL", 409, _("This activity is full"))
 ADDRESS_REQUIRED = ErrorCode(
     "ADDRESS_REQUIRED", 422, _("Please choose a delivery address for this gift")
 )
+REDEMPTION_NOT_FOUND = ErrorCode("REDEMPTION_NOT_FOUND", 404, _("The redemption was not found"))
 ONE_PLACE_PER_ENTRY = ErrorCode(
     "ONE_PLACE_PER_ENTRY", 422, _("An activity entry is for one person; redeem one at a time")
 )
 
 _PKG = "mall.pointsmall"
-_STATUS_AFTER_REDEEM = {"gift": "awaiting_shipment", "voucher": "issued", "activity": "enrolled"}
-_VOUCHER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+TERMS_CACHE_SECONDS = 2.0
+IDEM_TTL_SECONDS = 86400
 
 
-def is_on_shelf(item: PointsMallItem, now: datetime | None = None) -> bool:
+def is_on_shelf(item: PointsMallItem, now: Any = None) -> bool:
     now = now or clock.now()
     if item.status != "on":
         return False
@@ -81,168 +81,220 @@ async def get_item(item_id: int) -> PointsMallItem:
     return item
 
 
-def reservation_id(member_id: int, item_id: int, idempotency_key: str | None) -> str:
-    """Derived from the Idempotency-Key when there is one, so a retry that outlived the
-    idempotency record still meets the unique reservation id in the database."""
-    if idempotency_key:
-        raw = f"{member_id}:{item_id}:{idempotency_key}".encode()
-        return "k" + hashlib.sha256(raw).hexdigest()[:39]
-    return "r" + uuid.uuid4().hex
+# --- the item's terms, cached in this process ----------------------------------------
 
 
-def _voucher_code() -> str:
-    raw = "".join(secrets.choice(_VOUCHER_ALPHABET) for _ in range(12))
-    return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What the request needs of an item beyond what the Lua checks itself."""
+
+    id: int
+    name: str
+    kind: str
+    status: str
+    level_required: int
+    min_points_balance: int
+    limit_period: str
 
 
-async def _reserve(item: PointsMallItem, member_id: int, quantity: int, resv: str) -> str:
-    """Run the reserve Lua (warming the item first if Redis does not have it);
-    returns the period label it counted in."""
-    now = clock.now()
-    label = period_label(item.limit_period, now)
-    ttl = get_settings().pointsmall_reservation_ttl_seconds
-    expires_ms = int((now.timestamp() + ttl) * 1000)
-    args: list[Any] = [
-        member_id,
-        quantity,
-        item.limit_per_member,
-        item.limit_per_period if label else 0,
-        resv,
-        expires_ms,
-        period_ttl(item.limit_period, now),
-        "1" if label else "0",
-    ]
-    keys = item_keys(item.id, label).reserve()
-    reserve = kit.script(_PKG, "reserve")
-    raw = await kit.decide(lambda: reserve(keys=keys, args=args), lambda: stock.warm(item))
-    status = kit.parse(raw).status
-    if status == kit.OK:
-        return label
-    if status == "limit":
-        raise REDEEM_LIMIT_REACHED(limit=item.limit_per_member)
-    if status == "period_limit":
-        raise REDEEM_PERIOD_LIMIT_REACHED(limit=item.limit_per_period)
-    if status == "sold_out":
-        raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
-    if status == "dup":
-        raise IDEMPOTENCY_IN_PROGRESS()
-    raise OUT_OF_STOCK()  # the item could not be loaded; nothing was held
+_terms: dict[int, tuple[float, Terms | None]] = {}
 
 
-async def _settle(item_id: int, resv: str, label: str) -> None:
-    """After a failed database write: confirm if the row exists after all, else give back
-    the reservation. (Coupon grants give their own wins back when the write rolls back.)"""
-    keys = item_keys(item_id, label)
-    try:
-        if await PointsMallRedemption.exists(reservation_id=resv):
-            await stock.confirm(keys, resv)
-        else:
-            await stock.release(keys, resv)
-    except Exception:
-        log.exception(
-            "could not settle reservation %s of item %s; the reconciler will", resv, item_id
-        )
+def forget_terms(item_id: int | None = None) -> None:
+    """An item changed in this process (ops), or tests: read it again next time."""
+    if item_id is None:
+        _terms.clear()
+    else:
+        _terms.pop(item_id, None)
+
+
+async def terms(item_id: int) -> Terms:
+    """The item's terms, from the database at most every TERMS_CACHE_SECONDS per process
+    (the Lua decides on Redis's copy, so a stale cache cannot sell off-shelf stock)."""
+    now = time.monotonic()
+    found = _terms.get(item_id)
+    if found is None or found[0] <= now:
+        item = await PointsMallItem.get_or_none(id=item_id)
+        value = None
+        if item is not None:
+            value = Terms(
+                item.id,
+                item.name,
+                item.kind,
+                item.status,
+                item.level_required,
+                item.min_points_balance,
+                item.limit_period,
+            )
+        found = (now + TERMS_CACHE_SECONDS, value)
+        _terms[item_id] = found
+    if found[1] is None or found[1].status in ("draft", "archived"):
+        raise ITEM_NOT_FOUND()
+    return found[1]
+
+
+# --- the answer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What the member is told at once: the redemption is decided, being written."""
+
+    reservation_id: str
+    item_id: int
+    item_name: str
+    kind: str
+    quantity: int
+    points: int
+    status: str = "pending"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reservation_id": self.reservation_id,
+            "status": self.status,
+            "item_id": self.item_id,
+            "item_name": self.item_name,
+            "kind": self.kind,
+            "quantity": self.quantity,
+            "points": self.points,
+        }
+
+    def json(self) -> bytes:
+        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def item_of_reservation(reservation_id: str) -> int | None:
+    """Reservation ids are `<item id>-<hex>`: the item (and so the keys) they belong to."""
+    head, sep, _tail = reservation_id.partition("-")
+    if not sep or not head.isdigit() or len(head) > 18:
+        return None
+    return int(head)
+
+
+def request_fingerprint(item_id: int, quantity: int, address_id: int | None) -> str:
+    raw = f"{item_id}:{quantity}:{address_id or ''}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+async def _fail_fast(t: Terms, member_id: int, quantity: int) -> None:
+    """Checks that read the database, only for items that ask for them."""
+    if t.kind == "activity" and quantity != 1:
+        raise ONE_PLACE_PER_ENTRY()
+    if t.level_required > 0:
+        member = await members_service.get_member(member_id)
+        if member.level < t.level_required:
+            raise LEVEL_TOO_LOW(level=t.level_required)
+    if t.min_points_balance > 0:
+        balance = await points_service.get_balance(member_id)
+        if balance < t.min_points_balance:
+            raise POINTS_THRESHOLD_NOT_MET(threshold=t.min_points_balance, balance=balance)
+
+
+async def _warm(item_id: int) -> None:
+    async def load() -> None:
+        await stock.warm(await get_item(item_id))
+
+    await kit.warm_cold(item_keys(item_id), load)
 
 
 async def redeem(
-    member: Member,
+    member_id: int,
     item_id: int,
     quantity: int = 1,
     address_id: int | None = None,
     idempotency_key: str | None = None,
-) -> PointsMallRedemption:
-    item = await get_item(item_id)
-    if item.status in ("draft", "archived"):
-        raise ITEM_NOT_FOUND()
-    resv = reservation_id(member.id, item.id, idempotency_key)
-    if idempotency_key:
-        done = await PointsMallRedemption.get_or_none(reservation_id=resv)
-        if done is not None:
-            return done
-    if not is_on_shelf(item):
-        raise ITEM_OFF_SHELF()
-    if member.level < item.level_required:
-        raise LEVEL_TOO_LOW(level=item.level_required)
-    if item.kind == "activity" and quantity != 1:
-        raise ONE_PLACE_PER_ENTRY()
-    address: dict[str, Any] | None = None
-    if item.kind == "gift":
+) -> Reservation:
+    """Decide one redemption in Redis and answer with the reservation (`pending`)."""
+    t = await terms(item_id)
+    await _fail_fast(t, member_id, quantity)
+    address = ""
+    if t.kind == "gift":
         if address_id is None:
             raise ADDRESS_REQUIRED()
-        address = (await addresses_service.snapshot(member.id, address_id)).model_dump()
-    cost = item.points_price * quantity
-    # Fail fast without touching stock; the spend below is the real guard.
-    balance = await points_service.get_balance(member.id)
-    if balance < item.min_points_balance:
-        raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=balance)
-    if balance < cost:
-        raise points_service.NOT_ENOUGH_POINTS(balance=balance, cost=cost)
+        # gifts are rare in a burst: the address is read once and travels in the entry
+        snap = await addresses_service.snapshot(member_id, address_id)
+        address = snap.model_dump_json()
+    now = clock.now()
+    label = period_label(t.limit_period, now)
+    keys = item_keys(item_id, label)
+    key = idempotency_key or ""
+    fingerprint = request_fingerprint(item_id, quantity, address_id)
+    args: list[Any] = [
+        member_id,
+        quantity,
+        f"{item_id}-{secrets.token_hex(10)}",
+        int(now.timestamp() * 1000),
+        period_ttl(t.limit_period, now),
+        "1" if label else "0",
+        label,
+        address,
+        "1" if key else "0",
+        max(get_settings().idempotency_ttl_seconds, IDEM_TTL_SECONDS),
+        fingerprint,
+    ]
+    run = kit.script(_PKG, "reserve")
+    pipeline = auto_pipeline()
+    raw = await kit.decide(
+        lambda: pipeline.run(run, keys.reserve(member_id, key), args), lambda: _warm(item_id)
+    )
+    answer = kit.parse(raw)
+    status, values = answer.status, answer.values
+    if status == kit.OK:
+        return Reservation(values[0], item_id, t.name, t.kind, quantity, int(values[2]))
+    if status == "again":
+        rid, qty, points, seen = values[0], int(values[1]), int(values[2]), values[3]
+        if seen != fingerprint:
+            raise IDEMPOTENCY_KEY_REUSED()
+        return Reservation(rid, item_id, t.name, t.kind, qty, points)
+    if status == "limit":
+        raise REDEEM_LIMIT_REACHED(limit=int(values[1]))
+    if status == "period_limit":
+        raise REDEEM_PERIOD_LIMIT_REACHED(limit=int(values[1]))
+    if status == "off_shelf":
+        raise ITEM_OFF_SHELF()
+    if status == "gone":
+        forget_terms(item_id)
+        raise ITEM_NOT_FOUND()
+    # sold_out, or a second `cold` (the item could not be loaded): nothing was taken
+    raise ACTIVITY_FULL() if t.kind == "activity" else OUT_OF_STOCK()
 
-    label = await _reserve(item, member.id, quantity, resv)
-    try:
-        redemption = await _write(item, member.id, quantity, cost, resv, label, address)
-    except BaseException:
-        await asyncio.shield(_settle(item.id, resv, label))
-        raise
-    if not await stock.confirm(item_keys(item.id, label), resv):
-        # the reconciler gave it back before we got here: its stock check will say so
-        log.warning("reservation %s of item %s confirmed after it was returned", resv, item.id)
-    return redemption
+
+# --- the member's view of a reservation --------------------------------------------------
 
 
-async def _write(
-    item: PointsMallItem,
-    member_id: int,
-    quantity: int,
-    cost: int,
-    resv: str,
-    label: str,
-    address: dict[str, Any] | None,
-) -> PointsMallRedemption:
-    spend_key = f"pointsmall:redeem:{resv}"
-    template_id = item.coupon_template_id if item.kind == "voucher" else None
-    # tx.transaction: the coupon grants below give their Redis wins back on its rollback
-    async with tx.transaction():
-        # Member row first, the hot item row last: short item locks, one lock order.
-        entry = await points_service.spend(
-            member_id,
-            cost,
-            idempotency_key=spend_key,
-            reason="pointsmall.redeem",
-            reference=f"pointsmall_item:{item.id}",
-        )
-        # The threshold is on the balance at the moment of the spend, which the ledger
-        # entry states exactly; if it was not met the whole transaction rolls back.
-        before = entry.balance_after + cost
-        if item.min_points_balance and before < item.min_points_balance:
-            raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=before)
-        coupon_ids: list[int] | None = None
-        if template_id is not None:
-            # each grant joins this transaction; COUPON_SOLD_OUT etc. roll it all back
-            coupon_ids = []
-            for i in range(quantity):
-                coupon = await coupons_service.grant(
-                    member_id, template_id, grant_key=f"pointsmall:{resv}:{i}", source="points_mall"
-                )
-                coupon_ids.append(coupon.id)
-        redemption = await PointsMallRedemption.create(
-            reservation_id=resv,
-            item_id=item.id,
-            member_id=member_id,
-            item_name=item.name,
-            kind=item.kind,
-            quantity=quantity,
-            points_spent=cost,
-            status=_STATUS_AFTER_REDEEM[item.kind],
-            spend_key=spend_key,
-            period_label=label,
-            voucher_code=_voucher_code() if item.kind == "voucher" and not template_id else None,
-            coupon_ids=coupon_ids,
-            address=address,
-        )
-        taken = await PointsMallItem.filter(id=item.id, stock__gte=quantity).update(
-            stock=F("stock") - quantity
-        )
-        if not taken:
-            raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
-    return redemption
+def _written(row: PointsMallRedemption) -> dict[str, Any]:
+    return {
+        "reservation_id": row.reservation_id,
+        "status": row.status,
+        "item_id": row.item_id,
+        "item_name": row.item_name,
+        "kind": row.kind,
+        "quantity": row.quantity,
+        "points": row.points_spent,
+        "redemption_id": row.id,
+        "release_reason": row.release_reason or None,
+    }
+
+
+async def reservation(member_id: int, reservation_id: str) -> dict[str, Any]:
+    """The written redemption's state, else `pending` from Redis (decided, not yet
+    written); REDEMPTION_NOT_FOUND when neither knows it (or it is another member's)."""
+    mine = PointsMallRedemption.filter(reservation_id=reservation_id, member_id=member_id)
+    row = await mine.first()
+    if row is not None:
+        return _written(row)
+    item_id = item_of_reservation(reservation_id)
+    if item_id is not None:
+        info: Any = await get_redis().hget(item_keys(item_id).res, reservation_id)
+        if info:
+            pending = stock.parse_pending(info)
+            if pending.member_id == member_id:
+                t = await terms(item_id)
+                return Reservation(
+                    reservation_id, item_id, t.name, t.kind, pending.quantity, pending.points
+                ).as_dict()
+        # written between the two reads: the row is there now
+        row = await mine.first()
+        if row is not None:
+            return _written(row)
+    raise REDEMPTION_NOT_FOUND()

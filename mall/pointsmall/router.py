@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import ValidationError
 
 from mall.addresses.schemas import AddressSnapshot
-from mall.deps import CurrentMember, IdempotencyKey
+from mall.deps import CurrentMember, IdempotencyKey, MemberId
+from mall.errors import UNAUTHORIZED
 from mall.kit import idempotency
-from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.bounds import Cursor, Id, Limit, fits_bigint
+from mall.kit.fastpath import Decline, FastRoute
+from mall.kit.security import bearer_token
+from mall.kit.security import member_id as token_member_id
 from mall.kit.text import SafeLine
 from mall.pointsmall import service
 from mall.pointsmall.models import PointsMallRedemption
@@ -18,9 +24,13 @@ from mall.pointsmall.schemas import (
     RedeemIn,
     RedemptionOut,
     RedemptionPage,
+    ReservationOut,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["points mall"])
+
+# "<item id>-<hex>" as the redeem answers it
+ReservationId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def redemption_out(r: PointsMallRedemption) -> RedemptionOut:
@@ -50,38 +60,39 @@ async def get_item(item_id: Id, member: CurrentMember) -> ItemOut:
 
 @router.post(
     "/points-mall/items/{item_id}/redeem",
-    response_model=RedemptionOut,
-    status_code=201,
+    response_model=ReservationOut,
+    status_code=202,
     responses={
         409: {
-            "description": "NOT_ENOUGH_POINTS, ITEM_OFF_SHELF, OUT_OF_STOCK, REDEEM_LIMIT_REACHED, "
-            "REDEEM_PERIOD_LIMIT_REACHED, POINTS_THRESHOLD_NOT_MET, ACTIVITY_FULL, and for "
-            "coupon vouchers COUPON_SOLD_OUT, COUPON_NOT_CLAIMABLE; nothing is spent"
+            "description": "ITEM_OFF_SHELF, OUT_OF_STOCK, REDEEM_LIMIT_REACHED, "
+            "REDEEM_PERIOD_LIMIT_REACHED, POINTS_THRESHOLD_NOT_MET, ACTIVITY_FULL; nothing is "
+            "taken"
         },
         403: {"description": "LEVEL_TOO_LOW"},
-        422: {"description": "ADDRESS_REQUIRED, ONE_PLACE_PER_ENTRY"},
+        422: {"description": "ADDRESS_REQUIRED, ONE_PLACE_PER_ENTRY, IDEMPOTENCY_KEY_REUSED"},
     },
+    openapi_extra={"security": [{"HTTPBearer": []}]},
 )
 async def redeem(
-    item_id: Id, body: RedeemIn, member: CurrentMember, idempotency_key: IdempotencyKey = None
-) -> Any:
-    """Redeem an item with points. Send an `Idempotency-Key`: a retry returns the same
-    redemption. Physical gifts need `address_id` (from `/api/v1/addresses`); vouchers
-    come back with `voucher_code`, or with `coupon_ids` when the item issues coupons
-    (they are in `/api/v1/coupons`)."""
-
-    async def work() -> RedemptionOut:
-        redemption = await service.redeem(
-            member, item_id, body.quantity, body.address_id, idempotency_key
-        )
-        return redemption_out(redemption)
-
-    return await idempotency.run(
-        f"pointsmall.redeem:{member.id}",
-        idempotency_key,
-        idempotency.fingerprint(item_id, body.model_dump()),
-        work,
+    item_id: Id, body: RedeemIn, member_id: MemberId, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Redeem an item with points. The answer comes at once (202): the reservation,
+    `pending`, with the points it will spend. Poll `/points-mall/reservations/{id}`: it
+    becomes the redemption's status (`issued` with the voucher or coupons,
+    `awaiting_shipment`, `enrolled`) or `released` with `release_reason` (e.g.
+    `not_enough_points`; nothing spent). Send an `Idempotency-Key`: a retry returns the
+    same reservation. Physical gifts need `address_id` (from `/api/v1/addresses`)."""
+    answer = await service.redeem(
+        member_id, item_id, body.quantity, body.address_id, idempotency_key
     )
+    return Response(answer.json(), status_code=202, media_type="application/json")
+
+
+@router.get("/points-mall/reservations/{reservation_id}", response_model=ReservationOut)
+async def my_reservation(reservation_id: ReservationId, member_id: MemberId) -> ReservationOut:
+    """A redemption by its reservation id: `pending` until it is written, then its
+    status, or `released` with the reason."""
+    return ReservationOut.model_validate(await service.reservation(member_id, reservation_id))
 
 
 @router.get("/points-mall/redemptions", response_model=RedemptionPage)
@@ -124,3 +135,40 @@ async def cancel(
         idempotency.fingerprint(redemption_id, reason),
         work,
     )
+
+
+# --- the hot path without the framework ---------------------------------------------
+
+
+async def _fast_redeem(
+    found: re.Match[str], authorization: str | None, key: str | None, body: bytes
+) -> bytes:
+    """`redeem` above, answered by kit.fastpath: same answers, errors and headers; a body
+    that does not validate goes on to the route (its 422)."""
+    idempotency.check_key(key)
+    token = bearer_token(authorization)
+    if token is None:
+        raise UNAUTHORIZED()
+    member_id = token_member_id(token)
+    try:
+        data = RedeemIn.model_validate_json(body)
+    except ValidationError:
+        raise Decline() from None
+    answer = await service.redeem(
+        member_id, int(found.group(1)), data.quantity, data.address_id, key
+    )
+    return answer.json()
+
+
+FAST_ROUTES = [
+    FastRoute(
+        "POST",
+        "/api/v1/points-mall/items/{item_id}/redeem",
+        # ASCII digits only, at most BIGINT's 19
+        re.compile(r"^/api/v1/points-mall/items/([0-9]{1,19})/redeem$"),
+        _fast_redeem,
+        accepts=lambda found: fits_bigint(int(found.group(1))),
+        status=202,
+        body=True,
+    )
+]

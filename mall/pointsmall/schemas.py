@@ -249,12 +249,33 @@ class RedemptionOut(BaseModel):
     shipped_at: datetime | None
     cancelled_at: datetime | None
     cancel_reason: str
+    release_reason: str = Field(
+        default="", description="Why a `released` redemption was refused, e.g. not_enough_points."
+    )
     created_at: datetime
 
     @field_validator("coupon_ids", mode="before")
     @classmethod
     def _none_is_empty(cls, value: object) -> object:
         return [] if value is None else value
+
+
+class ReservationOut(BaseModel):
+    """A redemption as decided: `pending` until the consumer writes it, then the
+    redemption's own status (e.g. `issued`, `awaiting_shipment`), or `released` with
+    `release_reason` (e.g. `not_enough_points`) when the database refused it."""
+
+    reservation_id: str = Field(examples=["42-9f8e7d6c5b4a39281706"])
+    status: str = Field(examples=["pending", "issued", "released"])
+    item_id: int
+    item_name: str
+    kind: str
+    quantity: int
+    points: int = Field(description="Points this redemption spends (0 once released).")
+    redemption_id: int | None = Field(
+        default=None, description="The written redemption (`/points-mall/redemptions/{id}`)."
+    )
+    release_reason: str | None = Field(default=None, examples=[None, "not_enough_points"])
 
 
 class AdminRedemptionOut(RedemptionOut):

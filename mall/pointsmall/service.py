@@ -1,10 +1,12 @@
 """Points mall: items (ops), what members see, and redemptions after the fact
 (cancel, ship, export). A hot domain reads as decision -> persistence -> ops:
 
-- `stock.py`: the item's pool in Redis on the hot-stock kit (warm, confirm, release,
-  give-back, the reconciliation);
-- `redeem.py`: the decision, one Lua call holding the units (`lua/reserve.lua`), and
-  the redemption's database write;
+- `stock.py`: the item's pool in Redis on the hot-stock kit (warm, settle, give-back,
+  the reconciliation);
+- `redeem.py`: the decision, one Lua call (`lua/reserve.lua`) that takes the units and
+  appends the redemption to the item's stream; the member gets a pending reservation;
+- `persist.py`: the stream consumer writing redemptions in batches (points spend,
+  coupons, the row, the stock guard) or releasing those the database refuses;
 - this module: items and their stock, member views, cancel and ship, the CSV export,
   and the names other domains and the routers use (re-exported below).
 
@@ -50,10 +52,13 @@ from mall.pointsmall.redeem import OUT_OF_STOCK as OUT_OF_STOCK
 from mall.pointsmall.redeem import POINTS_THRESHOLD_NOT_MET as POINTS_THRESHOLD_NOT_MET
 from mall.pointsmall.redeem import REDEEM_LIMIT_REACHED as REDEEM_LIMIT_REACHED
 from mall.pointsmall.redeem import REDEEM_PERIOD_LIMIT_REACHED as REDEEM_PERIOD_LIMIT_REACHED
+from mall.pointsmall.redeem import REDEMPTION_NOT_FOUND as REDEMPTION_NOT_FOUND
+from mall.pointsmall.redeem import Reservation as Reservation
+from mall.pointsmall.redeem import forget_terms as forget_terms
 from mall.pointsmall.redeem import get_item as get_item
 from mall.pointsmall.redeem import is_on_shelf as is_on_shelf
 from mall.pointsmall.redeem import redeem as redeem
-from mall.pointsmall.redeem import reservation_id as reservation_id
+from mall.pointsmall.redeem import reservation as reservation
 from mall.pointsmall.schemas import ItemCreate, ItemOut, ItemPage, ItemPatch
 from mall.pointsmall.stock import ItemBalance as ItemBalance
 from mall.pointsmall.stock import ReconcileResult as ReconcileResult
@@ -64,13 +69,11 @@ from mall.pointsmall.stock import period_key as period_key
 from mall.pointsmall.stock import period_label as period_label
 from mall.pointsmall.stock import reconcile as reconcile
 from mall.pointsmall.stock import redis_stock as redis_stock
-from mall.pointsmall.stock import return_expired as return_expired
 from mall.pointsmall.stock import warm as warm
 from mall.validation import field_errors
 
 log = logging.getLogger("mall.pointsmall")
 
-REDEMPTION_NOT_FOUND = ErrorCode("REDEMPTION_NOT_FOUND", 404, _("The redemption was not found"))
 REDEMPTION_NOT_CANCELLABLE = ErrorCode(
     "REDEMPTION_NOT_CANCELLABLE", 409, _("This redemption can no longer be cancelled")
 )
@@ -172,9 +175,12 @@ async def update_item(item_id: int, patch: ItemPatch, staff: Staff) -> PointsMal
             f"pointsmall_item:{item.id}",
             **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in changes.items()},
         )
+    forget_terms(item.id)
     if item.limit_period != old_period:
         # period counters are keyed by period; reload them from the database
         await stock.rewarm(item)
+    else:
+        await warm(item)  # the terms the decision checks (window, price, limits)
     return item
 
 
@@ -189,8 +195,8 @@ async def set_shelf(item_id: int, on: bool, staff: Staff) -> PointsMallItem:
             staff, f"pointsmall.item.{'on' if on else 'off'}_shelf", f"pointsmall_item:{item.id}"
         )
     item.status = status
-    if on:
-        await warm(item)
+    forget_terms(item.id)
+    await warm(item)  # the decision reads the status from Redis
     return item
 
 
@@ -200,6 +206,9 @@ async def archive_item(item_id: int, staff: Staff) -> None:
     async with in_transaction():
         await PointsMallItem.filter(id=item.id).update(status="archived")
         await audit_service.record(staff, "pointsmall.item.archive", f"pointsmall_item:{item.id}")
+    item.status = "archived"
+    forget_terms(item.id)
+    await warm(item)
 
 
 async def list_items_admin(

@@ -1,20 +1,24 @@
 """The points-mall pool: an item's stock in Redis, on the hot-stock kit (mall.kit.stock).
 
 Keys under the item's hash tag `{pm:ID}`: the kit's meta (`initial`: the item's total
-stock), stock, buyers (units per member) and returned (reservation ids of cancelled
-redemptions given back), and the redemption's own resv (pending reservations, a zset
-by expiry), resvinfo (reservation -> "member|qty|period key") and p:<label> (units per
-member in a limit period, e.g. p:m202405).
+stock, and the terms the decision checks: status, shelf window, price, limits), stock,
+buyers (units per member) and returned (reservation ids given back), and the
+redemption's own: wins (the stream of decided redemptions, consumer group
+`redemptions`), res (pending reservation -> "member|qty|points|ts|period key"),
+idem:<member>:<key digest> (an Idempotency-Key's answer) and p:<label> (units per
+member in a limit period, e.g. p:m202405). `pm:active` lists the warm items whose
+streams the consumer reads.
 
-A redemption's units are held by a reservation (`lua/reserve.lua`) until its database
-write commits (`confirm`) or fails (`release`); the reconciler releases reservations
-past their expiry and proves, per item:
+A redemption's units are taken by the decision (`lua/reserve.lua`) and stay pending in
+`res` until the consumer (`persist.py`) writes it; one the database refuses is
+released and its units go back once (`lua/release.lua`). The reconciler proves, per item:
 
     redis stock + units redeemed + units pending == total stock
     database stock == total stock - units redeemed"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,23 +46,40 @@ class ItemKeys(kit.PoolKeys):
     label: str = ""
 
     @property
-    def resv(self) -> str:
-        return f"{self.tag}:resv"
+    def res(self) -> str:
+        return f"{self.tag}:res"
 
     @property
-    def resvinfo(self) -> str:
-        return f"{self.tag}:resvinfo"
+    def wins(self) -> str:
+        return f"{self.tag}:wins"
+
+    def idem(self, member_id: int, key: str) -> str:
+        """The answer of a member's Idempotency-Key (under the item's tag: its slot)."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32] if key else "-"
+        return f"{self.tag}:idem:{member_id}:{digest}"
 
     @property
     def period(self) -> str:
         return f"{self.tag}:p:{self.label or '-'}"
 
-    def reserve(self) -> list[str]:
-        """reserve.lua's KEYS: meta, stock, buyers, resv, resvinfo, period counter."""
-        return [self.meta, self.stock, self.buyers, self.resv, self.resvinfo, self.period]
+    def reserve(self, member_id: int, key: str) -> list[str]:
+        """reserve.lua's KEYS: meta, stock, buyers, res, period counter, wins, idem."""
+        return [
+            self.meta,
+            self.stock,
+            self.buyers,
+            self.res,
+            self.period,
+            self.wins,
+            self.idem(member_id, key),
+        ]
 
 
 POOL = kit.Pool("pm", ItemKeys)
+GROUP = "redemptions"  # the consumer group on every item's stream
+ACTIVE_ITEMS = "pm:active"  # ids of warm items: the consumer reads their streams
+# the decided redemptions, waiting for the consumer (persist.py)
+WINS = kit.Stream(POOL, "wins", GROUP, ACTIVE_ITEMS)
 
 
 def item_keys(item_id: int, label: str = "") -> ItemKeys:
@@ -94,9 +115,24 @@ def period_ttl(period: str, moment: datetime) -> int:
     return int((end - moment).total_seconds()) + 86400
 
 
-def _parse_info(info: str) -> tuple[int, int, str]:
-    member, qty, pkey = info.split("|", 2)
-    return int(member), int(qty), pkey
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A reservation decided in Redis, not yet written (res's value)."""
+
+    member_id: int
+    quantity: int
+    points: int
+    at_ms: int
+    period_key: str
+
+
+def parse_pending(info: str) -> Pending:
+    member, qty, points, at_ms, pkey = info.split("|", 4)
+    return Pending(int(member), int(qty), int(points), int(at_ms), pkey)
+
+
+def _ms(moment: datetime | None) -> str:
+    return "" if moment is None else str(int(moment.timestamp() * 1000))
 
 
 # --- warm -----------------------------------------------------------------------------
@@ -123,22 +159,31 @@ async def warm(item: PointsMallItem) -> bool:
         )
     row: list[Any] = await PointsMallItem.filter(id=item.id).values_list("stock", "total_stock")
     stock, total = (int(row[0][0]), int(row[0][1])) if row else (0, 0)
-    plan = kit.Warm(keys).initial(total).stock(stock)
+    plan = kit.Warm(keys).terms(
+        status=item.status,
+        start=_ms(item.on_shelf_at),
+        end=_ms(item.off_shelf_at),
+        price=item.points_price,
+        limit=item.limit_per_member,
+        plimit=item.limit_per_period if item.limit_period else 0,
+    )
+    plan.initial(total).stock(stock)
     plan.counts(keys.buyers, {member_id: int(units) for member_id, units in buyers})
     plan.counts(
         keys.period,
         {member_id: int(units) for member_id, units in in_period},
         ttl=period_ttl(item.limit_period, clock.now()),
     )
-    return await plan.run()
+    cold = await plan.run()
+    await WINS.ensure_group(item.id)
+    await get_redis().sadd(ACTIVE_ITEMS, item.id)
+    return cold
 
 
 async def rewarm(item: PointsMallItem) -> None:
     """Load the item again from the database (e.g. its limit period changed)."""
     keys = item_keys(item.id, period_label(item.limit_period, clock.now()))
-    await get_redis().delete(
-        keys.meta, keys.stock, keys.buyers, keys.resv, keys.resvinfo, keys.period
-    )
+    await get_redis().delete(keys.meta, keys.stock, keys.buyers, keys.period)
     await warm(item)
 
 
@@ -162,22 +207,25 @@ async def held_by(member_id: int, items: Sequence[PointsMallItem]) -> dict[int, 
     return {item.id: int(v or 0) for item, v in zip(items, values, strict=True)}
 
 
-# --- confirm, release, give back --------------------------------------------------------
+# --- settle, give back ----------------------------------------------------------------
 
 
-async def confirm(keys: ItemKeys, resv: str) -> bool:
-    """The reservation's database write committed; False if it was no longer pending."""
-    raw = await kit.script(_PKG, "confirm")(keys=[keys.resv, keys.resvinfo], args=[resv])
-    return kit.parse(raw).status == kit.OK
-
-
-async def release(keys: ItemKeys, resv: str) -> bool:
-    """Give a pending reservation's units back (its write failed or never happened);
-    False if it was not pending."""
+async def settle(item_id: int, resv: str, pending: Pending, *, give_back: bool) -> kit.Reply:
+    """The consumer wrote the reservation: it leaves `res`; a released one (the database
+    refused it) gives its units and limits back first, once per reservation id."""
+    keys = item_keys(item_id)
     raw = await kit.script(_PKG, "release")(
-        keys=[keys.stock, keys.buyers, keys.resv, keys.resvinfo, keys.period], args=[resv]
+        keys=[
+            keys.meta,
+            keys.stock,
+            keys.returned,
+            keys.res,
+            keys.buyers,
+            pending.period_key or keys.period,
+        ],
+        args=[resv, "1" if give_back else "0", pending.member_id, pending.quantity],
     )
-    return kit.parse(raw).status == kit.OK
+    return kit.parse(raw)
 
 
 async def give_back(keys: ItemKeys, redemption: PointsMallRedemption) -> kit.Reply:
@@ -190,29 +238,6 @@ async def give_back(keys: ItemKeys, redemption: PointsMallRedemption) -> kit.Rep
         member=redemption.member_id,
         counters=[keys.buyers, keys.period],
     )
-
-
-async def return_expired(item_id: int, now: datetime | None = None) -> tuple[int, int]:
-    """Settle the item's reservations past their expiry: confirm those whose database
-    row exists (the process died before confirming), give back the rest."""
-    now_ms = int((now or clock.now()).timestamp() * 1000)
-    redis = get_redis()
-    keys = item_keys(item_id)
-    expired: list[Any] = await redis.zrangebyscore(keys.resv, "-inf", now_ms)
-    returned = confirmed = 0
-    for resv in expired:
-        info: Any = await redis.hget(keys.resvinfo, resv)
-        pkey = _parse_info(info)[2] if info else ""
-        if await PointsMallRedemption.exists(reservation_id=resv):
-            confirmed += int(await confirm(keys, resv))
-        else:
-            # the counter the reservation counted in, as it recorded it
-            counted = ItemKeys(keys.tag, pkey.rpartition(":p:")[2]) if pkey else keys
-            n = int(await release(counted, resv))
-            returned += n
-            if n:
-                log.warning("returned expired reservation %s of item %s", resv, item_id)
-    return returned, confirmed
 
 
 # --- reconciliation -------------------------------------------------------------------
@@ -267,7 +292,7 @@ class ItemBalance(kit.Balance):
 
 async def _reading(item_id: int) -> ItemBalance:
     keys = item_keys(item_id)
-    raw_stock, flat_infos = await kit.snapshot([(keys.stock, "get"), (keys.resvinfo, "hgetall")])
+    raw_stock, flat_infos = await kit.snapshot([(keys.stock, "get"), (keys.res, "hgetall")])
     infos = dict(zip(flat_infos[::2], flat_infos[1::2], strict=True))
     row = await PointsMallItem.filter(id=item_id).values_list("total_stock", "stock")
     total, db_stock = (int(row[0][0]), int(row[0][1])) if row else (0, 0)
@@ -279,8 +304,10 @@ async def _reading(item_id: int) -> ItemBalance:
     )
     committed: set[str] = set()
     if infos:
+        # written and kept: counted as redeemed; a released one still in `res` has not
+        # given its units back yet, so it is still in flight
         found: list[Any] = await PointsMallRedemption.filter(
-            reservation_id__in=list(infos)
+            reservation_id__in=list(infos), status__in=ACTIVE_STATUSES
         ).values_list("reservation_id", flat=True)
         committed = {str(r) for r in found}
     pending_ids = sorted(r for r in infos if r not in committed)
@@ -289,7 +316,7 @@ async def _reading(item_id: int) -> ItemBalance:
         initial=total,
         redis=None if raw_stock is None else int(raw_stock),
         held=int(redeemed_sum or 0),
-        in_flight=sum(_parse_info(infos[r])[1] for r in pending_ids),
+        in_flight=sum(parse_pending(infos[r]).quantity for r in pending_ids),
         names=("redeemed", "pending", "returns_due"),
         item_id=item_id,
         db_stock=db_stock,
@@ -310,21 +337,16 @@ async def all_item_ids() -> list[int]:
 
 @dataclass
 class ReconcileResult:
-    returned: int = 0
-    confirmed: int = 0
     repaired: list[int] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
 
 
-async def reconcile(now: datetime | None = None) -> ReconcileResult:
-    """The periodic job: return expired reservations, then repair Redis stock that has
-    disagreed with the database in the same way on two runs in a row (by the measured
-    drift, so redemptions since the reading stay counted)."""
+async def reconcile() -> ReconcileResult:
+    """The periodic job: repair Redis stock that has disagreed with the database in the
+    same way on two runs in a row (by the measured drift, so redemptions since the
+    reading stay counted). Pending redemptions are the consumer's: never repaired here."""
     result = ReconcileResult()
     for item_id in await all_item_ids():
-        returned, confirmed = await return_expired(item_id, now)
-        result.returned += returned
-        result.confirmed += confirmed
         balance = await item_balance(item_id)
         if not balance.warm or not balance.stable or balance.redis_agrees:
             continue

@@ -1,4 +1,4 @@
-"""The reconciler: returns expired reservations and proves Redis and the database agree."""
+"""The redemption consumer, and the reconciler that proves Redis and the database agree."""
 
 from __future__ import annotations
 
@@ -6,34 +6,27 @@ import logging
 
 from mall.config import get_settings
 from mall.kit.checks import CheckReport
-from mall.kit.jobs import Job
-from mall.pointsmall import service
+from mall.kit.jobs import Consumer, Job
+from mall.pointsmall import persist, service
 
 log = logging.getLogger("mall.pointsmall")
 
 
 async def reconcile_job() -> None:
     result = await service.reconcile()
-    if result.returned or result.confirmed or result.repaired or result.mismatches:
+    if result.repaired or result.mismatches:
         log.info(
-            "pointsmall reconcile: returned %s, confirmed %s, repaired %s, mismatches %s",
-            result.returned,
-            result.confirmed,
-            result.repaired,
-            result.mismatches,
+            "pointsmall reconcile: repaired %s, mismatches %s", result.repaired, result.mismatches
         )
 
 
 async def check_pointsmall() -> CheckReport:
     """For every item: Redis stock + redeemed + pending reservations == total stock, and
-    the database's stock == total - redeemed. Returns expired reservations first."""
+    the database's stock == total - redeemed."""
     report = CheckReport("pointsmall")
     items = 0
     for item_id in await service.all_item_ids():
         items += 1
-        returned, _confirmed = await service.return_expired(item_id)
-        if returned:
-            report.lines.append(f"item {item_id}: returned {returned} expired reservations")
         balance = await service.item_balance(item_id)
         if not balance.db_agrees:
             report.fail(
@@ -57,4 +50,14 @@ JOBS = [
         reconcile_job,
     )
 ]
+
+
+async def _drill(args: list[str]) -> int:
+    from mall.pointsmall.drill import main
+
+    return await main(args)
+
+
+CONSUMERS = [Consumer("pointsmall.redemptions", persist.run_consumer)]
 CHECKS = {"pointsmall": check_pointsmall}
+DRILLS = {"pointsmall": _drill}

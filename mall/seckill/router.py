@@ -92,7 +92,9 @@ async def pay(reservation_id: ReservationId, body: WinPayIn, member: CurrentMemb
 # --- the hot path without the framework ---------------------------------------------
 
 
-async def _fast_attempt(found: re.Match[str], authorization: str | None, key: str | None) -> bytes:
+async def _fast_attempt(
+    found: re.Match[str], authorization: str | None, key: str | None, _body: bytes
+) -> bytes:
     """`attempt` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
     member_id = _member_id_of(authorization)

@@ -7,12 +7,11 @@ import asyncio
 import httpx
 import pytest
 
-from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import service as pm_service
 from mall.pointsmall.models import PointsMallRedemption
 from mall.pointsmall.tasks import CHECKS
-from tests.pointsmall.conftest import MakeItem, NewMember, db_stock, key, redis_stock
+from tests.pointsmall.conftest import MakeItem, NewMember, db_stock, drain, key, redis_stock
 
 
 async def test_threshold_1000_cost_500_cap_3(
@@ -40,12 +39,15 @@ async def test_threshold_1000_cost_500_cap_3(
     responses = await asyncio.gather(
         *(client.post(url, json={}, headers={**h, **key()}) for _m, h in members)
     )
-    joined = [m for (m, _h), r in zip(members, responses, strict=True) if r.status_code == 201]
+    joined = [m for (m, _h), r in zip(members, responses, strict=True) if r.status_code == 202]
     assert len(joined) == 3
-    assert all(r.json()["status"] == "enrolled" for r in responses if r.status_code == 201)
-    assert {r.json()["error"]["code"] for r in responses if r.status_code != 201} == {
+    assert {r.json()["error"]["code"] for r in responses if r.status_code != 202} == {
         "ACTIVITY_FULL"
     }
+    await drain()
+    rows = await PointsMallRedemption.filter(item_id=camp["id"])
+    assert sorted(r.member_id for r in rows) == sorted(joined)
+    assert all(r.status == "enrolled" for r in rows)
     for member_id, _h in members:
         assert await points_service.get_balance(member_id) == (500 if member_id in joined else 1000)
     assert await redis_stock(camp["id"]) == 0 and await db_stock(camp["id"]) == 0
@@ -61,23 +63,23 @@ async def test_threshold_1000_cost_500_cap_3(
 async def test_threshold_is_checked_on_the_balance_at_the_spend(
     make_item: MakeItem, new_member: NewMember, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The early balance read is stale (it said 5000); the spend sees 700 and the
-    # transaction rolls back: no points, no place taken.
+    # The early balance read is stale (it said 5000); the consumer's spend sees 700: the
+    # entry is released with the reason, no points spent, the place back.
     camp = await make_item(
         kind="activity", points_price=500, min_points_balance=1000, total_stock=3
     )
     member_id, _h = await new_member(points=700)
-    member = await members_service.get_member(member_id)
 
     async def stale(_member_id: int) -> int:
         return 5000
 
     monkeypatch.setattr(points_service, "get_balance", stale)
-    with pytest.raises(Exception) as caught:
-        await pm_service.redeem(member, camp["id"], 1, None, "k1")
+    answer = await pm_service.redeem(member_id, camp["id"], 1, None, "k1")
+    assert answer.status == "pending"
     monkeypatch.undo()
-    assert getattr(caught.value, "code", None) == "POINTS_THRESHOLD_NOT_MET"
+    await drain()
+    row = await PointsMallRedemption.get(reservation_id=answer.reservation_id)
+    assert row.status == "released" and row.release_reason == "points_threshold_not_met"
     assert await points_service.get_balance(member_id) == 700
-    assert await PointsMallRedemption.all().count() == 0
     assert await redis_stock(camp["id"]) == 3 and await db_stock(camp["id"]) == 3
     assert (await CHECKS["pointsmall"]()).ok

@@ -1,5 +1,6 @@
 """Voucher items that issue a coupon template: the grant rides in the redemption's
-transaction, so a coupon failure spends nothing and gives the stock back."""
+savepoint in the consumer, so a coupon failure spends nothing, releases the redemption
+with the reason and gives the stock back."""
 
 from __future__ import annotations
 
@@ -13,14 +14,22 @@ from mall.coupons import service as coupons_service
 from mall.coupons.models import Coupon
 from mall.coupons.tasks import CHECKS as COUPON_CHECKS
 from mall.kit.checks import CheckReport
-from mall.members.models import Member
 from mall.points import service as points_service
 from mall.points.tasks import CHECKS as POINTS_CHECKS
 from mall.pointsmall import service as pm_service
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.tasks import CHECKS
 from tests.factories import make_template
-from tests.pointsmall.conftest import MakeItem, NewMember, db_stock, key, redis_stock
+from tests.pointsmall.conftest import (
+    MakeItem,
+    NewMember,
+    db_stock,
+    drain,
+    key,
+    redeem,
+    redis_stock,
+    written,
+)
 
 
 async def _checks_pass(*, pointsmall: bool = True) -> None:
@@ -41,10 +50,15 @@ async def _redeem(
     idem: dict[str, str] | None = None,
     **body: Any,
 ) -> httpx.Response:
-    return await client.post(
-        f"/api/v1/points-mall/items/{item_id}/redeem",
-        json=body,
-        headers={**headers, **(idem or key())},
+    """Redeem and run the consumer: the written redemption, or the released reservation."""
+    return await redeem(client, item_id, headers, idem, **body)
+
+
+def _released(r: httpx.Response, reason: str) -> bool:
+    return (
+        r.status_code == 200
+        and r.json()["status"] == "released"
+        and (r.json()["release_reason"] == reason)
     )
 
 
@@ -93,7 +107,7 @@ async def test_redeeming_gives_usable_coupons_once(
     member_id, headers = await new_member(points=500)
     idem = key()
     r = await _redeem(client, item["id"], headers, idem, quantity=2)
-    assert r.status_code == 201, r.text
+    assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "issued" and body["voucher_code"] is None
     assert len(body["coupon_ids"]) == 2
@@ -109,10 +123,10 @@ async def test_redeeming_gives_usable_coupons_once(
 
     # a replay (same key) through HTTP, and past the idempotency record through the service
     again = await _redeem(client, item["id"], headers, idem, quantity=2)
-    assert again.status_code == 201 and again.json()["coupon_ids"] == body["coupon_ids"]
-    member = await Member.get(id=member_id)
-    replay = await pm_service.redeem(member, item["id"], 2, None, idem["Idempotency-Key"])
-    assert replay.id == body["id"]
+    assert again.status_code == 200 and again.json()["coupon_ids"] == body["coupon_ids"]
+    replay = await pm_service.redeem(member_id, item["id"], 2, None, idem["Idempotency-Key"])
+    row = await PointsMallRedemption.get(reservation_id=replay.reservation_id)
+    assert row.id == body["id"]
     assert await Coupon.filter(member_id=member_id).count() == 2
     assert await points_service.get_balance(member_id) == 300
     assert await _issued_in_redis(template.id) == 2
@@ -127,11 +141,12 @@ async def test_sold_out_template_spends_nothing_and_gives_everything_back(
     item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
     member_id, headers = await new_member(points=1000)
 
-    # two units, one coupon left: the first grant is rolled back with the rest
+    # two units, one coupon left: the first grant is rolled back with the rest and the
+    # redemption is released with the reason
     r = await _redeem(client, item["id"], headers, quantity=2)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_SOLD_OUT"
+    assert _released(r, "coupon_sold_out"), r.text
     assert await points_service.get_balance(member_id) == 1000
-    assert await PointsMallRedemption.all().count() == 0
+    assert await PointsMallRedemption.exclude(status="released").count() == 0
     assert await Coupon.all().count() == 0
     assert await redis_stock(item["id"]) == 10 and await db_stock(item["id"]) == 10
     assert await _issued_in_redis(template.id) == 0  # the rolled-back win came back
@@ -139,9 +154,9 @@ async def test_sold_out_template_spends_nothing_and_gives_everything_back(
 
     # so the last coupon can still be redeemed, and after it the template is sold out
     r = await _redeem(client, item["id"], headers)
-    assert r.status_code == 201, r.text
+    assert written(r), r.text
     r = await _redeem(client, item["id"], headers)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_SOLD_OUT"
+    assert _released(r, "coupon_sold_out"), r.text
     assert await points_service.get_balance(member_id) == 900
     assert await redis_stock(item["id"]) == 9 and await db_stock(item["id"]) == 9
     assert await Coupon.all().count() == 1
@@ -156,7 +171,7 @@ async def test_inactive_template_spends_nothing(
     await coupons_service.update_template(template.id, {"active": False})
     member_id, headers = await new_member(points=100)
     r = await _redeem(client, item["id"], headers)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "COUPON_NOT_CLAIMABLE"
+    assert _released(r, "coupon_not_claimable"), r.text
     assert await points_service.get_balance(member_id) == 100
     assert await redis_stock(item["id"]) == 10 and await db_stock(item["id"]) == 10
     await _checks_pass()
@@ -166,17 +181,18 @@ async def test_failure_after_the_grants_gives_the_coupon_quantity_back(
     client: httpx.AsyncClient, make_item: MakeItem, new_member: NewMember
 ) -> None:
     """The item row refusing the units (database stock short of Redis) rolls back
-    coupons already granted in the transaction; their template quantity returns."""
+    coupons already granted in the savepoint; their template quantity returns. The units
+    Redis handed out never existed: they are not given back (the reconciler repairs)."""
     template = await make_template(total_quantity=5)
     item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=100)
     await PointsMallItem.filter(id=item["id"]).update(stock=1)
     member_id, headers = await new_member(points=1000)
     r = await _redeem(client, item["id"], headers, quantity=3)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "OUT_OF_STOCK"
+    assert _released(r, "out_of_stock"), r.text
     assert await points_service.get_balance(member_id) == 1000
     assert await Coupon.all().count() == 0
     assert await _issued_in_redis(template.id) == 0
-    assert await redis_stock(item["id"]) == 10
+    assert await redis_stock(item["id"]) == 7
     await _checks_pass(pointsmall=False)  # the forced stock is a mismatch on purpose
 
 
@@ -189,17 +205,22 @@ async def test_concurrent_redemptions_never_exceed_the_template_quantity(
         kind="voucher", coupon_template_id=template.id, points_price=100, total_stock=50
     )
     members = await asyncio.gather(*(new_member(points=100) for _ in range(40)))
-    responses = await asyncio.gather(*(_redeem(client, item["id"], h) for _m, h in members))
-    codes = [r.status_code for r in responses]
-    assert codes.count(201) == 5, [r.text for r in responses if r.status_code not in (201, 409)]
-    losers = {r.json()["error"]["code"] for r in responses if r.status_code != 201}
-    assert losers == {"COUPON_SOLD_OUT"}
+    responses = await asyncio.gather(
+        *(
+            client.post(f"/api/v1/points-mall/items/{item['id']}/redeem", json={}, headers=h)
+            for _m, h in members
+        )
+    )
+    assert [r.status_code for r in responses] == [202] * 40  # stock decides at once
+    await drain()
+    rows = await PointsMallRedemption.filter(item_id=item["id"])
+    assert sorted(r.status for r in rows) == ["issued"] * 5 + ["released"] * 35
+    assert {r.release_reason for r in rows if r.status == "released"} == {"coupon_sold_out"}
     assert await Coupon.filter(template_id=template.id).count() == 5
     assert await _issued_in_redis(template.id) == 5
-    assert await PointsMallRedemption.all().count() == 5
     balances = [await points_service.get_balance(m) for m, _h in members]
     assert balances.count(0) == 5 and balances.count(100) == 35
-    winners = {m for (m, _h), r in zip(members, responses, strict=True) if r.status_code == 201}
+    winners = {r.member_id for r in rows if r.status == "issued"}
     holders = set(await Coupon.filter(template_id=template.id).values_list("member_id", flat=True))
     assert holders == winners
     assert await redis_stock(item["id"]) == 45 and await db_stock(item["id"]) == 45

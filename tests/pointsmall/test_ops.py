@@ -6,6 +6,7 @@ import csv
 import io
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.points import service as points_service
@@ -17,6 +18,7 @@ from tests.pointsmall.conftest import (
     add_address,
     db_stock,
     key,
+    redeem,
     redis_stock,
 )
 
@@ -71,12 +73,11 @@ async def test_item_lifecycle_and_audited_stock_adjustments(
 async def test_stock_cannot_be_taken_from_pending_reservations(
     client: httpx.AsyncClient, make_item: MakeItem, ops: dict[str, str]
 ) -> None:
-    from mall.pointsmall import redeem
     from mall.pointsmall import service as pm_service
 
     item_row = await make_item(total_stock=2)
     item = await pm_service.get_item(item_row["id"])
-    await redeem._reserve(item, 1, 1, "in-flight")  # held in Redis, not yet in the DB
+    await pm_service.redeem(1, item.id)  # decided in Redis, not yet in the DB
     r = await client.post(
         f"{ADMIN}/items/{item.id}/stock-adjustments",
         json={"delta": -2, "reason": "recount"},
@@ -92,9 +93,8 @@ async def test_ship_cancel_and_export(
     gift = await make_item(kind="gift", total_stock=3, points_price=300, limit_per_member=1)
     member_id, headers = await new_member(points=1000)
     address_id = await add_address(client, headers)
-    url = f"/api/v1/points-mall/items/{gift['id']}/redeem"
-    first = await client.post(url, json={"address_id": address_id}, headers={**headers, **key()})
-    assert first.status_code == 201
+    first = await redeem(client, gift["id"], headers, address_id=address_id)
+    assert first.status_code == 200 and first.json()["status"] == "awaiting_shipment"
     rid = first.json()["id"]
     assert await points_service.get_balance(member_id) == 700
 
@@ -108,8 +108,8 @@ async def test_ship_cancel_and_export(
     assert await points_service.get_balance(member_id) == 1000
     assert await redis_stock(gift["id"]) == 3 and await db_stock(gift["id"]) == 3
 
-    second = await client.post(url, json={"address_id": address_id}, headers={**headers, **key()})
-    assert second.status_code == 201
+    second = await redeem(client, gift["id"], headers, address_id=address_id)
+    assert second.status_code == 200
     sid = second.json()["id"]
     ship = {"carrier": "SF", "tracking_number": "SF1234567890"}
     r = await client.post(f"{ADMIN}/redemptions/{sid}/ship", json=ship, headers=ops)
@@ -126,9 +126,7 @@ async def test_ship_cancel_and_export(
 
     # ops cancel a voucher (customer service), with a reason
     voucher = await make_item(kind="voucher", points_price=100)
-    v = await client.post(
-        f"/api/v1/points-mall/items/{voucher['id']}/redeem", json={}, headers={**headers, **key()}
-    )
+    v = await redeem(client, voucher["id"], headers)
     assert v.json()["status"] == "issued" and v.json()["voucher_code"]
     r = await client.post(
         f"{ADMIN}/redemptions/{v.json()['id']}/cancel", json={"reason": "投诉补偿"}, headers=ops
@@ -186,3 +184,13 @@ async def test_demo_seed_is_idempotent() -> None:
     await demo.seed()
     assert await PointsMallItem.all().count() == len(demo.DEMO_ITEMS)
     assert (await CHECKS["pointsmall"]()).ok
+
+
+@pytest.mark.nodb
+@pytest.mark.parametrize(
+    "url", ["http://example.com:8000", "http://10.0.0.5:8000", "https://127.0.0.1:8000"]
+)
+async def test_pointsmall_drill_refuses_anything_but_localhost(url: str) -> None:
+    from mall.pointsmall import drill
+
+    assert await drill.main(["--base-url", url]) == 2
