@@ -11,7 +11,7 @@ import socket
 
 from mall.kit.checks import CheckReport
 from mall.kit.jobs import Consumer, Job
-from mall.seckill import service
+from mall.seckill import fair, service
 
 log = logging.getLogger("mall.seckill")
 
@@ -59,6 +59,7 @@ JOBS = [
     Job("seckill.expire_unpaid", 15, service.expire_unpaid),
     Job("seckill.reconcile", 60, _reconcile_job),
     Job("seckill.retire", 3600, service.retire_ended),
+    Job("seckill.booking_reminders", 30, fair.send_booking_reminders),
 ]
 CONSUMERS = [Consumer("seckill.wins", run_consumer)]
 CHECKS = {"seckill": check_seckill}
