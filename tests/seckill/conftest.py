@@ -9,6 +9,9 @@ from mall.kit import clock
 from mall.seckill import service
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
+from tests.wechat.fake import fake_wechat, fake_wechat_server
+
+__all__ = ["fake_wechat", "fake_wechat_server"]
 
 MakeItem = Callable[..., Awaitable[SeckillItem]]
 
