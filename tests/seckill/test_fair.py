@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tortoise import connections
 
 from mall.addresses import service as addresses_service
 from mall.addresses.schemas import AddressIn
@@ -217,13 +218,16 @@ async def test_booking_required_sale(
     clock.set_now(NOW)
     ops = await staff_headers(role="ops")
     session_id, item_id = await _sale(client, ops, starts_in=600, require_booking=True)
-    alice, bob, carol = [await member_headers(n) for n in ("alice", "bob", "carol")]
+    alice, bob, carol, dave, erin = [
+        await member_headers(n) for n in ("alice", "bob", "carol", "dave", "erin")
+    ]
     url = f"/api/v1/seckill/sessions/{session_id}/booking"
     booked = await client.post(url, headers=alice)
     assert booked.status_code == 200, booked.text
     assert booked.json()["session_id"] == session_id and booked.json()["reminder"] == "due"
     assert (await client.post(url, headers=alice)).status_code == 200  # again: harmless
-    assert (await client.post(url, headers=carol)).status_code == 200
+    for member in (carol, erin):
+        assert (await client.post(url, headers=member)).status_code == 200
     assert (await client.delete(url, headers=carol)).status_code == 204
     gone = await client.delete(url, headers=carol)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "SECKILL_BOOKING_NOT_FOUND"
@@ -231,20 +235,26 @@ async def test_booking_required_sale(
     assert [b["session_id"] for b in mine] == [session_id]
     assert (await client.get("/api/v1/seckill/bookings", headers=carol)).json() == []
 
+    # the first attempt warms the item (with the bookings made so far) ...
     early = await _attempt(client, item_id, alice)
     assert early.status_code == 200 and early.json()["result"] == "not_started"
+    # ... and bookings made or cancelled while it is warm reach its Redis set
+    assert (await client.post(url, headers=dave)).status_code == 200
+    assert (await client.delete(url, headers=erin)).status_code == 204
     clock.set_now(NOW + timedelta(minutes=11))
     assert _won(await _attempt(client, item_id, alice))
+    assert _won(await _attempt(client, item_id, dave))
     r = await _attempt(client, item_id, bob, "en")
     assert _code(r) == "SECKILL_BOOKING_REQUIRED"
     assert r.json()["error"]["message"] == "This flash sale is only for members who booked it"
     assert _code(await _attempt(client, item_id, carol)) == "SECKILL_BOOKING_REQUIRED"
+    assert _code(await _attempt(client, item_id, erin)) == "SECKILL_BOOKING_REQUIRED"
     late = await client.post(url, headers=bob)
     assert late.status_code == 409 and late.json()["error"]["code"] == "SECKILL_BOOKING_CLOSED"
     assert (await client.delete(url, headers=alice)).status_code == 409
     listing = await client.get(f"/api/admin/v1/seckill/sessions/{session_id}/bookings", headers=ops)
     rows = listing.json()["items"]
-    assert len(rows) == 2 and sum(1 for b in rows if b["cancelled_at"]) == 1
+    assert len(rows) == 4 and sum(1 for b in rows if b["cancelled_at"]) == 2
 
 
 @pytest.mark.clock
@@ -433,3 +443,50 @@ async def test_suspicious_patterns(
     member = await member_headers("carol")
     forbidden = await client.get("/api/admin/v1/seckill/suspicious/phones", headers=member)
     assert forbidden.status_code in (401, 403)
+
+
+@pytest.mark.clock
+async def test_the_attempt_reads_no_database_with_every_rule_on(
+    client: httpx.AsyncClient,
+    member_headers: MemberLogin,
+    staff_headers: StaffLogin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock.set_now(NOW)
+    ops = await staff_headers(role="ops")
+    cutoff = clock.now() + timedelta(days=1)
+    session_id, item_id = await _sale(
+        client,
+        ops,
+        starts_in=60,
+        require_phone=True,
+        joined_before=cutoff.isoformat(),
+        min_level=1,
+        exclude_flagged=True,
+        require_booking=True,
+    )
+    await member_headers("alice")
+    await member_headers("bob")
+    await Member.filter(openid__in=["dev_alice", "dev_bob"]).update(phone="13800138000", level=1)
+    alice, bob = await member_headers("alice"), await member_headers("bob")
+    for member in (alice, bob):
+        booked = await client.post(f"/api/v1/seckill/sessions/{session_id}/booking", headers=member)
+        assert booked.status_code == 200, booked.text
+    await service.warm_session(session_id)
+    await fair.flag((await Member.get(openid="dev_bob")).id, "scalper", None)
+    clock.set_now(NOW + timedelta(minutes=2))
+
+    connection = connections.get("default")
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the attempt read the database")
+
+    names = ("execute_query", "execute_query_dict", "execute_select", "execute_insert")
+    patched = [n for n in names if hasattr(type(connection), n)]
+    assert "execute_query" in patched
+    for name in patched:
+        monkeypatch.setattr(type(connection), name, refuse)
+    with pytest.raises(AssertionError):  # the guard holds
+        await Member.get(openid="dev_alice")
+    assert _won(await _attempt(client, item_id, alice))
+    assert _code(await _attempt(client, item_id, bob)) == "SECKILL_MEMBER_FLAGGED"
