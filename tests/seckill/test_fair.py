@@ -4,6 +4,7 @@ under the touch cap, booking-required sales, and the suspicious-pattern reads.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -490,3 +491,26 @@ async def test_the_attempt_reads_no_database_with_every_rule_on(
         await Member.get(openid="dev_alice")
     assert _won(await _attempt(client, item_id, alice))
     assert _code(await _attempt(client, item_id, bob)) == "SECKILL_MEMBER_FLAGGED"
+
+
+@pytest.mark.clock
+async def test_two_reminder_runs_at_once_send_each_booking_once(
+    client: httpx.AsyncClient,
+    staff_headers: StaffLogin,
+    fake_wechat: FakeWeChat,
+    booking_template: str,
+) -> None:
+    clock.set_now(NOW)
+    ops = await staff_headers(role="ops")
+    session_id, _item = await _sale(client, ops, starts_in=120)
+    for name in ("r0", "r1", "r2", "r3"):
+        heads = await _login(name)
+        fake_wechat.add_user(f"o_{name}")
+        member = await Member.get(openid=f"o_{name}")
+        for _ in range(2):  # grants for two messages: only the claim keeps it to one
+            await touch_service.record_grants(member.id, [TEMPLATE])
+        r = await client.post(f"/api/v1/seckill/sessions/{session_id}/booking", headers=heads)
+        assert r.status_code == 200, r.text
+    one, two = await asyncio.gather(fair.send_booking_reminders(), fair.send_booking_reminders())
+    assert one.sent + two.sent == 4
+    assert sorted(m["touser"] for m in fake_wechat.sent) == ["o_r0", "o_r1", "o_r2", "o_r3"]
