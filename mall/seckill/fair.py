@@ -93,8 +93,10 @@ async def book(session_id: int, member: Member) -> SeckillBooking:
         except IntegrityError:  # a double tap: the other request created it
             booking = await SeckillBooking.get(session_id=session.id, member_id=member.id)
     if booking.cancelled_at is not None:
-        await SeckillBooking.filter(id=booking.id).update(
-            cancelled_at=None, reminder=BookingReminder.DUE
+        await SeckillBooking.filter(id=booking.id).update(cancelled_at=None)
+        # a reminder already sent (or refused...) before the cancel is not sent again
+        await SeckillBooking.filter(id=booking.id, reminder=BookingReminder.CANCELLED).update(
+            reminder=BookingReminder.DUE
         )
         await booking.refresh_from_db()
     await stock.mark_member("booked", await _item_ids(session.id), member.id, on=True)

@@ -347,12 +347,17 @@ async def test_reminder_once_per_booking_under_the_touch_cap(
     assert sum(d for m, d in touches if m == ids["alice"]) == 1
     assert sum(d for m, d in touches if m == ids["erin"]) == 0
 
-    # exactly once: later runs, and a new grant, send nothing more
+    # exactly once: later runs, a new grant, or cancelling and booking again send nothing
+    # more; dave's cancelled booking, booked again, is due once more
+    url = f"/api/v1/seckill/sessions/{session_id}/booking"
+    assert (await client.delete(url, headers=heads["alice"])).status_code == 204
+    assert (await client.post(url, headers=heads["alice"])).status_code == 200
+    assert (await client.post(url, headers=heads["dave"])).json()["reminder"] == "due"
     await touch_service.record_grants(ids["alice"], [TEMPLATE])
     await touch_service.record_grants(ids["bob"], [TEMPLATE])
     clock.set_now(NOW + timedelta(minutes=8))
     again = await fair.send_booking_reminders()
-    assert again.sent == 0 and len(fake_wechat.sent) == 1
+    assert again.sent == 1 and [m["touser"] for m in fake_wechat.sent] == ["o_alice", "o_dave"]
     # after the start nothing is due any more
     clock.set_now(NOW + timedelta(minutes=11))
     assert (await fair.send_booking_reminders()).due == 0
