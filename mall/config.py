@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     seckill_sold_out_cache_seconds: float = 1.0
     # Redis keys of items whose session ended this long ago are retired
     seckill_retire_after_seconds: int = 7 * 24 * 3600
+    # fair sales: the booking reminder (a subscribe message) goes out this long before
+    # the start; no template id, no reminders
+    seckill_booking_template_id: str = ""
+    seckill_reminder_lead_seconds: int = 5 * 60
+    seckill_reminder_page: str = "pages/seckill/index"
 
     # pointsmall: redemption-stream entries pending this long on a (dead) consumer are
     # claimed by another; the reconciler runs this often.

@@ -23,6 +23,8 @@ class Address(Model):
     region = fields.CharField(max_length=128)
     detail = fields.CharField(max_length=255)
     is_default = fields.BooleanField(default=False)
+    # normalized region + detail (kit.text.address_key): finds accounts sharing one address
+    match_key = fields.CharField(max_length=40, default="", db_index=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from mall.addresses.models import Address
 from mall.addresses.schemas import AddressIn, AddressSnapshot
 from mall.errors import ErrorCode
 from mall.i18n import _
+from mall.kit.text import address_key
 
 MAX_ADDRESSES = 20
 
@@ -51,6 +53,7 @@ async def create_address(member_id: int, data: AddressIn) -> Address:
             region=data.region,
             detail=data.detail,
             is_default=make_default,
+            match_key=address_key(data.region, data.detail),
         )
 
 
@@ -65,6 +68,7 @@ async def update_address(member_id: int, address_id: int, data: AddressIn) -> Ad
         address.phone = data.phone
         address.region = data.region
         address.detail = data.detail
+        address.match_key = address_key(data.region, data.detail)
         await address.save()
         return address
 
@@ -77,3 +81,25 @@ async def delete_address(member_id: int, address_id: int) -> None:
             newest = await Address.filter(member_id=member_id).order_by("-id").first()
             if newest is not None:
                 await Address.filter(id=newest.id).update(is_default=True)
+
+
+async def shared_addresses(min_members: int, limit: int) -> list[tuple[str, list[int]]]:
+    """Normalized addresses used by at least `min_members` members, most members first:
+    (one of the addresses as typed, its member ids). Addresses saved before the key
+    existed have none (the 0006 migration fills them)."""
+    rows = (
+        await Address.filter(match_key__not="")
+        .annotate(n=Count("member_id", distinct=True))
+        .group_by("match_key")
+        .filter(n__gte=min_members)
+        .order_by("-n", "match_key")
+        .limit(limit)
+        .values_list("match_key", "n")
+    )
+    found: list[tuple[str, list[int]]] = []
+    for match_key, _n in rows:
+        addresses = await Address.filter(match_key=match_key).order_by("id").limit(200)
+        members = sorted({a.member_id for a in addresses})
+        sample = addresses[0]
+        found.append((f"{sample.region} {sample.detail}", members))
+    return found

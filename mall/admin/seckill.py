@@ -33,6 +33,7 @@ async def _session_out(session_id: int) -> AdminSessionOut:
         ends_at=session.ends_at,
         status=session.status.value,
         state=service.session_state(session),
+        rules=service.rules_of(session),
         closed_at=session.closed_at,
         created_at=session.created_at,
         items=[

@@ -117,21 +117,28 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-# Verified member tokens -> (member id, expiry): a member taps many times in a burst and
-# the HMAC check is the largest cost left on a hot path. Expiry is still checked each time.
-_verified: dict[str, tuple[int, int]] = {}
+# Verified member tokens -> (member id, expiry, claims): a member taps many times in a
+# burst and the HMAC check is the largest cost left on a hot path. Expiry is still checked
+# each time.
+_verified: dict[str, tuple[int, int, dict[str, Any]]] = {}
 _VERIFIED_MAX = 50_000
 
 
-def member_id(token: str) -> int:
-    """The member id a signed member token names, without loading the member (TOKEN_*
-    errors as `decode_token`); repeated tokens skip the signature check until they expire."""
+def member_token(token: str) -> tuple[int, dict[str, Any]]:
+    """The member id a signed member token names and its whole payload (claims), without
+    loading the member (TOKEN_* errors as `decode_token`); repeated tokens skip the
+    signature check until they expire. The payload must not be changed by callers."""
     known = _verified.get(token)
     if known is not None and known[1] > clock.now().timestamp():
-        return known[0]
+        return known[0], known[2]
     payload = decode_token(token, "member")
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
     found = int(payload["sub"])
-    _verified[token] = (found, int(payload["exp"]))
-    return found
+    _verified[token] = (found, int(payload["exp"]), payload)
+    return found, payload
+
+
+def member_id(token: str) -> int:
+    """The member id of a signed member token (see `member_token`)."""
+    return member_token(token)[0]

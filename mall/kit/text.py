@@ -17,7 +17,9 @@ The OpenAPI document shows each rule as a `pattern`."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -117,3 +119,14 @@ ImageRef = Annotated[
     Field(json_schema_extra={"pattern": IMAGE_REF_PATTERN}),
 ]
 """An image: an http(s) URL or a path on this site from the upload route; "" for none."""
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def address_key(region: str, detail: str) -> str:
+    """One key for one delivery address however it is typed: full-width and half-width
+    forms folded (NFKC), case folded, spaces and punctuation dropped, then hashed (sha1
+    hex, 40 characters). Finds many accounts shipping to one place."""
+    folded = unicodedata.normalize("NFKC", f"{region}{detail}").casefold()
+    return hashlib.sha1(_NOT_WORD.sub("", folded).encode()).hexdigest()

@@ -209,9 +209,23 @@ async def prune_sessions(older_than: timedelta = timedelta(days=7)) -> int:
 # --- members -----------------------------------------------------------------
 
 
+def access_claims(member: Member) -> dict[str, Any]:
+    """What a member access token carries besides the id, so a flash-sale attempt decides
+    eligibility without a database read: `lv` level, `ph` phone bound (0/1), `jn` joined
+    (unix seconds). They are as old as the token (minutes): a member who binds a phone or
+    levels up refreshes the token to show it (flags are not claims: they live in Redis)."""
+    return {
+        "lv": int(member.level),
+        "ph": 1 if member.phone else 0,
+        "jn": int(member.created_at.timestamp()),
+    }
+
+
 async def tokens_for(member: Member, ip: str = "") -> TokenOut:
     """A new session for a member who just logged in."""
-    tokens = await _open_session("member", member.id, ip, get_settings().refresh_token_ttl_seconds)
+    tokens = await _open_session(
+        "member", member.id, ip, get_settings().refresh_token_ttl_seconds, **access_claims(member)
+    )
     return TokenOut(**tokens.__dict__)
 
 
@@ -221,7 +235,8 @@ async def refresh(refresh_token: str) -> tuple[Member, TokenOut]:
     if member is None or member.deleted_at is not None:  # a deleted account logs in no more
         await revoke_session(sid, "gone")
         raise TOKEN_INVALID()
-    return member, TokenOut(**_tokens("member", member_id, sid, jti, ends).__dict__)
+    tokens = _tokens("member", member_id, sid, jti, ends, **access_claims(member))
+    return member, TokenOut(**tokens.__dict__)
 
 
 async def member_logout(token: str) -> None:
@@ -434,3 +449,57 @@ async def search_members(
         else:
             query = query.filter(Q(openid=text) | Q(nickname__icontains=text))
     return await cursor_page(query, cursor, size)
+
+
+# --- suspicious patterns (fair sales) ---------------------------------------------------
+
+
+async def shared_phones(min_members: int, limit: int) -> list[tuple[str, list[int]]]:
+    """Phone numbers bound by at least `min_members` live members, most first:
+    (phone, member ids)."""
+    from tortoise.functions import Count
+
+    rows = (
+        await Member.filter(phone__isnull=False, phone__not="", deleted_at__isnull=True)
+        .annotate(n=Count("id"))
+        .group_by("phone")
+        .filter(n__gte=min_members)
+        .order_by("-n", "phone")
+        .limit(limit)
+        .values_list("phone", "n")
+    )
+    found: list[tuple[str, list[int]]] = []
+    for phone, _n in rows:
+        ids = await Member.filter(phone=phone, deleted_at__isnull=True).order_by("id").limit(200)
+        found.append((str(phone), [m.id for m in ids]))
+    return found
+
+
+async def shared_login_addresses(
+    since: datetime, min_members: int, limit: int
+) -> list[tuple[str, list[int]]]:
+    """Client addresses (IPs) that logged in at least `min_members` members since
+    `since`, most first: (ip, member ids). Many accounts behind one address can also be
+    one office or carrier NAT: a lead to look at, not a verdict."""
+    from tortoise.functions import Count
+
+    logins = AuthSession.filter(kind="member", created_at__gte=since, ip__not="")
+    rows = (
+        await logins.annotate(n=Count("subject_id", distinct=True))
+        .group_by("ip")
+        .filter(n__gte=min_members)
+        .order_by("-n", "ip")
+        .limit(limit)
+        .values_list("ip", "n")
+    )
+    found: list[tuple[str, list[int]]] = []
+    for ip, _n in rows:
+        ids: list[Any] = (
+            await logins.filter(ip=ip)
+            .distinct()
+            .order_by("subject_id")
+            .limit(200)
+            .values_list("subject_id", flat=True)
+        )
+        found.append((str(ip), [int(i) for i in ids]))
+    return found

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import redis as redis_sync
 
+from mall.kit.stock.pool import LIBRARY
 from mall.redis import _lua_source
 
 SERVER = "/usr/bin/redis-server"
@@ -90,7 +91,8 @@ def _proc_cpu(pid: int) -> float:
 # --- slot: the attempt script alone ----------------------------------------------------
 
 ITEM = 1
-KEYS_OF = ("meta", "stock", "buyers", "idem", "rl:{m}", "wins", "res")
+# attempt.lua's KEYS, in its order (attempt._item_keys + the member's rate-limit key)
+KEYS_OF = ("meta", "stock", "buyers", "idem", "wins", "res", "booked", "flagged", "rl:{m}")
 
 
 def _keys(member: int) -> list[str]:
@@ -107,7 +109,9 @@ def _prepare(sock: str, stock: int) -> str:
                  "closed": 0, "points": 0, "cash": 0, "initial": stock},
     )  # fmt: skip
     client.set(f"{{sk:{ITEM}}}:stock", stock)
-    return str(client.script_load(_lua_source("mall.seckill", "attempt")))
+    # as kit.stock.script loads it: the kit's Lua helpers first
+    source = _lua_source(*LIBRARY) + "\n" + _lua_source("mall.seckill", "attempt")
+    return str(client.script_load(source))
 
 
 def _client_loop(
@@ -123,7 +127,10 @@ def _client_loop(
         pipe = client.pipeline(transaction=False)
         for _ in range(200):
             rid = f"{ITEM}-{member}-{calls}"
-            pipe.evalsha(sha, 7, *_keys(member), member, "", now, rid, 5, 1000)
+            # no fair-sale rules: the token claims (ARGV 7-9) are not read
+            pipe.evalsha(
+                sha, len(KEYS_OF), *_keys(member), member, "", now, rid, 5, 1000, "", "", ""
+            )
             member += step
             if cycle:
                 member %= cycle

@@ -3,6 +3,12 @@ keys. A win is appended to the item's stream in the same atomic step (winners.py
 it into an order); losers never touch the database, and a sold-out item remembered in
 this process is answered without Redis.
 
+Fair sales: a session's eligibility rules (phone bound, joined before, level at least,
+not flagged, booked) are warmed into the item's meta; the member's level, phone and join
+time come from the access token's claims (ARGV), flagged and booked members from sets
+under the item's tag. The one Lua call decides them too: no database read, no extra
+round trip, and a rule changed by ops is seen by every process at once.
+
 Time: the attempt window is checked against `kit.clock` passed into the Lua (ARGV), not
 Redis TIME, so tests can move time; app hosts must keep NTP-synced clocks."""
 
@@ -11,10 +17,12 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
 from mall.config import get_settings
+from mall.errors import TOKEN_EXPIRED, ErrorCode, MallError
 from mall.i18n import _, get_locale, translate
 from mall.kit import clock
 from mall.kit import stock as kit
@@ -32,6 +40,49 @@ ANSWER_MESSAGES = {
     "ended": _("This flash sale has ended"),
     "rate_limited": _("Too many taps; please try again in a moment"),
 }
+
+
+SECKILL_PHONE_REQUIRED = ErrorCode(
+    "SECKILL_PHONE_REQUIRED", 403, _("Bind your phone number to take part in this flash sale")
+)
+SECKILL_JOINED_TOO_LATE = ErrorCode(
+    "SECKILL_JOINED_TOO_LATE", 403, _("This flash sale is for members who joined before {date}")
+)
+SECKILL_LEVEL_TOO_LOW = ErrorCode(
+    "SECKILL_LEVEL_TOO_LOW", 403, _("This flash sale is for members of level {level} and above")
+)
+SECKILL_MEMBER_FLAGGED = ErrorCode(
+    "SECKILL_MEMBER_FLAGGED",
+    403,
+    _("Your account cannot take part in this flash sale; please contact customer service"),
+)
+SECKILL_BOOKING_REQUIRED = ErrorCode(
+    "SECKILL_BOOKING_REQUIRED", 403, _("This flash sale is only for members who booked it")
+)
+
+
+def ineligible(rule: str, value: str = "") -> MallError:
+    """The error for a failed fair-sale rule (`value`: the sale's threshold, as warmed)."""
+    if rule == "phone":
+        return SECKILL_PHONE_REQUIRED()
+    if rule == "joined":
+        moment = datetime.fromtimestamp(int(value or 0) / 1000, UTC)
+        return SECKILL_JOINED_TOO_LATE(date=moment.astimezone(clock.SHANGHAI).date().isoformat())
+    if rule == "level":
+        return SECKILL_LEVEL_TOO_LOW(level=int(value or 0))
+    if rule == "flagged":
+        return SECKILL_MEMBER_FLAGGED()
+    return SECKILL_BOOKING_REQUIRED()
+
+
+def claim_args(claims: dict[str, Any]) -> list[Any]:
+    """The token claims the attempt Lua reads (ARGV 7-9); '' when the token has none
+    (issued before claims existed: a sale with rules answers TOKEN_EXPIRED, the client
+    refreshes and gets them)."""
+    level, phone, joined = claims.get("lv"), claims.get("ph"), claims.get("jn")
+    if not isinstance(level, int) or not isinstance(phone, int) or not isinstance(joined, int):
+        return ["", "", ""]
+    return [level, 1 if phone else 0, joined * 1000]
 
 
 @dataclass(frozen=True)
@@ -76,14 +127,33 @@ def item_of_reservation(reservation_id: str) -> int | None:
 @lru_cache(maxsize=4096)
 def _item_keys(item_id: int) -> tuple[str, ...]:
     """attempt.lua's KEYS but the member's rate-limit key: meta, stock, buyers, idem,
-    wins, res."""
+    wins, res, booked, flagged."""
     keys = stock.POOL.keys(item_id)
-    return (keys.meta, keys.stock, keys.buyers, keys("idem"), keys("wins"), keys("res"))
+    return (
+        keys.meta,
+        keys.stock,
+        keys.buyers,
+        keys("idem"),
+        keys("wins"),
+        keys("res"),
+        keys("booked"),
+        keys("flagged"),
+    )
 
 
-async def attempt(item_id: int, member_id: int, idempotency_key: str | None = None) -> Attempt:
-    """Try to win one unit. Exactly one Lua call decides; a sold-out item remembered in
-    this process is answered without Redis (or with one HGET to replay a keyed win)."""
+_NO_CLAIMS: dict[str, Any] = {}
+
+
+async def attempt(
+    item_id: int,
+    member_id: int,
+    idempotency_key: str | None = None,
+    claims: dict[str, Any] = _NO_CLAIMS,
+) -> Attempt:
+    """Try to win one unit. Exactly one Lua call decides (fair-sale rules included, from
+    the token's `claims`); a sold-out item remembered in this process is answered without
+    Redis (or with one HGET to replay a keyed win). An ineligible member gets a 403
+    SECKILL_* error."""
     idem = f"{member_id}:{idempotency_key}" if idempotency_key else ""
     until = stock.sold_out_until.get(item_id)
     if until is not None:
@@ -107,6 +177,7 @@ async def attempt(item_id: int, member_id: int, idempotency_key: str | None = No
         f"{item_id}-{secrets.token_hex(8)}",
         settings.seckill_attempts_per_window,
         settings.seckill_attempt_window_ms,
+        *claim_args(claims),
     ]
     run = kit.script("mall.seckill", "attempt")
     pipeline = auto_pipeline()
@@ -121,6 +192,11 @@ async def attempt(item_id: int, member_id: int, idempotency_key: str | None = No
         return SOLD_OUT
     if answer == "rate_limited":
         return Attempt("rate_limited", retry_after_ms=max(int(detail), 1))
+    if answer == "ineligible":
+        rule, _sep, value = detail.partition("|")
+        raise ineligible(rule, value)
+    if answer == "stale":
+        raise TOKEN_EXPIRED()
     if answer in ANSWER_MESSAGES:
         return Attempt(cast(AttemptResult, answer))
     raise RuntimeError(f"seckill attempt script answered {raw!r}")

@@ -42,6 +42,12 @@ class SeckillSession(Model):
     ends_at = fields.DatetimeField(db_index=True)
     status = fields.CharEnumField(SessionStatus, max_length=16, default=SessionStatus.SCHEDULED)
     closed_at = fields.DatetimeField(null=True)
+    # who may attempt (fair sales); checked in the attempt's Lua against token claims
+    require_phone = fields.BooleanField(default=False)
+    joined_before = fields.DatetimeField(null=True)
+    min_level = fields.IntField(default=0)
+    exclude_flagged = fields.BooleanField(default=False)
+    require_booking = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -105,3 +111,50 @@ class SeckillOrder(Model):
 
     class Meta:
         table = "seckill_order"
+
+
+class BookingReminder(StrEnum):
+    DUE = "due"  # not reminded yet
+    SENDING = "sending"  # claimed by a reminder run (never sent twice)
+    SENT = "sent"
+    NO_GRANT = "no_grant"  # the member allowed no message of the template
+    CAPPED = "capped"  # the monthly touch cap was reached
+    REFUSED = "refused"  # WeChat said the member refused (43101)
+    CANCELLED = "cancelled"  # the booking was cancelled before the reminder
+
+
+class SeckillBooking(Model):
+    """A member's booking (预约) of a session: a reminder before it starts, and the
+    ticket in when ops require booking. One row per (session, member); cancelling keeps
+    the row (`cancelled_at`), booking again clears it."""
+
+    id = fields.BigIntField(primary_key=True)
+    session: fields.ForeignKeyRelation[SeckillSession] = fields.ForeignKeyField(
+        "models.SeckillSession", related_name="bookings", on_delete=fields.CASCADE
+    )
+    member_id = fields.BigIntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    cancelled_at = fields.DatetimeField(null=True)
+    reminder = fields.CharEnumField(BookingReminder, max_length=16, default=BookingReminder.DUE)
+    reminded_at = fields.DatetimeField(null=True)
+
+    session_id: int
+
+    class Meta:
+        table = "seckill_booking"
+        unique_together = (("session_id", "member_id"),)
+        indexes = (("member_id", "created_at"),)
+
+
+class MemberFlag(Model):
+    """A member ops flagged as a suspected scalper: sessions with `exclude_flagged` turn
+    them away. A row is the flag; unflagging deletes it (the audit log keeps both)."""
+
+    id = fields.BigIntField(primary_key=True)
+    member_id = fields.BigIntField(unique=True)
+    reason = fields.CharField(max_length=200)
+    flagged_by = fields.CharField(max_length=64, default="")
+    flagged_at = fields.DatetimeField()
+
+    class Meta:
+        table = "member_flag"

@@ -4,7 +4,7 @@ straight from the signed token (no database read) and one Lua call decides."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
@@ -13,12 +13,12 @@ from mall.errors import UNAUTHORIZED
 from mall.kit import idempotency
 from mall.kit.bounds import Id, fits_bigint
 from mall.kit.fastpath import FastRoute
-from mall.kit.security import bearer_token
-from mall.kit.security import member_id as token_member_id
+from mall.kit.security import bearer_token, member_token
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
-from mall.seckill import payment, service
-from mall.seckill.schemas import AttemptOut, ReservationOut, SessionOut, WinPayIn
+from mall.seckill import fair, payment, service
+from mall.seckill.models import SeckillBooking
+from mall.seckill.schemas import AttemptOut, BookingOut, ReservationOut, SessionOut, WinPayIn
 
 router = APIRouter(prefix="/api/v1", tags=["seckill"])
 
@@ -32,11 +32,12 @@ async def sessions() -> list[SessionOut]:
     return await service.open_sessions()
 
 
-def _member_id_of(authorization: str | None) -> int:
+def _member_of(authorization: str | None) -> tuple[int, dict[str, Any]]:
+    """The member id and the claims of the signed token (no database read)."""
     token = bearer_token(authorization)
     if token is None:
         raise UNAUTHORIZED()
-    return token_member_id(token)
+    return member_token(token)
 
 
 @router.post(
@@ -59,14 +60,18 @@ async def attempt(item_id: Id, request: Request) -> Response:
     """Try to win one unit. Every answer is 200 with `result`: `won` (poll the reservation),
     `sold_out`, `limit_reached`, `not_started`, `ended` or `rate_limited`. A retry with the
     same `Idempotency-Key` returns the same win. Redis unreachable: 503, nothing changed.
+    A member the sale's rules turn away gets 403: SECKILL_PHONE_REQUIRED,
+    SECKILL_JOINED_TOO_LATE, SECKILL_LEVEL_TOO_LOW, SECKILL_MEMBER_FLAGGED or
+    SECKILL_BOOKING_REQUIRED (level and phone are read from the access token: refresh it
+    after binding a phone or levelling up).
 
     The hot path: headers are read directly (no dependency tree) and the answer is
     serialized once, since most answers in a burst are the same `sold_out`."""
     headers = request.headers
-    member_id = _member_id_of(headers.get("authorization"))
+    member_id, claims = _member_of(headers.get("authorization"))
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
-    answer = await service.attempt(item_id, member_id, key)
+    answer = await service.attempt(item_id, member_id, key, claims)
     return Response(service.answer_json(answer), media_type="application/json")
 
 
@@ -89,6 +94,45 @@ async def pay(reservation_id: ReservationId, body: WinPayIn, member: CurrentMemb
     return await orders_service.order_out(order)
 
 
+# --- bookings (预约) ---------------------------------------------------------------------
+
+
+def _booking_out(booking: SeckillBooking) -> BookingOut:
+    return BookingOut(
+        session_id=booking.session.id,
+        session_name=booking.session.name,
+        starts_at=booking.session.starts_at,
+        ends_at=booking.session.ends_at,
+        booked_at=booking.created_at,
+        reminder=booking.reminder.value,
+    )
+
+
+@router.post("/seckill/sessions/{session_id}/booking", response_model=BookingOut)
+async def book(session_id: Id, member: CurrentMember) -> BookingOut:
+    """Book a flash sale before it starts: a subscribe-message reminder a few minutes
+    before the start (if you allowed it), and the ticket in to sales that require
+    booking. Booking again is harmless. A sale whose rules you do not meet answers the
+    same 403 SECKILL_* error an attempt would; after the start: 409
+    SECKILL_BOOKING_CLOSED."""
+    booking = await fair.book(session_id, member)
+    await booking.fetch_related("session")
+    return _booking_out(booking)
+
+
+@router.delete("/seckill/sessions/{session_id}/booking", status_code=204, response_class=Response)
+async def cancel_booking(session_id: Id, member_id: MemberId) -> Response:
+    """Cancel your booking (before the sale starts)."""
+    await fair.cancel(session_id, member_id)
+    return Response(status_code=204)
+
+
+@router.get("/seckill/bookings", response_model=list[BookingOut])
+async def my_bookings(member_id: MemberId) -> list[BookingOut]:
+    """Your bookings of flash sales that have not ended, soonest first."""
+    return [_booking_out(b) for b in await fair.my_bookings(member_id)]
+
+
 # --- the hot path without the framework ---------------------------------------------
 
 
@@ -97,8 +141,9 @@ async def _fast_attempt(
 ) -> bytes:
     """`attempt` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
-    member_id = _member_id_of(authorization)
-    return service.answer_json(await service.attempt(int(found.group(1)), member_id, key))
+    member_id, claims = _member_of(authorization)
+    answer = await service.attempt(int(found.group(1)), member_id, key, claims)
+    return service.answer_json(answer)
 
 
 FAST_ROUTES = [

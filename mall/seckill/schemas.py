@@ -48,12 +48,28 @@ class ItemOut(BaseModel):
     per_member_limit: int
 
 
+class SaleRules(BaseModel):
+    """Who may attempt a session's items (fair sales). Level, phone and join date are read
+    from the member's access token; flagged and booked members from Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_phone: bool = False
+    joined_before: AwareDatetime | None = Field(
+        default=None, description="Only members who joined before this instant"
+    )
+    min_level: int = Field(default=0, ge=0, le=100)
+    exclude_flagged: bool = Field(default=False, description="Turn away members ops flagged")
+    require_booking: bool = Field(default=False, description="Only members who booked it")
+
+
 class SessionOut(BaseModel):
     id: int
     name: str
     starts_at: datetime
     ends_at: datetime
     state: SessionState
+    rules: SaleRules
     items: list[ItemOut]
 
 
@@ -90,6 +106,7 @@ class SessionIn(BaseModel):
     name: SafeLine = Field(min_length=1, max_length=100)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
+    rules: SaleRules = Field(default_factory=SaleRules)
     items: list[ItemIn] = Field(default_factory=list, max_length=50)
 
 
@@ -99,6 +116,7 @@ class SessionPatch(BaseModel):
     name: SafeLine | None = Field(default=None, min_length=1, max_length=100)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
+    rules: SaleRules | None = Field(default=None, description="Replaces the rules as a whole")
 
 
 class AdminItemOut(ItemOut):
@@ -115,6 +133,7 @@ class AdminSessionOut(BaseModel):
     ends_at: datetime
     status: str
     state: SessionState
+    rules: SaleRules
     closed_at: datetime | None
     created_at: datetime
     items: list[AdminItemOut] = Field(default_factory=list)
@@ -158,3 +177,46 @@ class WinPayIn(BaseModel):
     address_id: Id | None = Field(
         default=None, description="required unless the prize is picked up"
     )
+
+
+# --- fair sales: bookings, flags, suspicious patterns -----------------------------------
+
+
+class BookingOut(BaseModel):
+    session_id: int
+    session_name: str
+    starts_at: datetime
+    ends_at: datetime
+    booked_at: datetime
+    reminder: str
+
+
+class AdminBookingOut(BaseModel):
+    id: int
+    member_id: int
+    created_at: datetime
+    cancelled_at: datetime | None
+    reminder: str
+    reminded_at: datetime | None
+
+
+class FlagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: SafeLine = Field(min_length=1, max_length=200)
+
+
+class FlagOut(BaseModel):
+    member_id: int
+    reason: str
+    flagged_by: str
+    flagged_at: datetime
+
+
+class SharedOut(BaseModel):
+    """Several accounts sharing one phone, delivery address or login address."""
+
+    value: str = Field(description="The phone, address or IP (phones masked unless revealed)")
+    member_count: int
+    member_ids: list[int] = Field(description="At most 200")
+    flagged_ids: list[int]

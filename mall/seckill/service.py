@@ -47,6 +47,7 @@ from mall.seckill.schemas import (
     ItemOut,
     ItemPatch,
     ReservationOut,
+    SaleRules,
     SessionIn,
     SessionOut,
     SessionPatch,
@@ -172,6 +173,16 @@ def session_state(session: SeckillSession, now: datetime | None = None) -> Sessi
     return "live"
 
 
+def rules_of(session: SeckillSession) -> SaleRules:
+    return SaleRules(
+        require_phone=session.require_phone,
+        joined_before=session.joined_before,
+        min_level=session.min_level,
+        exclude_flagged=session.exclude_flagged,
+        require_booking=session.require_booking,
+    )
+
+
 def item_out(item: SeckillItem, left: int) -> ItemOut:
     return ItemOut(
         id=item.id,
@@ -197,6 +208,7 @@ async def _sessions_out(sessions: list[SeckillSession]) -> list[SessionOut]:
             starts_at=s.starts_at,
             ends_at=s.ends_at,
             state=session_state(s, now),
+            rules=rules_of(s),
             items=[item_out(i, left[i.id]) for i in items if i.session_id == s.id],
         )
         for s in sessions
@@ -239,7 +251,10 @@ async def create_session(body: SessionIn, actor: Actor | None) -> SeckillSession
     _check_window(body.starts_at, body.ends_at)
     async with in_transaction():
         session = await SeckillSession.create(
-            name=body.name, starts_at=body.starts_at, ends_at=body.ends_at
+            name=body.name,
+            starts_at=body.starts_at,
+            ends_at=body.ends_at,
+            **body.rules.model_dump(),
         )
         for index, item in enumerate(body.items):
             await SeckillItem.create(session_id=session.id, sort=index, **item.model_dump())
@@ -250,6 +265,7 @@ async def create_session(body: SessionIn, actor: Actor | None) -> SeckillSession
             name=session.name,
             items=len(body.items),
             stock=sum(i.stock for i in body.items),
+            rules=body.rules.model_dump(mode="json"),
         )
     return session
 
@@ -258,7 +274,9 @@ async def update_session(session_id: int, body: SessionPatch, actor: Actor | Non
     session = await get_session(session_id)
     if session.status == SessionStatus.CLOSED:
         raise SECKILL_SESSION_CLOSED()
-    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rules"})
+    if body.rules is not None:
+        changes.update(body.rules.model_dump())
     starts = changes.get("starts_at", session.starts_at)
     ends = changes.get("ends_at", session.ends_at)
     _check_window(starts, ends)

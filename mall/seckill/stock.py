@@ -1,10 +1,13 @@
 """The flash-sale pool: an item's stock in Redis, on the hot-stock kit (mall.kit.stock).
 
 Keys under the item's hash tag `{sk:ID}`: the kit's meta (window, limit, prices, the
-closed flag, initial), stock, buyers (units per member) and returned (reservation ids
-given back); the attempt's own idem (Idempotency-Key -> reservation), rl:<member> (rate
-limit), wins (the stream of wins, consumer group `orders`) and res (reservation ->
-member). `sk:active` lists the warm items whose streams the consumer reads.
+closed flag, the session's fair-sale rules, initial), stock, buyers (units per member)
+and returned (reservation ids given back); the attempt's own idem (Idempotency-Key ->
+reservation), rl:<member> (rate limit), wins (the stream of wins, consumer group
+`orders`), res (reservation -> member), booked (members with a live booking of the
+session) and flagged (members ops flagged; a copy per item, so the attempt's one Lua
+call reads it under the item's tag). `sk:active` lists the warm items whose streams the
+consumer reads.
 
 The reconciler proves, per item:
 
@@ -24,7 +27,15 @@ from mall.errors import ErrorCode
 from mall.i18n import _
 from mall.kit import stock as kit
 from mall.redis import get_redis
-from mall.seckill.models import HOLDING, OrderStatus, SeckillItem, SeckillOrder, SeckillSession
+from mall.seckill.models import (
+    HOLDING,
+    MemberFlag,
+    OrderStatus,
+    SeckillBooking,
+    SeckillItem,
+    SeckillOrder,
+    SeckillSession,
+)
 from mall.seckill.models import SessionStatus as SessionStatus
 
 SECKILL_ITEM_NOT_FOUND = ErrorCode(
@@ -75,9 +86,16 @@ async def warm(item: SeckillItem, session: SeckillSession) -> bool:
         closed=1 if session.status == SessionStatus.CLOSED else 0,
         points=item.points_price,
         cash=item.cash_price_fen,
+        rule_phone=1 if session.require_phone else 0,
+        rule_joined=ms(session.joined_before) if session.joined_before else 0,
+        rule_level=session.min_level,
+        rule_flagged=1 if session.exclude_flagged else 0,
+        rule_booking=1 if session.require_booking else 0,
     )
     redis = get_redis()
-    if not await redis.exists(keys.meta):
+    was_cold = not await redis.exists(keys.meta)
+    if was_cold:
+        await load_fair_sets(item.id, session.id)
         fresh = await SeckillItem.get(id=item.id)
         held = (
             await SeckillOrder.filter(item_id=item.id, status__in=HOLDING)
@@ -94,6 +112,10 @@ async def warm(item: SeckillItem, session: SeckillSession) -> bool:
     await WINS.ensure_group(item.id)
     cold = await plan.run()
     await redis.sadd(ACTIVE_ITEMS, item.id)
+    if was_cold:
+        # again now the item is listed active: a booking or flag committed while this
+        # warm read the database is in this reading or was written by its own writer
+        await load_fair_sets(item.id, session.id)
     unknown_until.pop(item.id, None)
     sold_out_until.pop(item.id, None)
     return cold
@@ -122,9 +144,49 @@ async def drop(item_id: int) -> None:
     """Forget the item in Redis (a later attempt warms it again from the database)."""
     redis = get_redis()
     await redis.srem(ACTIVE_ITEMS, item_id)
-    parts = ("meta", "stock", "buyers", "idem", "wins", "res", "returned")
+    parts = ("meta", "stock", "buyers", "idem", "wins", "res", "returned", "booked", "flagged")
     await redis.delete(*[key(item_id, p) for p in parts])
     sold_out_until.pop(item_id, None)
+
+
+# --- fair sales: who booked, who is flagged ------------------------------------------
+
+_CHUNK = 5000
+
+
+async def load_fair_sets(item_id: int, session_id: int) -> None:
+    """Add the session's booked members and every flagged member to the item's sets
+    (adds only: removals are written by unbook/unflag as they happen)."""
+    booked: list[Any] = await SeckillBooking.filter(
+        session_id=session_id, cancelled_at__isnull=True
+    ).values_list("member_id", flat=True)
+    flagged: list[Any] = await MemberFlag.all().values_list("member_id", flat=True)
+    redis = get_redis()
+    for part, members in (("booked", booked), ("flagged", flagged)):
+        for start in range(0, len(members), _CHUNK):
+            await redis.sadd(key(item_id, part), *members[start : start + _CHUNK])
+
+
+async def active_item_ids() -> list[int]:
+    return sorted(int(x) for x in await get_redis().smembers(ACTIVE_ITEMS))
+
+
+async def mark_member(part: str, item_ids: list[int], member_id: int, *, on: bool) -> None:
+    """Add (or remove) a member to the `booked`/`flagged` set of each warm item among
+    `item_ids` (a cold one loads the database's state when it warms)."""
+    if not item_ids:
+        return
+    redis = get_redis()
+    active = set(await active_item_ids())
+    async with redis.pipeline(transaction=False) as pipe:
+        for item_id in item_ids:
+            if item_id not in active:
+                continue
+            if on:
+                pipe.sadd(key(item_id, part), member_id)
+            else:
+                pipe.srem(key(item_id, part), member_id)
+        await pipe.execute()
 
 
 # --- give back, live stock ----------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 
 from mall.kit.checks import CheckReport
 from mall.kit.jobs import Consumer, Job
-from mall.seckill import service, winners
+from mall.seckill import fair, service, winners
 
 log = logging.getLogger("mall.seckill")
 
@@ -50,6 +50,7 @@ JOBS = [
     Job("seckill.expire_unpaid", 15, service.expire_unpaid),
     Job("seckill.reconcile", 60, _reconcile_job),
     Job("seckill.retire", 3600, service.retire_ended),
+    Job("seckill.booking_reminders", 30, fair.send_booking_reminders),
 ]
 CONSUMERS = [Consumer("seckill.wins", run_consumer)]
 CHECKS = {"seckill": check_seckill}

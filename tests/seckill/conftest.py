@@ -10,8 +10,9 @@ from mall.seckill import service
 from mall.seckill.models import SeckillItem
 from mall.seckill.schemas import ItemIn, SessionIn
 from tests.wallet.fake_pay import fake_pay, fake_pay_server
+from tests.wechat.fake import fake_wechat, fake_wechat_server
 
-__all__ = ["fake_pay", "fake_pay_server"]
+__all__ = ["fake_pay", "fake_pay_server", "fake_wechat", "fake_wechat_server"]
 
 MakeItem = Callable[..., Awaitable[SeckillItem]]
 
