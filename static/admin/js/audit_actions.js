@@ -50,6 +50,8 @@ export const AUDIT_ACTIONS = {
   "referral.promoter.create": { "zh": "新增推广员", "en": "Promoter added" },
   "referral.promoter.update": { "zh": "修改推广员", "en": "Promoter changed" },
   "referral.rules.update": { "zh": "修改分销规则", "en": "Referral rules changed" },
+  "seckill.member.flag": { "zh": "标记会员（秒杀）", "en": "Member flagged for flash sales" },
+  "seckill.member.unflag": { "zh": "取消会员标记（秒杀）", "en": "Member unflagged for flash sales" },
   "seckill.item.create": { "zh": "新增秒杀商品", "en": "Flash-sale item added" },
   "seckill.item.update": { "zh": "修改秒杀商品", "en": "Flash-sale item changed" },
   "seckill.session.close": { "zh": "结束秒杀场次", "en": "Flash sale closed" },
