@@ -18,7 +18,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from redis.exceptions import ResponseError
 from tortoise.functions import Count
 
 from mall.errors import ErrorCode
@@ -35,6 +34,7 @@ SECKILL_ITEM_NOT_FOUND = ErrorCode(
 POOL = kit.Pool("sk", kit.PoolKeys)
 GROUP = "orders"  # the consumer group on every item's win stream
 ACTIVE_ITEMS = "sk:active"  # ids of warm items: the consumer reads their streams
+WINS = kit.Stream(POOL, "wins", group=GROUP, active=ACTIVE_ITEMS)  # persisted by winners.py
 RETURNS = (OrderStatus.RELEASED, OrderStatus.EXPIRED)  # orders whose unit goes back
 
 
@@ -60,14 +60,6 @@ def forget_local_state() -> None:
 
 
 # --- warm -----------------------------------------------------------------------------
-
-
-async def ensure_group(item_id: int) -> None:
-    try:
-        await get_redis().xgroup_create(key(item_id, "wins"), GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 async def warm(item: SeckillItem, session: SeckillSession) -> bool:
@@ -99,7 +91,7 @@ async def warm(item: SeckillItem, session: SeckillSession) -> bool:
         )
         plan.initial(fresh.stock).stock(max(fresh.stock - fresh.sold, 0))
         plan.counts(keys.buyers, dict(held))
-    await ensure_group(item.id)
+    await WINS.ensure_group(item.id)
     cold = await plan.run()
     await redis.sadd(ACTIVE_ITEMS, item.id)
     unknown_until.pop(item.id, None)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import secrets
-import socket
 
 from mall.kit.checks import CheckReport
 from mall.kit.jobs import Consumer, Job
-from mall.seckill import service
+from mall.seckill import service, winners
 
 log = logging.getLogger("mall.seckill")
 
@@ -19,12 +15,7 @@ log = logging.getLogger("mall.seckill")
 async def run_consumer(stop: asyncio.Event) -> None:
     """Persist wins until `stop`; a unique consumer name per process, so a dead one's
     pending entries are claimed by the others after the idle time."""
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    while not stop.is_set():
-        if await service.process_pending_once(name):
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=0.1)
+    await winners.CONSUMER.run(stop)
 
 
 async def check_seckill() -> CheckReport:

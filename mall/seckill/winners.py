@@ -8,12 +8,10 @@ and its unit goes back to Redis, once (`stock.give_back_unit`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import ResponseError
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
@@ -22,12 +20,13 @@ from mall.config import get_settings
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
 from mall.kit import clock, jobs
+from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.redis import get_redis
 from mall.seckill import stock
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
-from mall.seckill.stock import ACTIVE_ITEMS, GROUP, key
+from mall.seckill.stock import key
 
 log = logging.getLogger("mall.seckill")
 
@@ -154,42 +153,36 @@ async def _handle_entry(item_id: int, fields: dict[str, str]) -> None:
         await get_redis().set(key(item_id, "stock"), 0, xx=True)
 
 
-async def _acknowledge(item_id: int, entry_ids: list[str]) -> None:
-    """After the commit: acknowledge and drop, so the stream holds only the backlog."""
-    if not entry_ids:
-        return
-    wins = key(item_id, "wins")
-    async with get_redis().pipeline(transaction=True) as pipe:
-        pipe.xack(wins, GROUP, *entry_ids)
-        pipe.xdel(wins, *entry_ids)
-        await pipe.execute()
+async def persist_batch(item_id: int, entries: list[kit.Entry]) -> list[str]:
+    """The consumer's batch: each entry persisted on its own; an entry that fails is left
+    pending (claimed again after the idle time; the reconciler shows it)."""
+    done: list[str] = []
+    for entry_id, fields in entries:
+        try:
+            await _handle_entry(item_id, fields)
+        except Exception as exc:
+            if jobs.unreachable(exc):
+                raise  # Redis is down: end the pass, the runner backs off quietly
+            log.exception("seckill item %s: entry %s not persisted", item_id, entry_id)
+            continue
+        done.append(entry_id)
+    return done
+
+
+CONSUMER = kit.StreamConsumer(
+    stock.WINS,
+    persist_batch,
+    claim_idle_ms=lambda: get_settings().seckill_claim_idle_seconds * 1000,
+    name="seckill item",
+)
 
 
 async def read_entries(
     item_id: int, consumer: str, *, count: int, claim_idle_ms: int
-) -> list[tuple[str, dict[str, str]]]:
-    """Entries for `consumer`: first those idle too long on another consumer (claimed),
-    then new ones. They stay pending until `_handle_entry` acknowledges them."""
-    redis = get_redis()
-    wins = key(item_id, "wins")
-    try:
-        claimed: Any = await redis.xautoclaim(
-            wins, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count
-        )
-    except ResponseError as exc:
-        if "NOGROUP" not in str(exc):
-            raise
-        await stock.ensure_group(item_id)
-        return []
-    entries: list[tuple[str, dict[str, str]]] = [
-        (entry_id, fields or {}) for entry_id, fields in claimed[1]
-    ]
-    room = count - len(entries)
-    if room > 0:
-        fresh: Any = await redis.xreadgroup(GROUP, consumer, {wins: ">"}, count=room)
-        for _stream, stream_entries in fresh or []:
-            entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
-    return entries
+) -> list[kit.Entry]:
+    """Entries for `consumer` (claimed idle ones first, then new ones); pending until
+    the consumer acknowledges them."""
+    return await stock.WINS.read(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def process_pending_once(
@@ -197,36 +190,12 @@ async def process_pending_once(
 ) -> int:
     """One pass over every warm item's stream; returns how many entries were handled.
     Entries pending longer than `claim_idle_ms` on another (dead) consumer are claimed."""
-    if claim_idle_ms is None:
-        claim_idle_ms = get_settings().seckill_claim_idle_seconds * 1000
-    handled = 0
-    for raw in sorted(await get_redis().smembers(ACTIVE_ITEMS), key=int):
-        item_id = int(raw)
-        entries = await read_entries(item_id, consumer, count=count, claim_idle_ms=claim_idle_ms)
-        done: list[str] = []
-        try:
-            for entry_id, fields in entries:
-                try:
-                    await _handle_entry(item_id, fields)
-                except Exception as exc:
-                    if jobs.unreachable(exc):
-                        raise  # Redis is down: end the pass, the runner backs off quietly
-                    # left pending: claimed again after the idle time; the reconciler shows it
-                    log.exception("seckill item %s: entry %s not persisted", item_id, entry_id)
-                    continue
-                done.append(entry_id)
-        finally:
-            await asyncio.shield(_acknowledge(item_id, done))
-        handled += len(done)
-    return handled
+    return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
 async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) -> int:
     """Run passes until the streams are empty (tests, drills)."""
-    total = 0
-    while n := await process_pending_once(consumer, claim_idle_ms=claim_idle_ms):
-        total += n
-    return total
+    return await CONSUMER.drain(consumer, claim_idle_ms=claim_idle_ms)
 
 
 # --- payment and expiry -------------------------------------------------------------

@@ -21,7 +21,11 @@ Invariants, the same in every domain:
 
 Scripts reply in one format (`reply.py`): `status` or `status|value|...`, with the
 statuses named here; each domain's Lua keeps only its own decision and runs with the
-shared helpers of `lua/library.lua` (`script(package, name)`)."""
+shared helpers of `lua/library.lua` (`script(package, name)`).
+
+A decision persisted later goes through the pool's stream (`stream.py`: `Stream`, and
+`StreamConsumer`, which hands batches of entries to the domain and acknowledges them
+after its commit)."""
 
 from mall.kit.stock.pool import (
     Balance,
@@ -39,6 +43,7 @@ from mall.kit.stock.pool import (
     warm_cold,
 )
 from mall.kit.stock.reply import COLD, DUP, OK, SHORT, WARM, Reply, parse
+from mall.kit.stock.stream import Entry, PersistBatch, Stream, StreamConsumer
 
 __all__ = [
     "COLD",
@@ -47,9 +52,13 @@ __all__ = [
     "SHORT",
     "WARM",
     "Balance",
+    "Entry",
+    "PersistBatch",
     "Pool",
     "PoolKeys",
     "Reply",
+    "Stream",
+    "StreamConsumer",
     "Warm",
     "adjust",
     "balance",

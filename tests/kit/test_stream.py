@@ -1,0 +1,111 @@
+"""The kit's stream consumer on real Redis: whole batches to the domain, acknowledged and
+deleted only when done, the rest pending and claimed after the idle time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from mall.kit import stock as kit
+from mall.redis import get_redis
+
+POOL = kit.Pool("kt", kit.PoolKeys)
+STREAM = kit.Stream(POOL, "wins", group="orders", active="kt:active")
+
+
+class Domain:
+    """A persist_batch that records the batches it saw and refuses some entries."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+        self.batches: list[tuple[int, list[str]]] = []
+        self.refuse = set(refuse)
+        self.raises: Exception | None = None
+
+    async def persist_batch(self, object_id: int, entries: list[kit.Entry]) -> Sequence[str]:
+        self.batches.append((object_id, [fields["rid"] for _id, fields in entries]))
+        if self.raises is not None:
+            raise self.raises
+        return [entry_id for entry_id, fields in entries if fields["rid"] not in self.refuse]
+
+
+def _consumer(domain: Domain, count: int = 50) -> kit.StreamConsumer:
+    return kit.StreamConsumer(STREAM, domain.persist_batch, lambda: 60_000, count=count)
+
+
+async def _push(object_id: int, n: int, start: int = 0) -> None:
+    redis = get_redis()
+    await STREAM.ensure_group(object_id)
+    await redis.sadd("kt:active", object_id)
+    for i in range(start, start + n):
+        await redis.xadd(STREAM.key(object_id), {"rid": f"{object_id}-{i}"})
+
+
+async def test_whole_batches_go_to_the_domain_and_done_entries_leave_the_stream() -> None:
+    await _push(1, 120)
+    await _push(2, 3)
+    domain = Domain()
+    consumer = _consumer(domain)
+    assert await STREAM.backlog(1) == 120
+    assert await consumer.process_once("a") == 53  # 50 of item 1, 3 of item 2
+    assert [(i, len(rids)) for i, rids in domain.batches] == [(1, 50), (2, 3)]
+    assert await STREAM.backlog(1) == 70 and await STREAM.backlog(2) == 0
+    assert await consumer.drain("a") == 70
+    seen = [rid for i, rids in domain.batches if i == 1 for rid in rids]
+    assert seen == [f"1-{k}" for k in range(120)]  # in order, each once
+    assert (await get_redis().xpending(STREAM.key(1), "orders"))["pending"] == 0
+
+
+async def test_entries_not_done_stay_pending_and_are_claimed_after_the_idle_time() -> None:
+    await _push(1, 5)
+    domain = Domain(refuse={"1-1", "1-3"})
+    consumer = _consumer(domain)
+    assert await consumer.drain("doomed") == 3
+    assert await STREAM.backlog(1) == 2
+    assert (await get_redis().xpending(STREAM.key(1), "orders"))["pending"] == 2
+    domain.refuse.clear()
+    assert await consumer.process_once("rescuer") == 0  # not idle long enough
+    assert await consumer.process_once("rescuer", claim_idle_ms=0) == 2
+    assert domain.batches[-1] == (1, ["1-1", "1-3"])
+    assert await STREAM.backlog(1) == 0
+
+
+async def test_a_batch_that_raises_is_left_pending_whole() -> None:
+    await _push(1, 4)
+    domain = Domain()
+    domain.raises = RuntimeError("database said no")
+    consumer = _consumer(domain)
+    assert await consumer.process_once("a") == 0
+    assert await STREAM.backlog(1) == 4
+    assert (await get_redis().xpending(STREAM.key(1), "orders"))["pending"] == 4
+    domain.raises = None
+    assert await consumer.drain("a", claim_idle_ms=0) == 4
+    assert await STREAM.backlog(1) == 0
+
+
+async def test_an_unreachable_redis_ends_the_pass() -> None:
+    await _push(1, 2)
+    domain = Domain()
+    domain.raises = RedisConnectionError("gone")
+    with pytest.raises(RedisConnectionError):
+        await _consumer(domain).process_once("a")
+    assert await STREAM.backlog(1) == 2
+
+
+async def test_entries_deleted_while_pending_are_done_unseen() -> None:
+    await _push(1, 3)
+    read = await STREAM.read(1, "doomed", count=10, claim_idle_ms=60_000)
+    assert len(read) == 3
+    await get_redis().xdel(STREAM.key(1), read[0][0])  # e.g. trimmed by hand
+    domain = Domain()
+    assert await _consumer(domain).process_once("rescuer", claim_idle_ms=0) == 3
+    assert domain.batches == [(1, ["1-1", "1-2"])]
+    assert (await get_redis().xpending(STREAM.key(1), "orders"))["pending"] == 0
+
+
+async def test_a_missing_group_is_created() -> None:
+    await get_redis().sadd("kt:active", 7)
+    assert await _consumer(Domain()).process_once("a") == 0
+    await get_redis().xadd(STREAM.key(7), {"rid": "7-0"})
+    assert await _consumer(Domain()).process_once("a") == 1
