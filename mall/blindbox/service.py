@@ -3,9 +3,10 @@ prizes, stock). A hot domain reads as decision -> persistence -> ops:
 
 - `stock.py`: the series' pool in Redis on the hot-stock kit (warm, in-flight draws,
   the reconcile equation);
-- `draw.py`: the draw, decided in one Lua call (`lua/draw.lua`), then the points spend
-  and the draw log in one transaction;
-- `draws.py`: the draw log afterwards (in-flight sweeper, pages, CSV export);
+- `draw.py`: the draw, decided and recorded in one Lua call (`lua/draw.lua`) and
+  answered at once (`pending`);
+- `draws.py`: the consumer persisting the draw streams in batches (points spend, draw
+  log, coupon; or released with a reason), and the log as members and ops read it;
 - this module: disclosure, series and prize ops, stock adjustments, and the names other
   domains and the routers use (the decision and persistence ones re-exported below)."""
 
@@ -26,18 +27,24 @@ from mall.blindbox.draw import PRIZE_NOT_FOUND as PRIZE_NOT_FOUND
 from mall.blindbox.draw import R_LIMIT as R_LIMIT
 from mall.blindbox.draw import Decision as Decision
 from mall.blindbox.draw import TableRow as TableRow
+from mall.blindbox.draw import answer_json as answer_json
 from mall.blindbox.draw import decide as decide
 from mall.blindbox.draw import draw as draw
 from mall.blindbox.draw import draw_args as draw_args
 from mall.blindbox.draw import effective_table, is_open
+from mall.blindbox.draw import forget_local_state as forget_local_state
 from mall.blindbox.draw import parse_decision as parse_decision
 from mall.blindbox.draw import pick as pick
 from mall.blindbox.draw import rederive as rederive
 from mall.blindbox.draw import table_json as table_json
+from mall.blindbox.draws import DRAW_NOT_FOUND as DRAW_NOT_FOUND
+from mall.blindbox.draws import drain as drain
 from mall.blindbox.draws import export_draws_csv as export_draws_csv
+from mall.blindbox.draws import finish_give_backs as finish_give_backs
+from mall.blindbox.draws import get_draw as get_draw
 from mall.blindbox.draws import list_draws as list_draws
 from mall.blindbox.draws import my_draws as my_draws
-from mall.blindbox.draws import sweep_in_flight as sweep_in_flight
+from mall.blindbox.draws import process_pending_once as process_pending_once
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
 from mall.blindbox.schemas import (
     AdminPrizeOut,
@@ -58,7 +65,6 @@ from mall.blindbox.stock import day_label as day_label
 from mall.blindbox.stock import give_back as give_back
 from mall.blindbox.stock import reconcile as reconcile
 from mall.blindbox.stock import series_ids as series_ids
-from mall.blindbox.stock import settle as settle
 from mall.blindbox.stock import warm as warm
 from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
@@ -396,7 +402,13 @@ async def adjust_stock(
 
     async def commit() -> None:
         async with in_transaction():
-            await BlindBoxPrize.filter(id=prize_id).update(stock=F("stock") + delta)
+            # the database's own floor: never fewer units than confirmed draws hold
+            moved = await BlindBoxPrize.filter(id=prize_id, stock__gte=F("drawn") - delta).update(
+                stock=F("stock") + delta
+            )
+            if not moved:
+                fresh = await BlindBoxPrize.get(id=prize_id)
+                raise STOCK_TOO_LOW(left=max((fresh.stock or 0) - fresh.drawn, 0), wanted=-delta)
             await audit_service.record(
                 staff,
                 "blindbox.prize.stock",
