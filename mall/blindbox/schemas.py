@@ -242,7 +242,9 @@ class AdminSeriesOut(BaseModel):
     allow_minors: bool
     guarantee_tier: str | None
     guarantee_every: int | None
-    draws: int
+    draws: int = Field(description="confirmed draws")
+    released: int = Field(description="draws released at persistence (nothing spent)")
+    backlog: int = Field(description="draws answered but not persisted yet (the stream)")
     prizes: list[AdminPrizeOut]
     created_at: datetime
     updated_at: datetime
@@ -273,3 +275,10 @@ class AdminDrawOut(BaseModel):
     status: str
     release_reason: str
     created_at: datetime
+
+
+class ReconcileOut(BaseModel):
+    series_id: int
+    ok: bool
+    backlog: int
+    lines: list[str] = Field(description="each limited prize's equation, then notes")

@@ -45,7 +45,7 @@ from mall.blindbox.draws import get_draw as get_draw
 from mall.blindbox.draws import list_draws as list_draws
 from mall.blindbox.draws import my_draws as my_draws
 from mall.blindbox.draws import process_pending_once as process_pending_once
-from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
+from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries, DrawStatus
 from mall.blindbox.schemas import (
     AdminPrizeOut,
     AdminSeriesOut,
@@ -54,6 +54,7 @@ from mall.blindbox.schemas import (
     PrizeDisclosure,
     PrizeIn,
     PrizePatch,
+    ReconcileOut,
     SeriesCard,
     SeriesDetail,
     SeriesIn,
@@ -435,6 +436,7 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
     prizes = await BlindBoxPrize.filter(series_id=series_id).order_by("id")
     _conf_json, stocks = await stock.live_state(series_id)
     drawn = await stock.drawn_counts(series_id)
+    released = await BlindBoxDraw.filter(series_id=series_id, status=DrawStatus.RELEASED).count()
     return AdminSeriesOut(
         id=series.id,
         name=series.name,
@@ -451,6 +453,8 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
         guarantee_tier=series.guarantee_tier,
         guarantee_every=series.guarantee_every,
         draws=sum(drawn.values()),
+        released=released,
+        backlog=await stock.DRAWS.backlog(series_id),
         prizes=[
             AdminPrizeOut(
                 id=p.id,
@@ -470,6 +474,20 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
         created_at=series.created_at,
         updated_at=series.updated_at,
     )
+
+
+async def reconcile_series(series_id: int) -> ReconcileOut:
+    """`mall check blindbox` for one series (ops, drills)."""
+    await stock.get_series(series_id)
+    for result in await reconcile():
+        if result.series_id == series_id:
+            return ReconcileOut(
+                series_id=series_id,
+                ok=result.ok,
+                backlog=result.backlog,
+                lines=[line for _agrees, line in result.lines],
+            )
+    raise SERIES_NOT_FOUND()
 
 
 async def list_series() -> list[AdminSeriesOut]:
