@@ -316,7 +316,11 @@ async def update_series(staff: Actor, series_id: int, patch: SeriesPatch) -> Bli
 async def delete_series(staff: Actor, series_id: int) -> None:
     async with in_transaction():
         series = await stock.get_series(series_id)
-        if await BlindBoxDraw.filter(series_id=series_id).exists():
+        # draws answered but not persisted yet count too (the series' stream)
+        if (
+            await BlindBoxDraw.filter(series_id=series_id).exists()
+            or await stock.DRAWS.backlog(series_id) > 0
+        ):
             raise SERIES_HAS_DRAWS()
         await BlindBoxPrize.filter(series_id=series_id).delete()
         await series.delete()
