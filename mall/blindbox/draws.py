@@ -182,14 +182,15 @@ async def _persist(
         if found is None:
             raise
         return found
-    return await BlindBoxDraw.create(
-        **fields,
-        status=DrawStatus.RELEASED,
-        release_reason=reason,
-        fulfilment_status="none",
-        # the guard's unit never existed: nothing to give back
-        stock_returned=reason == RELEASED_OVERSELL_GUARD,
-    )
+    async with tx.transaction():
+        return await BlindBoxDraw.create(
+            **fields,
+            status=DrawStatus.RELEASED,
+            release_reason=reason,
+            fulfilment_status="none",
+            # the guard's unit never existed: nothing to give back
+            stock_returned=reason == RELEASED_OVERSELL_GUARD,
+        )
 
 
 async def finish_release(draw: BlindBoxDraw) -> None:
@@ -214,15 +215,24 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     for another reason is left pending (claimed again later; the reconciler shows it)."""
     wanted = [f["rid"] for _eid, f in entries if f]
     known = set(await BlindBoxDraw.filter(draw_id__in=wanted).values_list("draw_id", flat=True))
-    prizes = {p.id: p for p in await BlindBoxPrize.filter(series_id=series_id)}
     done: list[str] = []
     released: list[BlindBoxDraw] = []
+    # members locked in one order by every batch (no deadlock between batches of two
+    # series on PostgreSQL); a member's own draws in the order they were decided
+    ordered = sorted(
+        entries, key=lambda e: (int(e[1].get("member") or 0), int(e[1].get("seq") or 0))
+    )
     async with tx.transaction():
-        for entry_id, f in entries:
+        # the series' prize rows first, in id order: two consumers' batches of one series
+        # take turns here instead of deadlocking on the rows' stock guards (PostgreSQL)
+        locked = BlindBoxPrize.filter(series_id=series_id).order_by("id").select_for_update()
+        prizes = {p.id: p for p in await locked}
+        for entry_id, f in ordered:
             if f and f["rid"] not in known:
                 try:
-                    async with tx.transaction():  # a failure here spares the others
-                        row = await _persist(series_id, f, prizes)
+                    # every write of a draw is in a savepoint of its own: a failure
+                    # spares the others
+                    row = await _persist(series_id, f, prizes)
                 except Exception as exc:
                     if jobs.unreachable(exc):
                         raise
