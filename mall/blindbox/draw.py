@@ -32,7 +32,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from mall.blindbox import stock
@@ -190,7 +190,8 @@ def draw_args(
             keys.seq,
             keys.draws,
             keys.res,
-            keys.idem,
+            keys.idem(label),
+            keys.idem(day_label(day - timedelta(days=1))),
         ],
         [member_id, r, rid, DAY_TTL_SECONDS, now_ms, label, idem, age],
     )
@@ -358,6 +359,16 @@ async def _answer(series_id: int, decision: Decision) -> DrawOut:
     )
 
 
+async def _prior_answer(series_id: int, idem: str) -> str | None:
+    keys = stock.POOL.keys(series_id)
+    today = clock.today()
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for day in (today, today - timedelta(days=1)):
+            pipe.hget(keys.idem(day_label(day)), idem)
+        found = await pipe.execute()
+    return next((str(answer) for answer in found if answer), None)
+
+
 async def draw(member_id: int, series_id: int, idempotency_key: str | None = None) -> DrawOut:
     """Draw once: one Lua call decides and records the draw; the answer is the prize
     and the reservation, `pending` until the consumer persists it. A retry with the
@@ -368,9 +379,9 @@ async def draw(member_id: int, series_id: int, idempotency_key: str | None = Non
     if until is not None:
         if until > time.monotonic():
             if idem:
-                prior = await get_redis().hget(stock.POOL.keys(series_id).idem, idem)
+                prior = await _prior_answer(series_id, idem)
                 if prior:
-                    return await _answer(series_id, parse_decision(str(prior)))
+                    return await _answer(series_id, parse_decision(prior))
             raise SERIES_SOLD_OUT()
         stock.sold_out_until.pop(series_id, None)
     unknown = stock.unknown_until.get(series_id)

@@ -7,7 +7,8 @@ unit) and returned (reservation ids given back), and the draw's own: pity (membe
 draws since their last prize of the guaranteed tier), last (member -> seq of their
 latest draw), day:<yyyymmdd> (member -> draws that business day), seq (the draw
 counter), draws (the stream of decided draws, consumer group `draws`), res (reservation
--> its answer, until persisted) and idem (member:Idempotency-Key -> the answer).
+-> its answer, until persisted) and idem:<yyyymmdd> (member:Idempotency-Key -> the
+answer, per business day, kept two days).
 `bb:active` lists the warm series whose streams the consumer reads.
 
 The database is the record of truth: `warm` rebuilds Redis from it, `reconcile` proves,
@@ -68,9 +69,10 @@ class SeriesKeys(kit.PoolKeys):
     def res(self) -> str:
         return f"{self.tag}:res"
 
-    @property
-    def idem(self) -> str:
-        return f"{self.tag}:idem"
+    def idem(self, label: str) -> str:
+        """member:Idempotency-Key -> answer, for the draws of one business day (kept
+        two days: a retry finds its draw across midnight, and the hash never grows)."""
+        return f"{self.tag}:idem:{label}"
 
     def day(self, label: str) -> str:
         return f"{self.tag}:day:{label}"
@@ -227,8 +229,8 @@ async def drop(series_id: int) -> None:
     redis = get_redis()
     await redis.srem(ACTIVE_SERIES, series_id)
     await redis.delete(
-        keys.meta, keys.stock, keys.pity, keys.last, keys.seq, keys.draws, keys.res, keys.idem
-    )
+        keys.meta, keys.stock, keys.pity, keys.last, keys.seq, keys.draws, keys.res
+    )  # the day keys (day:, idem:) expire on their own
     sold_out_until.pop(series_id, None)
 
 

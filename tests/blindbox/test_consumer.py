@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize
 from mall.blindbox.schemas import DrawOut
 from mall.blindbox.stock import DRAWS
+from mall.blindbox.stock import keys as Keys
 from mall.blindbox.tasks import check_blindbox
 from mall.errors import MallError
+from mall.kit import clock
 from mall.points import service as points_service
 from mall.points.models import PointsEntry
+from mall.redis import get_redis
 from tests.blindbox.conftest import MakeMember, MakeSeries, prize
 
 
@@ -100,3 +106,20 @@ async def test_concurrent_retries_with_one_key_get_one_draw(
     await service.drain()
     assert await points_service.get_balance(member.id) == 800
     assert (await check_blindbox()).ok
+
+
+@pytest.mark.clock
+async def test_a_keyed_retry_finds_its_draw_across_midnight_and_the_keys_expire(
+    make_series: MakeSeries, make_member: MakeMember
+) -> None:
+    clock.set_now(datetime(2025, 6, 15, 15, 59, 30, tzinfo=UTC))  # 23:59:30 in Shanghai
+    series = await make_series([prize("a", 1, stock=5)])
+    member = await make_member(points=1000)
+    first = await service.draw(member.id, series.id, "late-tap")
+    clock.advance(timedelta(minutes=1))  # the next business day
+    again = await service.draw(member.id, series.id, "late-tap")
+    assert again.draw_id == first.draw_id and again.draws_today == first.draws_today
+    keys = Keys(series.id)
+    assert 0 < await get_redis().ttl(keys.idem("20250615")) <= 2 * 24 * 3600
+    assert await service.drain() == 1
+    assert await points_service.get_balance(member.id) == 900

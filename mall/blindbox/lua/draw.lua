@@ -1,13 +1,14 @@
 -- One blind-box draw, decided atomically and appended to the series' stream; the
 -- helpers of mall.kit.stock come first. All keys share the hash tag {bb:ID}: the
 -- member's own keys (another slot on a cluster) are never touched.
-local META, STOCK, PITY, LAST, DAY, SEQ, DRAWS, RES, IDEM = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local META, STOCK, PITY, LAST, DAY, SEQ, DRAWS, RES, IDEM, IDEM_BEFORE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 -- KEYS: meta (hash; conf = JSON of prizes, cost, window, age rule, cap, guarantee),
 --       stock (hash prize -> units left, limited prizes only), pity (hash member ->
 --       draws since the last guaranteed-tier prize), last (hash member -> seq of their
 --       latest draw), day (hash member -> draws this business day), seq (draw counter),
 --       draws (stream of decided draws, read by the consumer), res (hash reservation ->
---       answer, until persisted), idem (hash member:Idempotency-Key -> answer)
+--       answer, until persisted), idem (hash member:Idempotency-Key -> answer, for
+--       this business day; kept two days), idem of the day before
 -- ARGV: 1 member, 2 r (integer, 0 <= r < 2^53, from `secrets` in the app), 3 reservation
 --       id (fresh per call), 4 day key ttl seconds, 5 now (ms, from kit.clock),
 --       6 business day label, 7 idempotency field ('' = none), 8 the member's age in
@@ -22,7 +23,7 @@ local member, rid, idem = ARGV[1], ARGV[3], ARGV[7]
 
 -- a client retry with the same Idempotency-Key gets the same draw
 if idem ~= '' then
-  local prior = redis.call('HGET', KEYS[IDEM], idem)
+  local prior = redis.call('HGET', KEYS[IDEM], idem) or redis.call('HGET', KEYS[IDEM_BEFORE], idem)
   if prior then return prior end
 end
 -- a redis-py retry of this very call (reply lost on the wire) must not draw twice
@@ -122,7 +123,8 @@ redis.call('XADD', KEYS[DRAWS], '*', 'rid', rid, 'member', member, 'prize', priz
 local answer = reply('ok', rid, prize[1], prize[3], pity, after, forced, seq, today, conf.cost, member)
 redis.call('HSET', KEYS[RES], rid, answer)
 if idem ~= '' then
-  redis.call('HSET', KEYS[IDEM], idem, answer)
-  redis.call('EXPIRE', KEYS[IDEM], 86400)
+  if redis.call('HSET', KEYS[IDEM], idem, answer) == 1 and redis.call('TTL', KEYS[IDEM]) < 0 then
+    redis.call('EXPIRE', KEYS[IDEM], ARGV[4])
+  end
 end
 return answer .. '|' .. total .. '|' .. table.concat(tbl, ',')
