@@ -154,12 +154,15 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
         # production publishes its API description only when asked to
         **_docs_urls(settings),
     )
+    from mall.blindbox.router import FAST_ROUTES as BLINDBOX_FAST_ROUTES
     from mall.pointsmall.router import FAST_ROUTES as POINTSMALL_FAST_ROUTES
     from mall.seckill.router import FAST_ROUTES as SECKILL_FAST_ROUTES
 
     # the hot routes answered before routing; inside RequestContext: locale, id and
     # metrics apply
-    app.add_middleware(FastPath, routes=[*SECKILL_FAST_ROUTES, *POINTSMALL_FAST_ROUTES])
+    app.add_middleware(
+        FastPath, routes=[*SECKILL_FAST_ROUTES, *POINTSMALL_FAST_ROUTES, *BLINDBOX_FAST_ROUTES]
+    )
     # outside the fast path, so its (empty) body is bounded too; inside RequestContext,
     # so a 413 is localized and counted
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))

@@ -7,8 +7,8 @@ worker count, both on 127.0.0.1. Sets up members, flash sales, a points-mall ite
 blind box through the HTTP API, then fires each burst with `wrk`, paired with a bare-app
 burst just before it, at each --connections level, and prints requests/s, the ratio to
 the bare app, p50/p99 next to the bare app's, non-2xx/5xx counts, and the persistence
-lag (the seckill wins stream's and the points-mall redemption stream's backlog during
-and after each burst that decides something).
+lag (the seckill wins stream's, the points-mall redemption stream's and the blind-box
+draw stream's backlog during and after each burst that decides something).
 Machines here are noisy, so only ratios from one run are quoted in docs/BENCHMARKS.md.
 Load only ever goes to 127.0.0.1."""
 
@@ -200,6 +200,19 @@ async def _pm_agrees(base: str, admin: dict[str, str], item_id: int, wait: float
     return f"redis stock {item['redis_stock']}, database stock {item['stock']}: " + (
         "OK" if ok else "MISMATCH"
     )
+
+
+def _draws_key(box_id: int) -> str:
+    # the blind box's draw stream, trimmed by the worker after each batch's commit
+    from mall.blindbox.stock import DRAWS
+
+    return DRAWS.key(box_id)
+
+
+async def _box_reconcile(base: str, admin: dict[str, str], box_id: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        r = await client.get(f"/api/admin/v1/blind-boxes/{box_id}/reconcile", headers=admin)
+        return dict(r.json())
 
 
 def _redis_client(url: str) -> Any:
@@ -472,7 +485,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{level} connections: {name}...", flush=True)
                 bare = wrk("bare FastAPI app", bare_port, "GET", "/", [], keys=False, **run)
                 burst_tokens = [] if method == "GET" else setup.tokens
-                if stream is None:
+                if path == f"/api/v1/blind-boxes/{setup.box}/draw":
+                    # the box's draw stream: its length is the told-but-not-persisted draws
+                    sampler = BacklogSampler(sampler_client, _draws_key(setup.box))
+                    with sampler:
+                        target = wrk(
+                            name, port, method, path, burst_tokens, body=body, keys=keys, **run
+                        )
+                    during = max(sampler.samples, default=0)
+                    drain = sampler.drain(args.drain_wait)
+                    told = target.statuses.get(200, 0)
+                    lags.append(
+                        Lag(name, level, args.seconds, told, during, drain, len(sampler.samples))
+                    )
+                elif stream is None:
                     target = wrk(
                         name, port, method, path, burst_tokens, body=body, keys=keys, **run
                     )
@@ -499,7 +525,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         pm_check = asyncio.run(_pm_agrees(base, setup.admin, setup.voucher, args.drain_wait))
         _report(args, database_url, redis_url, tables, lags, checks, pm_check)
-        ok = bool(checks) and all(c.get("ok") for c in checks) and pm_check.endswith("OK")
+        box = asyncio.run(_box_reconcile(base, setup.admin, setup.box))
+        print("blind-box reconciliation: " + ("OK" if box.get("ok") else f"MISMATCH {box}"))
+        ok = (
+            bool(checks)
+            and all(c.get("ok") for c in checks)
+            and pm_check.endswith("OK")
+            and bool(box.get("ok"))
+        )
         return 0 if ok else 1
     finally:
         _stop(worker)

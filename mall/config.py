@@ -112,10 +112,12 @@ class Settings(BaseSettings):
 
     idempotency_ttl_seconds: int = 24 * 3600
 
-    # --- blindbox: a draw decided in Redis but not recorded this long after (a crashed
-    # request) is settled by the sweeper; the sweeper and the reconciler run this often.
-    blindbox_inflight_stale_seconds: int = 300
-    blindbox_sweep_interval_seconds: float = 60.0
+    # --- blindbox: a draw stream entry pending this long on a dead consumer is claimed by
+    # another; a sold-out series is answered without Redis this long; the give-back
+    # finisher and the reconciler run this often.
+    blindbox_claim_idle_seconds: int = 30
+    blindbox_sold_out_cache_seconds: float = 1.0
+    blindbox_give_back_interval_seconds: float = 60.0
     blindbox_reconcile_interval_seconds: float = 600.0
 
     # --- points: order binding lets a member guess wrong this often per window ---

@@ -13,6 +13,7 @@ from mall.blindbox.schemas import (
     AdminSeriesOut,
     PrizeIn,
     PrizePatch,
+    ReconcileOut,
     SeriesIn,
     SeriesPatch,
     StockAdjustIn,
@@ -41,6 +42,13 @@ async def create_series(body: SeriesIn, staff: CurrentStaff) -> AdminSeriesOut:
 async def get_series(series_id: Id, _staff: CurrentStaff) -> AdminSeriesOut:
     """The series with each prize's units allotted, left (live, from Redis) and drawn."""
     return await service.admin_view(series_id)
+
+
+@router.get("/blind-boxes/{series_id}/reconcile", response_model=ReconcileOut)
+async def reconcile(series_id: Id, _staff: CurrentStaff) -> ReconcileOut:
+    """Per limited prize: Redis stock + confirmed draws + stream backlog + give-backs due
+    == units allotted (`mall check blindbox`, for this series)."""
+    return await service.reconcile_series(series_id)
 
 
 @router.patch("/blind-boxes/{series_id}", response_model=AdminSeriesOut)

@@ -1,6 +1,14 @@
-"""The blind-box draw: the rules in Python, the decision in one Lua call
-(`lua/draw.lua`), then the points spend, the draw log and (coupon prizes) the coupon in
-one transaction.
+"""The blind-box draw, answered from the Redis decision: the rules, the choice, the
+stock and the draw's record are one Lua call (`lua/draw.lua`), which appends the draw
+to the series' stream and keeps the answer under the member's Idempotency-Key. The
+member is told the prize at once with the draw's reservation id, status `pending`;
+the consumer (`draws.py`) spends the points, writes the draw log and grants the prize
+in batches, or releases the draw with a reason (its unit goes back once).
+
+No database on the common path: the series' terms (cost, window, age rule) travel in
+the Lua's conf, the member's birthday is read once per process (it is set once and
+never changes, `members_service.update_profile`) and the prizes' display data comes
+from a short in-process cache.
 
 How a draw is decided (and disclosed):
 - Each prize has a weight; a limited prize whose stock is gone counts as weight 0, so
@@ -14,40 +22,30 @@ How a draw is decided (and disclosed):
   guaranteed tier. When it reaches N-1 the draw is restricted to in-stock prizes of
   that tier (same r, same walk). A hit of the tier, forced or not, resets it to 0. If
   the whole tier is sold out the draw is normal and the counter keeps counting.
-- Every draw row keeps r and the table, and `rederive(draw)` repeats the choice.
-
-Coupon prizes: the coupon is issued (`coupons_service.grant`, once per draw id) in the
-same transaction that spends the points and writes the draw log, as its last step, and
-the draw is recorded as fulfilled with the coupon's id. If the template cannot issue
-(sold out, inactive, ended, gone) the whole draw is undone like a refused spend: no
-points spent, and stock, the day's count and the guarantee counter given back
-(`stock.give_back`); the member gets PRIZE_COUPON_UNAVAILABLE. Item prizes stay
-`pending` for delivery or pickup."""
+- Every draw row keeps r and the table, and `rederive(draw)` repeats the choice."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import TYPE_CHECKING, Any
+from datetime import date, timedelta
+from typing import Any
 
 from mall.blindbox import stock
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
-from mall.blindbox.schemas import CouponWon, DrawOut, PrizeWon
-from mall.blindbox.stock import DAY_TTL_SECONDS, day_label
-from mall.coupons import service as coupons_service
-from mall.errors import ErrorCode, MallError
+from mall.blindbox.schemas import DrawOut, PrizeWon
+from mall.blindbox.stock import DAY_TTL_SECONDS, SERIES_NOT_FOUND, day_label
+from mall.config import get_settings
+from mall.errors import ErrorCode
 from mall.i18n import _, translate
-from mall.kit import clock, tx
+from mall.kit import clock
 from mall.kit import stock as kit
 from mall.members import service as members_service
-from mall.points import service as points_service
-
-if TYPE_CHECKING:
-    from mall.coupons.models import Coupon
+from mall.redis import auto_pipeline, get_redis
 
 log = logging.getLogger("mall.blindbox")
 
@@ -57,9 +55,6 @@ SERIES_NOT_ON_SALE = ErrorCode(
 SERIES_SOLD_OUT = ErrorCode("SERIES_SOLD_OUT", 409, _("Every prize in this series is sold out"))
 DAILY_DRAW_CAP_REACHED = ErrorCode(
     "DAILY_DRAW_CAP_REACHED", 409, _("You have used all {cap} draws for today; come back tomorrow")
-)
-DRAW_IN_PROGRESS = ErrorCode(
-    "DRAW_IN_PROGRESS", 409, _("Your previous draw is still being processed; try again shortly")
 )
 BIRTHDAY_REQUIRED = ErrorCode(
     "BIRTHDAY_REQUIRED", 403, _("Please add your birthday to your profile before drawing")
@@ -71,28 +66,11 @@ MINOR_NOT_ALLOWED = ErrorCode(
     "MINOR_NOT_ALLOWED", 403, _("This blind box is not available to members under 18")
 )
 PRIZE_NOT_FOUND = ErrorCode("PRIZE_NOT_FOUND", 404, _("This prize does not exist"))
-PRIZE_COUPON_UNAVAILABLE = ErrorCode(
-    "PRIZE_COUPON_UNAVAILABLE",
-    409,
-    _(
-        "You drew the coupon prize {prize}, but it can no longer be issued; the draw was "
-        "undone and no points were spent"
-    ),
-)
 
-COUPON_PRIZE_NOTE = _("Your coupon is in your account; find it under My coupons.")
-ITEM_PRIZE_NOTE = _("We will contact you to arrange delivery or pickup of your prize.")
+PENDING_NOTE = _("Your draw is being recorded; its status shows it in a moment.")
 
 R_LIMIT = 2**53  # r < 2**53 so Lua's doubles hold it exactly
-_COUPON_CANNOT_ISSUE = frozenset(
-    {
-        "COUPON_SOLD_OUT",
-        "COUPON_NOT_CLAIMABLE",
-        "COUPON_CLAIM_NOT_STARTED",
-        "COUPON_CLAIM_ENDED",
-        "COUPON_TEMPLATE_NOT_FOUND",
-    }
-)
+PRIZE_CACHE_SECONDS = 5.0
 _SCRIPTS = "mall.blindbox"
 
 # --- the table and the choice (pure) ---------------------------------------------------
@@ -156,18 +134,6 @@ def rederive(draw: BlindBoxDraw | Mapping[str, Any]) -> int:
     return pick(r, rows, only)
 
 
-def check_age(series: BlindBoxSeries, birthday: date | None, today: date) -> None:
-    """SAMR 2023: no sales to under-8s; under-18s only where the series allows."""
-    if birthday is None:
-        raise BIRTHDAY_REQUIRED()
-    age = members_service.age_on(birthday, today)
-    min_age = max(series.min_age, 8)
-    if age < min_age:
-        raise AGE_NOT_ALLOWED(min_age=min_age)
-    if age < 18 and not series.allow_minors:
-        raise MINOR_NOT_ALLOWED()
-
-
 def is_open(series: BlindBoxSeries) -> bool:
     now = clock.now()
     return (
@@ -182,7 +148,11 @@ def is_open(series: BlindBoxSeries) -> bool:
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # ok | cold | sold_out | cap | busy
+    """The draw script's answer. `status`: ok | cold | closed | birthday | age | minor |
+    sold_out | cap. `table` only on a fresh draw (a replay answers the stored part)."""
+
+    status: str
+    rid: str = ""
     prize_id: int = 0
     tier: str = ""
     pity_before: int = 0
@@ -190,215 +160,271 @@ class Decision:
     forced: bool = False
     seq: int = 0
     draws_today: int = 0
+    cost: int = 0
+    member_id: int = 0
     cap: int = 0
+    min_age: int = 0
     table: tuple[TableRow, ...] = ()
 
 
 def draw_args(
-    series_id: int, member_id: int, r: int, draw_id: str, day: date
+    series_id: int,
+    member_id: int,
+    r: int,
+    rid: str,
+    day: date,
+    *,
+    now_ms: int,
+    idem: str = "",
+    age: int = -1,
 ) -> tuple[list[str], list[str | int]]:
     keys = stock.POOL.keys(series_id)
     label = day_label(day)
     return (
-        [keys.meta, keys.stock, keys.pity, keys.day(label), keys.inflight, keys.seq],
-        [member_id, r, draw_id, DAY_TTL_SECONDS, int(time.time()), label],
+        [
+            keys.meta,
+            keys.stock,
+            keys.pity,
+            keys.last,
+            keys.day(label),
+            keys.seq,
+            keys.draws,
+            keys.res,
+            keys.idem(label),
+            keys.idem(day_label(day - timedelta(days=1))),
+        ],
+        [member_id, r, rid, DAY_TTL_SECONDS, now_ms, label, idem, age],
     )
 
 
 def parse_decision(raw: str) -> Decision:
     """Read the draw script's answer (the kit's reply format)."""
-    status, values = kit.parse(raw)
-    parts = (status, *values)
+    status, v = kit.parse(raw)
     if status == "cap":
-        return Decision(status, draws_today=int(parts[1]), cap=int(parts[2]))
+        return Decision(status, draws_today=int(v[0]), cap=int(v[1]))
+    if status == "age":
+        return Decision(status, min_age=int(v[0]))
     if status != kit.OK:
         return Decision(status)
+    table: tuple[TableRow, ...] = ()
+    if len(v) > 11 and v[11]:
+        table = tuple(
+            TableRow(int(pid), tier, int(w))
+            for pid, tier, w in (item.split(":") for item in v[11].split(","))
+        )
     return Decision(
         status,
-        prize_id=int(parts[1]),
-        tier=parts[2],
-        pity_before=int(parts[3]),
-        pity_after=int(parts[4]),
-        forced=parts[5] == "1",
-        seq=int(parts[6]),
-        draws_today=int(parts[7]),
-        table=tuple(
-            TableRow(int(pid), tier, int(w))
-            for pid, tier, w in (item.split(":") for item in parts[9].split(","))
-        ),
+        rid=v[0],
+        prize_id=int(v[1]),
+        tier=v[2],
+        pity_before=int(v[3]),
+        pity_after=int(v[4]),
+        forced=v[5] == "1",
+        seq=int(v[6]),
+        draws_today=int(v[7]),
+        cost=int(v[8]),
+        member_id=int(v[9]),
+        table=table,
     )
 
 
+def new_reservation(series_id: int) -> str:
+    """ "<series id>-<hex>": a reservation names its series (the draw's keys)."""
+    return f"{series_id}-{secrets.token_hex(12)}"
+
+
+def series_of_reservation(reservation_id: str) -> int | None:
+    head, sep, tail = reservation_id.partition("-")
+    if not sep or not head.isdigit() or len(head) > 18 or not tail:
+        return None
+    return int(head)
+
+
 async def decide(
-    series_id: int, member_id: int, r: int, draw_id: str, day: date | None = None
+    series_id: int,
+    member_id: int,
+    r: int,
+    rid: str,
+    day: date | None = None,
+    *,
+    idem: str = "",
+    age: int = 30,
 ) -> Decision:
-    """One Lua call: cap, in-flight guard, effective weights, guarantee, pick, stock."""
+    """One Lua call: window, age rule, cap, effective weights, guarantee, pick, stock, the
+    stream entry (tests and drills; `draw` is the request's)."""
     if not 0 <= r < R_LIMIT:
         raise ValueError("r out of range")
-    keys, args = draw_args(series_id, member_id, r, draw_id, day or clock.today())
+    keys, args = draw_args(
+        series_id,
+        member_id,
+        r,
+        rid,
+        day or clock.today(),
+        now_ms=int(clock.now().timestamp() * 1000),
+        idem=idem,
+        age=age,
+    )
     raw = await kit.script(_SCRIPTS, "draw")(keys=keys, args=args)
     return parse_decision(raw)
+
+
+# --- what the request reads without the database ------------------------------------
+
+# member -> birthday: set once and never changed, so a known one never goes stale
+_birthdays: dict[int, date] = {}
+_BIRTHDAYS_MAX = 200_000
+# series -> (monotonic expiry, prize id -> what the answer shows)
+_prizes: dict[int, tuple[float, dict[int, PrizeWon]]] = {}
+_prize_locks: dict[int, asyncio.Lock] = {}
+
+
+def forget_local_state() -> None:
+    """Drop what this process remembers (tests; after ops change prizes)."""
+    _birthdays.clear()
+    _prizes.clear()
+    stock.forget_local_state()
+
+
+async def age_of(member_id: int, today: date) -> int:
+    """The member's age in years today; -1 with no birthday on file. One database read
+    per member per process; no birthday yet is read again next time."""
+    birthday = _birthdays.get(member_id)
+    if birthday is None:
+        birthday = (await members_service.get_member(member_id)).birthday
+        if birthday is None:
+            return -1
+        if len(_birthdays) >= _BIRTHDAYS_MAX:
+            _birthdays.clear()
+        _birthdays[member_id] = birthday
+    return members_service.age_on(birthday, today)
+
+
+def prize_won(prize: BlindBoxPrize) -> PrizeWon:
+    return PrizeWon(
+        id=prize.id,
+        name=prize.name,
+        image=prize.image,
+        kind=prize.kind,
+        tier=prize.tier,
+        value_fen=prize.value_fen,
+        coupon_template_id=prize.coupon_template_id,
+    )
+
+
+async def shown_prize(series_id: int, prize_id: int, tier: str) -> PrizeWon:
+    """What the answer shows of a prize, from a cache of a few seconds per series."""
+    found = _prizes.get(series_id)
+    if found is None or found[0] < time.monotonic() or prize_id not in found[1]:
+        lock = _prize_locks.setdefault(series_id, asyncio.Lock())
+        async with lock:  # one read for a burst of first draws
+            found = _prizes.get(series_id)
+            if found is None or found[0] < time.monotonic() or prize_id not in found[1]:
+                rows = await BlindBoxPrize.filter(series_id=series_id)
+                found = (
+                    time.monotonic() + PRIZE_CACHE_SECONDS,
+                    {p.id: prize_won(p) for p in rows},
+                )
+                _prizes[series_id] = found
+    shown = found[1].get(prize_id)
+    if shown is None:  # deleted since the decision: the consumer releases the draw
+        shown = PrizeWon(
+            id=prize_id, name="", image="", kind="item", tier=tier, value_fen=0,
+            coupon_template_id=None,
+        )  # fmt: skip
+    return shown
 
 
 # --- the draw ---------------------------------------------------------------------------
 
 
-async def _undo_unrecorded(series_id: int, member_id: int, draw_id: str, label: str) -> None:
-    """The draw was not recorded (spend refused, database error, cancelled): give it back.
-    If even this fails the in-flight record stays and `sweep_in_flight` settles it."""
-    try:
-        if await BlindBoxDraw.filter(draw_id=draw_id).exists():
-            await stock.settle(series_id, member_id, draw_id)  # the commit did land
-        else:
-            await stock.give_back(series_id, member_id, draw_id, label)
-    except Exception:
-        log.exception("draw %s left in flight for the sweeper", draw_id)
-
-
-async def _issue_coupon(member_id: int, prize: BlindBoxPrize, draw_id: str) -> Coupon:
-    """One coupon of the prize's template, once per draw; joins the draw's transaction."""
-    try:
-        if prize.coupon_template_id is None:
-            raise coupons_service.TEMPLATE_NOT_FOUND()
-        return await coupons_service.grant(
-            member_id,
-            prize.coupon_template_id,
-            grant_key=f"blindbox:{draw_id}",
-            source="blind_box",
-        )
-    except MallError as exc:
-        if exc.code not in _COUPON_CANNOT_ISSUE:
-            raise
-        log.warning(
-            "coupon prize %s (template %s) cannot issue (%s); draw %s undone",
-            prize.id,
-            prize.coupon_template_id,
-            exc.code,
-            draw_id,
-        )
-        raise PRIZE_COUPON_UNAVAILABLE(prize=prize.name) from exc
-
-
-async def _coupon_won(coupon: Coupon) -> CouponWon:
-    template = await coupons_service.get_template(coupon.template_id)
-    return CouponWon(
-        id=coupon.id,
-        template_id=coupon.template_id,
-        name=template.name,
-        valid_from=coupon.valid_from,
-        expires_at=coupon.expires_at,
-        last_valid_day=coupons_service.last_valid_day(coupon.expires_at),
-    )
-
-
-async def draw(member_id: int, series_id: int, *, check_balance_first: bool = True) -> DrawOut:
-    """Draw once: rules in Python, the decision in one Lua call, then the points spend,
-    the draw log and (coupon prizes) the coupon in one transaction; a failed spend or a
-    coupon that cannot be issued gives everything back.
-
-    `check_balance_first` refuses a short balance before touching Redis (cheap, and the
-    stock never flickers); the spend inside the transaction is what decides."""
-    series = await stock.get_series(series_id)
-    if not is_open(series):
-        raise SERIES_NOT_ON_SALE()
-    member = await members_service.get_member(member_id)
-    today = clock.today()
-    check_age(series, member.birthday, today)
-    cost = series.points_cost
-    if check_balance_first:
-        balance = await points_service.get_balance(member_id)
-        if balance < cost:
-            raise points_service.NOT_ENOUGH_POINTS(balance=balance, cost=cost)
-
-    draw_id = secrets.token_hex(16)
-    r = secrets.randbelow(R_LIMIT)
-    keys, args = draw_args(series_id, member_id, r, draw_id, today)
-    decision = parse_decision(
-        await kit.decide(
-            lambda: kit.script(_SCRIPTS, "draw")(keys=keys, args=args),
-            lambda: stock.warm(series_id),
-        )
-    )
-    if decision.status == "sold_out":
-        raise SERIES_SOLD_OUT()
-    if decision.status == "cap":
-        raise DAILY_DRAW_CAP_REACHED(cap=decision.cap)
-    if decision.status == "busy":
-        raise DRAW_IN_PROGRESS()
-    if decision.status != "ok":
-        raise RuntimeError(f"unexpected draw answer {decision.status!r}")
-
-    label = day_label(today)
-    entry_key = f"blindbox:{draw_id}"
-    coupon: Coupon | None = None
-    try:
-        prize = await BlindBoxPrize.get_or_none(id=decision.prize_id, series_id=series_id)
-        if prize is None:
-            raise PRIZE_NOT_FOUND()
-        # tx.transaction: a coupon prize's grant gives its Redis win back on its rollback
-        async with tx.transaction():
-            entry = await points_service.spend(
-                member_id,
-                cost,
-                idempotency_key=entry_key,
-                reason="blindbox.draw",
-                reference=f"blindbox:{series_id}:{draw_id}",
-            )
-            row = await BlindBoxDraw.create(
-                draw_id=draw_id,
-                seq=decision.seq,
-                series_id=series_id,
-                member_id=member_id,
-                prize_id=prize.id,
-                prize_name=prize.name,
-                tier=decision.tier,
-                value_fen=prize.value_fen,
-                points_cost=cost,
-                random_value=r,
-                probability_table=table_json(
-                    decision.table, forced=decision.forced, tier=series.guarantee_tier
-                ),
-                guaranteed=decision.forced,
-                pity_before=decision.pity_before,
-                pity_after=decision.pity_after,
-                points_entry_key=entry_key,
-                business_day=today,
-            )
-            if prize.kind == "coupon":
-                # last in the transaction: nothing after the coupon's Redis win can fail
-                # but this one-row update and the commit
-                coupon = await _issue_coupon(member_id, prize, draw_id)
-                row.fulfilment_status = "done"
-                row.coupon_id = coupon.id
-                await row.save(update_fields=["fulfilment_status", "coupon_id"])
-    except BaseException:
-        await _undo_unrecorded(series_id, member_id, draw_id, label)
-        raise
-    try:
-        await stock.settle(series_id, member_id, draw_id)
-    except Exception:  # recorded; the sweeper releases the in-flight slot
-        log.exception("could not settle draw %s", draw_id)
+def pending_out(series_id: int, decision: Decision, prize: PrizeWon) -> DrawOut:
     return DrawOut(
-        draw_id=draw_id,
-        seq=row.seq,
+        draw_id=decision.rid,
+        status="pending",
+        message=translate(PENDING_NOTE),
         series_id=series_id,
-        prize=PrizeWon(
-            id=prize.id,
-            name=prize.name,
-            image=prize.image,
-            kind=prize.kind,
-            tier=prize.tier,
-            value_fen=prize.value_fen,
-            coupon_template_id=prize.coupon_template_id,
-        ),
+        seq=decision.seq,
+        prize=prize,
         guaranteed=decision.forced,
         pity_before=decision.pity_before,
         pity_after=decision.pity_after,
-        points_spent=cost,
-        points_balance=int(entry.balance_after),
+        points_cost=decision.cost,
         draws_today=decision.draws_today,
-        fulfilment_status=row.fulfilment_status,
-        fulfilment_note=translate(COUPON_PRIZE_NOTE if coupon is not None else ITEM_PRIZE_NOTE),
-        coupon=None if coupon is None else await _coupon_won(coupon),
-        created_at=row.created_at,
     )
+
+
+async def _answer(series_id: int, decision: Decision) -> DrawOut:
+    return pending_out(
+        series_id, decision, await shown_prize(series_id, decision.prize_id, decision.tier)
+    )
+
+
+async def _prior_answer(series_id: int, idem: str) -> str | None:
+    keys = stock.POOL.keys(series_id)
+    today = clock.today()
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for day in (today, today - timedelta(days=1)):
+            pipe.hget(keys.idem(day_label(day)), idem)
+        found = await pipe.execute()
+    return next((str(answer) for answer in found if answer), None)
+
+
+async def draw(member_id: int, series_id: int, idempotency_key: str | None = None) -> DrawOut:
+    """Draw once: one Lua call decides and records the draw; the answer is the prize
+    and the reservation, `pending` until the consumer persists it. A retry with the
+    same Idempotency-Key answers the same draw. A sold-out series remembered in this
+    process is answered without Redis (or with one HGET to replay a keyed draw)."""
+    idem = f"{member_id}:{idempotency_key}" if idempotency_key else ""
+    until = stock.sold_out_until.get(series_id)
+    if until is not None:
+        if until > time.monotonic():
+            if idem:
+                prior = await _prior_answer(series_id, idem)
+                if prior:
+                    return await _answer(series_id, parse_decision(prior))
+            raise SERIES_SOLD_OUT()
+        stock.sold_out_until.pop(series_id, None)
+    unknown = stock.unknown_until.get(series_id)
+    if unknown is not None and unknown > time.monotonic():
+        raise SERIES_NOT_FOUND()
+
+    today = clock.today()
+    keys, args = draw_args(
+        series_id,
+        member_id,
+        secrets.randbelow(R_LIMIT),
+        new_reservation(series_id),
+        today,
+        now_ms=int(clock.now().timestamp() * 1000),
+        idem=idem,
+        age=await age_of(member_id, today),
+    )
+    run = kit.script(_SCRIPTS, "draw")
+    pipeline = auto_pipeline()
+    decision = parse_decision(
+        await kit.decide(
+            lambda: pipeline.run(run, keys, args), lambda: stock.warm_if_cold(series_id)
+        )
+    )
+    match decision.status:
+        case kit.OK:
+            return await _answer(series_id, decision)
+        case "closed":
+            raise SERIES_NOT_ON_SALE()
+        case "birthday":
+            raise BIRTHDAY_REQUIRED()
+        case "age":
+            raise AGE_NOT_ALLOWED(min_age=decision.min_age)
+        case "minor":
+            raise MINOR_NOT_ALLOWED()
+        case "sold_out":
+            seconds = get_settings().blindbox_sold_out_cache_seconds
+            stock.sold_out_until[series_id] = time.monotonic() + seconds
+            raise SERIES_SOLD_OUT()
+        case "cap":
+            raise DAILY_DRAW_CAP_REACHED(cap=decision.cap)
+    raise RuntimeError(f"blind-box draw script answered {decision.status!r}")
+
+
+def answer_json(out: DrawOut) -> bytes:
+    return out.model_dump_json().encode()

@@ -1,5 +1,13 @@
-"""The blind-box draw log after the draw: draws a crashed request left in flight
-(settled by a job), and the log as members and ops read it (pages, CSV export)."""
+"""The blind-box draws after the answer: the consumer that persists the series' draw
+streams in batches, and the log as members and ops read it (one draw, pages, CSV).
+
+A batch is one transaction; each draw in it is a savepoint: the database's stock guard
+(`drawn < stock`), the points spend (once per reservation), the draw row (unique
+reservation id) and, for a coupon prize, the coupon. A draw the database refuses
+(member short of points, a coupon that can no longer issue, a unit Redis should not have
+handed out) becomes a `released` row with its reason, and after the commit its prize
+unit goes back to Redis once (`stock.give_back`). Entries are acknowledged and dropped
+after the commit, so the stream holds only the told-but-not-persisted backlog."""
 
 from __future__ import annotations
 
@@ -7,41 +15,343 @@ import csv
 import io
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F, Q
 
 from mall.blindbox import stock
-from mall.blindbox.models import BlindBoxDraw
-from mall.blindbox.stock import parse_in_flight
+from mall.blindbox.draw import (
+    PENDING_NOTE,
+    TableRow,
+    parse_decision,
+    pending_out,
+    prize_won,
+    series_of_reservation,
+    shown_prize,
+    table_json,
+)
+from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, DrawStatus
+from mall.blindbox.schemas import CouponWon, DrawOut
+from mall.blindbox.stock import POOL
 from mall.config import get_settings
+from mall.coupons import service as coupons_service
+from mall.errors import ErrorCode, MallError
+from mall.i18n import _, translate
+from mall.kit import jobs, tx
+from mall.kit import stock as kit
 from mall.kit.pagination import cursor_page
+from mall.points import service as points_service
 from mall.redis import get_redis
 
 log = logging.getLogger("mall.blindbox")
 
+DRAW_NOT_FOUND = ErrorCode("DRAW_NOT_FOUND", 404, _("This draw does not exist"))
 
-async def sweep_in_flight(older_than_seconds: float | None = None) -> int:
-    """Settle draws left in flight: recorded ones (their request died before releasing
-    the slot) are released at once, unrecorded ones older than the threshold (their
-    request crashed before the database) are given back. Returns how many."""
-    if older_than_seconds is None:
-        older_than_seconds = get_settings().blindbox_inflight_stale_seconds
-    cutoff = time.time() - older_than_seconds
-    redis = get_redis()
-    settled = 0
-    for sid in await stock.series_ids():
-        for member, record in (await redis.hgetall(stock.POOL.keys(sid).inflight)).items():
-            stale = parse_in_flight(str(member), str(record))
-            if await BlindBoxDraw.filter(draw_id=stale.draw_id).exists():
-                done = await stock.settle(sid, stale.member_id, stale.draw_id)
-            elif stale.since > cutoff:
-                continue
-            else:
-                done = await stock.give_back(sid, stale.member_id, stale.draw_id, stale.label)
-                if done:
-                    log.warning("gave back unrecorded draw %s (series %s)", stale.draw_id, sid)
-            settled += int(done)
-    return settled
+RELEASED_NOT_ENOUGH_POINTS = "not_enough_points"
+RELEASED_PRIZE_UNAVAILABLE = "prize_unavailable"  # a coupon that can no longer issue
+RELEASED_OVERSELL_GUARD = "oversell_guard"  # the database refused a unit Redis handed out
+
+COUPON_PRIZE_NOTE = _("Your coupon is in your account; find it under My coupons.")
+ITEM_PRIZE_NOTE = _("We will contact you to arrange delivery or pickup of your prize.")
+RELEASE_NOTES = {
+    RELEASED_NOT_ENOUGH_POINTS: _(
+        "You did not have enough points for this draw: it was cancelled and nothing was spent."
+    ),
+    RELEASED_PRIZE_UNAVAILABLE: _(
+        "This prize could no longer be issued: the draw was cancelled and nothing was spent."
+    ),
+    RELEASED_OVERSELL_GUARD: _(
+        "This prize ran out before your draw was recorded: the draw was cancelled and "
+        "nothing was spent."
+    ),
+}
+_COUPON_CANNOT_ISSUE = frozenset(
+    {
+        "COUPON_SOLD_OUT",
+        "COUPON_NOT_CLAIMABLE",
+        "COUPON_CLAIM_NOT_STARTED",
+        "COUPON_CLAIM_ENDED",
+        "COUPON_TEMPLATE_NOT_FOUND",
+    }
+)
+
+
+class _Released(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- persisting one draw -------------------------------------------------------------
+
+
+def _row_fields(series_id: int, f: dict[str, str], prize: BlindBoxPrize) -> dict[str, Any]:
+    rows = [TableRow(int(pid), tier, int(w)) for pid, tier, w in
+            (item.split(":") for item in f["table"].split(","))]  # fmt: skip
+    forced = f["forced"] == "1"
+    label = f["day"]
+    return {
+        "draw_id": f["rid"],
+        "seq": int(f["seq"]),
+        "series_id": series_id,
+        "member_id": int(f["member"]),
+        "prize_id": prize.id,
+        "prize_name": prize.name,
+        "tier": f["tier"],
+        "value_fen": prize.value_fen,
+        "points_cost": int(f["cost"]),
+        "random_value": int(f["r"]),
+        "probability_table": table_json(rows, forced=forced, tier=f.get("gtier") or None),
+        "guaranteed": forced,
+        "pity_before": int(f["pb"]),
+        "pity_after": int(f["pa"]),
+        "points_entry_key": f"blindbox:{f['rid']}",
+        "business_day": date(int(label[:4]), int(label[4:6]), int(label[6:])),
+    }
+
+
+async def _confirm(fields: dict[str, Any], prize: BlindBoxPrize) -> BlindBoxDraw:
+    """The draw's savepoint: stock guard, spend, row, coupon; `_Released` undoes it."""
+    async with tx.transaction():
+        taken = (
+            await BlindBoxPrize.filter(id=prize.id)
+            .filter(Q(stock__isnull=True) | Q(drawn__lt=F("stock")))
+            .update(drawn=F("drawn") + 1)
+        )
+        if not taken:
+            raise _Released(RELEASED_OVERSELL_GUARD)
+        try:
+            await points_service.spend(
+                fields["member_id"],
+                fields["points_cost"],
+                idempotency_key=fields["points_entry_key"],
+                reason="blindbox.draw",
+                reference=f"blindbox:{fields['series_id']}:{fields['draw_id']}",
+            )
+        except MallError as exc:
+            if exc.code != points_service.NOT_ENOUGH_POINTS.code:
+                raise
+            raise _Released(RELEASED_NOT_ENOUGH_POINTS) from None
+        row = await BlindBoxDraw.create(**fields, status=DrawStatus.CONFIRMED)
+        if prize.kind == "coupon":
+            # last in the savepoint: its Redis win is given back if the savepoint or the
+            # batch does not commit (coupons' own rollback hook)
+            try:
+                if prize.coupon_template_id is None:
+                    raise coupons_service.TEMPLATE_NOT_FOUND()
+                coupon = await coupons_service.grant(
+                    fields["member_id"],
+                    prize.coupon_template_id,
+                    grant_key=f"blindbox:{fields['draw_id']}",
+                    source="blind_box",
+                )
+            except MallError as exc:
+                if exc.code not in _COUPON_CANNOT_ISSUE:
+                    raise
+                log.warning("coupon prize %s cannot issue (%s)", prize.id, exc.code)
+                raise _Released(RELEASED_PRIZE_UNAVAILABLE) from None
+            row.fulfilment_status = "done"
+            row.coupon_id = coupon.id
+            await row.save(update_fields=["fulfilment_status", "coupon_id"])
+        return row
+
+
+async def _persist(
+    series_id: int, f: dict[str, str], prizes: dict[int, BlindBoxPrize]
+) -> BlindBoxDraw | None:
+    """One stream entry into one row, once (inside the batch's transaction). None: its
+    prize was deleted since (no row can name it); the unit is given back at once."""
+    prize = prizes.get(int(f["prize"]))
+    if prize is None:
+        log.error("blind-box draw %s names deleted prize %s", f["rid"], f["prize"])
+        keys = POOL.keys(series_id)
+        await kit.give_back(
+            keys, f["rid"], member=f["member"], unit=f["prize"], counters=[keys.day(f["day"])]
+        )
+        return None
+    fields = _row_fields(series_id, f, prize)
+    try:
+        return await _confirm(fields, prize)
+    except _Released as released:
+        reason = released.reason
+    except IntegrityError:  # persisted by another consumer meanwhile
+        found = await BlindBoxDraw.get_or_none(draw_id=f["rid"])
+        if found is None:
+            raise
+        return found
+    async with tx.transaction():
+        return await BlindBoxDraw.create(
+            **fields,
+            status=DrawStatus.RELEASED,
+            release_reason=reason,
+            fulfilment_status="none",
+            # the guard's unit never existed: nothing to give back
+            stock_returned=reason == RELEASED_OVERSELL_GUARD,
+        )
+
+
+async def finish_release(draw: BlindBoxDraw) -> None:
+    """After the commit: a released draw's unit back to Redis, once."""
+    if draw.release_reason == RELEASED_OVERSELL_GUARD:
+        log.error(
+            "blind-box series %s: Redis handed out a unit of prize %s the database does not "
+            "have (draw %s); the reconciler repairs the drift",
+            draw.series_id,
+            draw.prize_id,
+            draw.draw_id,
+        )
+        return
+    await stock.give_back(draw)
+    await BlindBoxDraw.filter(id=draw.id, stock_returned=False).update(stock_returned=True)
+    draw.stock_returned = True
+
+
+async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
+    """Persist a batch of one series' stream entries in one transaction, each draw in
+    its own savepoint; returns the entry ids done (to acknowledge). An entry that fails
+    for another reason is left pending (claimed again later; the reconciler shows it)."""
+    wanted = [f["rid"] for _eid, f in entries if f]
+    known = set(await BlindBoxDraw.filter(draw_id__in=wanted).values_list("draw_id", flat=True))
+    done: list[str] = []
+    released: list[BlindBoxDraw] = []
+    # members locked in one order by every batch (no deadlock between batches of two
+    # series on PostgreSQL); a member's own draws in the order they were decided
+    ordered = sorted(
+        entries, key=lambda e: (int(e[1].get("member") or 0), int(e[1].get("seq") or 0))
+    )
+    async with tx.transaction():
+        # the series' prize rows first, in id order: two consumers' batches of one series
+        # take turns here instead of deadlocking on the rows' stock guards (PostgreSQL)
+        locked = BlindBoxPrize.filter(series_id=series_id).order_by("id").select_for_update()
+        prizes = {p.id: p for p in await locked}
+        for entry_id, f in ordered:
+            if f and f["rid"] not in known:
+                try:
+                    # every write of a draw is in a savepoint of its own: a failure
+                    # spares the others
+                    row = await _persist(series_id, f, prizes)
+                except Exception as exc:
+                    if jobs.unreachable(exc):
+                        raise
+                    log.exception("blind-box draw %s not persisted", f.get("rid"))
+                    continue
+                if row is not None and row.status == DrawStatus.RELEASED:
+                    released.append(row)
+            done.append(entry_id)
+    # the rows answer reads now: the pending answers go (the kit acknowledges the entries)
+    finished = set(done)
+    rids = [f["rid"] for entry_id, f in entries if f and entry_id in finished]
+    if rids:
+        await get_redis().hdel(POOL.keys(series_id).res, *rids)
+    for row in released:
+        if not row.stock_returned:
+            try:
+                await finish_release(row)
+            except Exception:  # the give-back job finishes it
+                log.exception("blind-box draw %s: unit not given back yet", row.draw_id)
+    return done
+
+
+async def finish_give_backs(limit: int = 500) -> int:
+    """Job: released draws whose give-back a crash left undone."""
+    due = await BlindBoxDraw.filter(status=DrawStatus.RELEASED, stock_returned=False).limit(limit)
+    for row in due:
+        await finish_release(row)
+    return len(due)
+
+
+# --- the stream consumer ------------------------------------------------------------
+
+CONSUMER = kit.StreamConsumer(
+    stock.DRAWS,
+    persist_batch,
+    claim_idle_ms=lambda: get_settings().blindbox_claim_idle_seconds * 1000,
+    name="blind-box series",
+)
+
+
+async def process_pending_once(
+    consumer: str = "local", *, count: int | None = None, claim_idle_ms: int | None = None
+) -> int:
+    """One pass over every warm series' stream, a batch each; returns how many entries
+    were done."""
+    return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
+
+
+async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) -> int:
+    """Run passes until the streams are empty (tests, drills)."""
+    return await CONSUMER.drain(consumer, claim_idle_ms=claim_idle_ms)
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+async def _coupon_won(coupon_id: int) -> CouponWon | None:
+    coupon = await coupons_service.get_coupon(coupon_id)
+    if coupon is None:
+        return None
+    template = await coupons_service.get_template(coupon.template_id)
+    return CouponWon(
+        id=coupon.id,
+        template_id=coupon.template_id,
+        name=template.name,
+        valid_from=coupon.valid_from,
+        expires_at=coupon.expires_at,
+        last_valid_day=coupons_service.last_valid_day(coupon.expires_at),
+    )
+
+
+async def recorded_out(row: BlindBoxDraw) -> DrawOut:
+    prize = await BlindBoxPrize.get_or_none(id=row.prize_id)
+    released = row.status == DrawStatus.RELEASED
+    if released:
+        message = RELEASE_NOTES.get(row.release_reason, PENDING_NOTE)
+    else:
+        message = COUPON_PRIZE_NOTE if row.coupon_id is not None else ITEM_PRIZE_NOTE
+    return DrawOut(
+        draw_id=row.draw_id,
+        status="released" if released else "confirmed",
+        release_reason=row.release_reason or None,
+        message=translate(message),
+        series_id=row.series_id,
+        seq=row.seq,
+        prize=prize_won(prize)
+        if prize is not None
+        else await shown_prize(row.series_id, row.prize_id, row.tier),
+        guaranteed=row.guaranteed,
+        pity_before=row.pity_before,
+        pity_after=row.pity_after,
+        points_cost=row.points_cost,
+        fulfilment_status=None if released else row.fulfilment_status,
+        coupon=None if row.coupon_id is None else await _coupon_won(row.coupon_id),
+        created_at=row.created_at,
+    )
+
+
+async def get_draw(member_id: int, draw_id: str) -> DrawOut:
+    """A member's own draw: `pending` until the consumer persists it, then confirmed or
+    released with the reason."""
+    series_id = series_of_reservation(draw_id)
+    for _attempt in range(2):
+        row = await BlindBoxDraw.get_or_none(draw_id=draw_id)
+        if row is not None:
+            if row.member_id != member_id:
+                raise DRAW_NOT_FOUND()
+            return await recorded_out(row)
+        if series_id is None:
+            break
+        raw = await get_redis().hget(POOL.keys(series_id).res, draw_id)
+        if raw is not None:
+            decision = parse_decision(str(raw))
+            if decision.member_id != member_id:
+                raise DRAW_NOT_FOUND()
+            shown = await shown_prize(series_id, decision.prize_id, decision.tier)
+            return pending_out(series_id, decision, shown).model_copy(update={"draws_today": None})
+        # persisted between the two reads: the row is there now
+    raise DRAW_NOT_FOUND()
 
 
 async def my_draws(
@@ -81,6 +391,8 @@ CSV_COLUMNS = (
     "points_entry_key",
     "fulfilment_status",
     "coupon_id",
+    "status",
+    "release_reason",
     "probability_table",
 )
 

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+
+class DrawStatus(StrEnum):
+    CONFIRMED = "confirmed"  # points spent, prize granted (coupon) or due (item)
+    RELEASED = "released"  # refused at persistence (e.g. not enough points); unit went back
 
 
 class BlindBoxSeries(Model):
@@ -40,7 +46,9 @@ class BlindBoxSeries(Model):
 
 class BlindBoxPrize(Model):
     """A prize in a series. `stock` is every unit ever allotted (initial plus audited
-    adjustments); units left = stock - draws of it, and Redis holds that live figure."""
+    adjustments); `drawn` counts its confirmed draws (the database's guard: a draw is
+    confirmed only while drawn < stock); units left = stock - drawn, and Redis holds
+    that live figure."""
 
     id = fields.BigIntField(primary_key=True)
     series: fields.ForeignKeyRelation[BlindBoxSeries] = fields.ForeignKeyField(
@@ -55,6 +63,7 @@ class BlindBoxPrize(Model):
     tier = fields.CharField(max_length=16, default="common")
     weight = fields.IntField()
     stock = fields.IntField(null=True)  # None = unlimited
+    drawn = fields.IntField(default=0)
     value_fen = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
 
@@ -63,10 +72,13 @@ class BlindBoxPrize(Model):
 
 
 class BlindBoxDraw(Model):
-    """Append-only draw log: enough to re-derive every result (`service.rederive`)."""
+    """Append-only draw log: enough to re-derive every result (`service.rederive`).
+    Every decision the member was told ends here once: confirmed, or released with a
+    reason (nothing spent; the unit went back)."""
 
     id = fields.BigIntField(primary_key=True)
-    draw_id = fields.CharField(max_length=32, unique=True)
+    # the reservation id the draw answered: "<series id>-<hex>"
+    draw_id = fields.CharField(max_length=48, unique=True)
     # the series' draw counter in Redis; the reconciler counts draws up to a snapshot of it
     seq = fields.BigIntField()
     series: fields.ForeignKeyRelation[BlindBoxSeries] = fields.ForeignKeyField(
@@ -98,6 +110,9 @@ class BlindBoxDraw(Model):
     fulfilment_status = fields.CharField(max_length=16, default="pending")
     mall_order_id = fields.BigIntField(null=True, unique=True)
     coupon_id = fields.BigIntField(null=True)  # the coupon a coupon prize issued
+    status = fields.CharEnumField(DrawStatus, max_length=16, default=DrawStatus.CONFIRMED)
+    release_reason = fields.CharField(max_length=32, default="")
+    stock_returned = fields.BooleanField(default=False)  # a released draw's unit is back
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

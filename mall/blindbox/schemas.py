@@ -92,21 +92,35 @@ class CouponWon(BaseModel):
     last_valid_day: date
 
 
+DrawState = Literal["pending", "confirmed", "released"]
+
+
 class DrawOut(BaseModel):
-    draw_id: str
-    seq: int
+    """A draw: answered at once as `pending` (the prize is decided, the points are spent
+    when it is recorded), then `confirmed` (points spent; a coupon issued or an item due)
+    or `released` (`release_reason`; nothing spent, the prize went back)."""
+
+    draw_id: str = Field(description="the draw's reservation id; GET /blind-boxes/draws/{id}")
+    status: DrawState
+    release_reason: str | None = Field(
+        default=None, description="not_enough_points | prize_unavailable | oversell_guard"
+    )
+    message: str
     series_id: int
+    seq: int
     prize: PrizeWon
     guaranteed: bool
     pity_before: int
     pity_after: int
-    points_spent: int
-    points_balance: int
-    draws_today: int
-    fulfilment_status: str = Field(description="pending (items) or done (coupon issued)")
-    fulfilment_note: str
-    coupon: CouponWon | None = Field(description="the coupon a coupon prize put in the account")
-    created_at: datetime
+    points_cost: int
+    draws_today: int | None = Field(default=None, description="in the draw's own answer")
+    fulfilment_status: str | None = Field(
+        default=None, description="once confirmed: pending (items) or done (coupon issued)"
+    )
+    coupon: CouponWon | None = Field(
+        default=None, description="the coupon a confirmed coupon prize put in the account"
+    )
+    created_at: datetime | None = Field(default=None, description="when it was recorded")
 
 
 class MyDrawOut(BaseModel):
@@ -121,6 +135,8 @@ class MyDrawOut(BaseModel):
     value_fen: int
     points_cost: int
     guaranteed: bool
+    status: DrawState
+    release_reason: str
     fulfilment_status: str = Field(
         description="pending (an item to ship or pick up), ordered (shipping asked for: "
         "see the order), done (a coupon issued)"
@@ -243,7 +259,9 @@ class AdminSeriesOut(BaseModel):
     allow_minors: bool
     guarantee_tier: str | None
     guarantee_every: int | None
-    draws: int
+    draws: int = Field(description="confirmed draws")
+    released: int = Field(description="draws released at persistence (nothing spent)")
+    backlog: int = Field(description="draws answered but not persisted yet (the stream)")
     prizes: list[AdminPrizeOut]
     created_at: datetime
     updated_at: datetime
@@ -271,4 +289,13 @@ class AdminDrawOut(BaseModel):
     business_day: date
     fulfilment_status: str
     coupon_id: int | None
+    status: str
+    release_reason: str
     created_at: datetime
+
+
+class ReconcileOut(BaseModel):
+    series_id: int
+    ok: bool
+    backlog: int
+    lines: list[str] = Field(description="each limited prize's equation, then notes")

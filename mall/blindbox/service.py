@@ -3,9 +3,10 @@ prizes, stock). A hot domain reads as decision -> persistence -> ops:
 
 - `stock.py`: the series' pool in Redis on the hot-stock kit (warm, in-flight draws,
   the reconcile equation);
-- `draw.py`: the draw, decided in one Lua call (`lua/draw.lua`), then the points spend
-  and the draw log in one transaction;
-- `draws.py`: the draw log afterwards (in-flight sweeper, pages, CSV export);
+- `draw.py`: the draw, decided and recorded in one Lua call (`lua/draw.lua`) and
+  answered at once (`pending`);
+- `draws.py`: the consumer persisting the draw streams in batches (points spend, draw
+  log, coupon; or released with a reason), and the log as members and ops read it;
 - this module: disclosure, series and prize ops, stock adjustments, and the names other
   domains and the routers use (the decision and persistence ones re-exported below)."""
 
@@ -26,20 +27,26 @@ from mall.blindbox.draw import PRIZE_NOT_FOUND as PRIZE_NOT_FOUND
 from mall.blindbox.draw import R_LIMIT as R_LIMIT
 from mall.blindbox.draw import Decision as Decision
 from mall.blindbox.draw import TableRow as TableRow
+from mall.blindbox.draw import answer_json as answer_json
 from mall.blindbox.draw import decide as decide
 from mall.blindbox.draw import draw as draw
 from mall.blindbox.draw import draw_args as draw_args
 from mall.blindbox.draw import effective_table, is_open
+from mall.blindbox.draw import forget_local_state as forget_local_state
 from mall.blindbox.draw import parse_decision as parse_decision
 from mall.blindbox.draw import pick as pick
 from mall.blindbox.draw import rederive as rederive
 from mall.blindbox.draw import table_json as table_json
+from mall.blindbox.draws import DRAW_NOT_FOUND as DRAW_NOT_FOUND
+from mall.blindbox.draws import drain as drain
 from mall.blindbox.draws import export_draws_csv as export_draws_csv
+from mall.blindbox.draws import finish_give_backs as finish_give_backs
+from mall.blindbox.draws import get_draw as get_draw
 from mall.blindbox.draws import list_draws as list_draws
 from mall.blindbox.draws import my_draws as my_draws
 from mall.blindbox.draws import prize_order_cancelled as prize_order_cancelled
-from mall.blindbox.draws import sweep_in_flight as sweep_in_flight
-from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
+from mall.blindbox.draws import process_pending_once as process_pending_once
+from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries, DrawStatus
 from mall.blindbox.schemas import (
     AdminPrizeOut,
     AdminSeriesOut,
@@ -48,6 +55,7 @@ from mall.blindbox.schemas import (
     PrizeDisclosure,
     PrizeIn,
     PrizePatch,
+    ReconcileOut,
     SeriesCard,
     SeriesDetail,
     SeriesIn,
@@ -59,7 +67,6 @@ from mall.blindbox.stock import day_label as day_label
 from mall.blindbox.stock import give_back as give_back
 from mall.blindbox.stock import reconcile as reconcile
 from mall.blindbox.stock import series_ids as series_ids
-from mall.blindbox.stock import settle as settle
 from mall.blindbox.stock import warm as warm
 from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
@@ -310,7 +317,11 @@ async def update_series(staff: Actor, series_id: int, patch: SeriesPatch) -> Bli
 async def delete_series(staff: Actor, series_id: int) -> None:
     async with in_transaction():
         series = await stock.get_series(series_id)
-        if await BlindBoxDraw.filter(series_id=series_id).exists():
+        # draws answered but not persisted yet count too (the series' stream)
+        if (
+            await BlindBoxDraw.filter(series_id=series_id).exists()
+            or await stock.DRAWS.backlog(series_id) > 0
+        ):
             raise SERIES_HAS_DRAWS()
         await BlindBoxPrize.filter(series_id=series_id).delete()
         await series.delete()
@@ -397,7 +408,13 @@ async def adjust_stock(
 
     async def commit() -> None:
         async with in_transaction():
-            await BlindBoxPrize.filter(id=prize_id).update(stock=F("stock") + delta)
+            # the database's own floor: never fewer units than confirmed draws hold
+            moved = await BlindBoxPrize.filter(id=prize_id, stock__gte=F("drawn") - delta).update(
+                stock=F("stock") + delta
+            )
+            if not moved:
+                fresh = await BlindBoxPrize.get(id=prize_id)
+                raise STOCK_TOO_LOW(left=max((fresh.stock or 0) - fresh.drawn, 0), wanted=-delta)
             await audit_service.record(
                 staff,
                 "blindbox.prize.stock",
@@ -424,6 +441,7 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
     prizes = await BlindBoxPrize.filter(series_id=series_id).order_by("id")
     _conf_json, stocks = await stock.live_state(series_id)
     drawn = await stock.drawn_counts(series_id)
+    released = await BlindBoxDraw.filter(series_id=series_id, status=DrawStatus.RELEASED).count()
     return AdminSeriesOut(
         id=series.id,
         name=series.name,
@@ -440,6 +458,8 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
         guarantee_tier=series.guarantee_tier,
         guarantee_every=series.guarantee_every,
         draws=sum(drawn.values()),
+        released=released,
+        backlog=await stock.DRAWS.backlog(series_id),
         prizes=[
             AdminPrizeOut(
                 id=p.id,
@@ -459,6 +479,20 @@ async def admin_view(series_id: int) -> AdminSeriesOut:
         created_at=series.created_at,
         updated_at=series.updated_at,
     )
+
+
+async def reconcile_series(series_id: int) -> ReconcileOut:
+    """`mall check blindbox` for one series (ops, drills)."""
+    await stock.get_series(series_id)
+    for result in await reconcile():
+        if result.series_id == series_id:
+            return ReconcileOut(
+                series_id=series_id,
+                ok=result.ok,
+                backlog=result.backlog,
+                lines=[line for _agrees, line in result.lines],
+            )
+    raise SERIES_NOT_FOUND()
 
 
 async def list_series() -> list[AdminSeriesOut]:

@@ -1,14 +1,20 @@
 """The blind-box pool: a series' prizes in Redis, on the hot-stock kit (mall.kit.stock).
 
 Keys under the series' hash tag `{bb:ID}`: the kit's meta (`conf`: JSON of the prizes,
-the daily cap and the guarantee) and stock (a hash: limited prize -> units left; a
-series is a pool of several kinds of unit), and the draw's own pity (member -> draws
-since their last prize of the guaranteed tier), day:<yyyymmdd> (member -> draws that
-business day), inflight (member -> a draw decided but not yet recorded; one per member
-per series) and seq (the draw counter). The database is the record of truth: `warm`
-rebuilds Redis from it, `reconcile` proves, per limited prize:
+the points cost, the sale window, the age rule, the daily cap and the guarantee),
+stock (a hash: limited prize -> units left; a series is a pool of several kinds of
+unit) and returned (reservation ids given back), and the draw's own: pity (member ->
+draws since their last prize of the guaranteed tier), last (member -> seq of their
+latest draw), day:<yyyymmdd> (member -> draws that business day), seq (the draw
+counter), draws (the stream of decided draws, consumer group `draws`), res (reservation
+-> its answer, until persisted) and idem:<yyyymmdd> (member:Idempotency-Key -> the
+answer, per business day, kept two days).
+`bb:active` lists the warm series whose streams the consumer reads.
 
-    redis stock + recorded draws + unrecorded in-flight draws == the prize's stock"""
+The database is the record of truth: `warm` rebuilds Redis from it, `reconcile` proves,
+per limited prize:
+
+    redis stock + confirmed draws + stream backlog + give-backs due == the prize's stock"""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from typing import Any
 
 from tortoise.functions import Count
 
-from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries
+from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries, DrawStatus
 from mall.errors import ErrorCode
 from mall.i18n import _
 from mall.kit import clock
@@ -35,6 +41,8 @@ log = logging.getLogger("mall.blindbox")
 SERIES_NOT_FOUND = ErrorCode("SERIES_NOT_FOUND", 404, _("This blind-box series does not exist"))
 
 DAY_TTL_SECONDS = 2 * 24 * 3600
+GROUP = "draws"  # the consumer group on every series' draw stream
+ACTIVE_SERIES = "bb:active"  # ids of warm series: the consumer reads their streams
 _SCRIPTS = "mall.blindbox"
 
 
@@ -46,18 +54,32 @@ class SeriesKeys(kit.PoolKeys):
         return f"{self.tag}:pity"
 
     @property
-    def inflight(self) -> str:
-        return f"{self.tag}:inflight"
+    def last(self) -> str:
+        return f"{self.tag}:last"
 
     @property
     def seq(self) -> str:
         return f"{self.tag}:seq"
+
+    @property
+    def draws(self) -> str:
+        return f"{self.tag}:draws"
+
+    @property
+    def res(self) -> str:
+        return f"{self.tag}:res"
+
+    def idem(self, label: str) -> str:
+        """member:Idempotency-Key -> answer, for the draws of one business day (kept
+        two days: a retry finds its draw across midnight, and the hash never grows)."""
+        return f"{self.tag}:idem:{label}"
 
     def day(self, label: str) -> str:
         return f"{self.tag}:day:{label}"
 
 
 POOL = kit.Pool("bb", SeriesKeys)
+DRAWS = kit.Stream(POOL, "draws", group=GROUP, active=ACTIVE_SERIES)  # persisted by draws.py
 
 
 def keys(series_id: int) -> SeriesKeys:
@@ -80,7 +102,23 @@ async def series_ids() -> list[int]:
     return [int(i) for i in ids]  # type: ignore[call-overload]
 
 
+# --- what this process remembers --------------------------------------------------
+
+# Answers that need no Redis: series -> monotonic expiry.
+sold_out_until: dict[int, float] = {}
+unknown_until: dict[int, float] = {}
+
+
+def forget_local_state() -> None:
+    sold_out_until.clear()
+    unknown_until.clear()
+
+
 # --- warm ---------------------------------------------------------------------------
+
+
+def _ms(moment: Any) -> int:
+    return 0 if moment is None else int(moment.timestamp() * 1000)
 
 
 def _conf(series: BlindBoxSeries, prizes: Sequence[BlindBoxPrize]) -> dict[str, Any]:
@@ -94,11 +132,19 @@ def _conf(series: BlindBoxSeries, prizes: Sequence[BlindBoxPrize]) -> dict[str, 
         "cap": series.daily_draw_cap or 0,
         "gtier": tier if every and tier else "",
         "gevery": every if every and tier else 0,
+        # the terms the draw script checks (0 = no bound): the request reads no database
+        "cost": series.points_cost,
+        "open": 1 if series.status == "on_sale" else 0,
+        "start": _ms(series.starts_at),
+        "end": _ms(series.ends_at),
+        "min_age": max(series.min_age, 8),
+        "minors": 1 if series.allow_minors else 0,
     }
 
 
 async def drawn_counts(series_id: int, max_seq: int | None = None) -> dict[int, int]:
-    query = BlindBoxDraw.filter(series_id=series_id)
+    """Confirmed draws per prize (up to draw `max_seq`)."""
+    query = BlindBoxDraw.filter(series_id=series_id, status=DrawStatus.CONFIRMED)
     if max_seq is not None:
         query = query.filter(seq__lte=max_seq)
     rows = await query.group_by("prize_id").annotate(n=Count("id")).values("prize_id", "n")
@@ -106,7 +152,7 @@ async def drawn_counts(series_id: int, max_seq: int | None = None) -> dict[int, 
 
 
 async def warm(series_id: int) -> bool:
-    """Publish the series' prizes and rules to Redis and fill stock it lacks from the
+    """Publish the series' prizes and terms to Redis and fill stock it lacks from the
     database. When Redis lost the series (no meta) it also rebuilds the draw counter,
     guarantee counters and today's draw counts. True if it was cold."""
     series = await BlindBoxSeries.get_or_none(id=series_id)
@@ -114,27 +160,23 @@ async def warm(series_id: int) -> bool:
         return False
     prizes = await BlindBoxPrize.filter(series_id=series_id).order_by("id")
     keys = POOL.keys(series_id)
-    drawn = await drawn_counts(series_id)
     plan = kit.Warm(keys).terms(conf=json.dumps(_conf(series, prizes), separators=(",", ":")))
-    plan.units(
-        {str(p.id): max(p.stock - drawn.get(p.id, 0), 0) for p in prizes if p.stock is not None}
-    )
-    if not await get_redis().exists(keys.meta):
+    plan.units({str(p.id): max(p.stock - p.drawn, 0) for p in prizes if p.stock is not None})
+    redis = get_redis()
+    if not await redis.exists(keys.meta):
         last_seq = await BlindBoxDraw.filter(series_id=series_id).order_by("-seq").first()
         plan.value(keys.seq, last_seq.seq if last_seq else 0)
+        confirmed = BlindBoxDraw.filter(series_id=series_id, status=DrawStatus.CONFIRMED)
         if series.guarantee_every and series.guarantee_tier:
             pity: dict[int, int] = {}
-            rows = (
-                await BlindBoxDraw.filter(series_id=series_id)
-                .order_by("id")
-                .values_list("member_id", "pity_after")
-            )
-            for member_id, after in rows:
+            for member_id, after in await confirmed.order_by("id").values_list(
+                "member_id", "pity_after"
+            ):
                 pity[int(member_id)] = int(after)
             plan.counts(keys.pity, pity)
         today = clock.today()
         counts = (
-            await BlindBoxDraw.filter(series_id=series_id, business_day=today)
+            await confirmed.filter(business_day=today)
             .group_by("member_id")
             .annotate(n=Count("id"))
             .values("member_id", "n")
@@ -144,10 +186,27 @@ async def warm(series_id: int) -> bool:
             {row["member_id"]: int(row["n"]) for row in counts},
             ttl=DAY_TTL_SECONDS,
         )
+    await DRAWS.ensure_group(series_id)
     cold = await plan.run()
+    await redis.sadd(ACTIVE_SERIES, series_id)
+    unknown_until.pop(series_id, None)
+    sold_out_until.pop(series_id, None)
     if cold:
         log.info("blind-box series %s warmed into Redis", series_id)
     return cold
+
+
+async def warm_if_cold(series_id: int) -> None:
+    """The draw found the series cold: load it (once per process at a time); a series
+    that does not exist is remembered for a few seconds."""
+
+    async def load() -> None:
+        if not await warm(series_id):
+            if not await BlindBoxSeries.exists(id=series_id):
+                unknown_until[series_id] = time.monotonic() + 5.0
+                raise SERIES_NOT_FOUND()
+
+    await kit.warm_cold(POOL.keys(series_id), load)
 
 
 async def live_state(series_id: int) -> tuple[dict[str, Any], dict[str, str]]:
@@ -167,44 +226,39 @@ async def live_state(series_id: int) -> tuple[dict[str, Any], dict[str, str]]:
 
 async def drop(series_id: int) -> None:
     keys = POOL.keys(series_id)
-    await get_redis().delete(keys.meta, keys.stock, keys.pity, keys.seq, keys.inflight)
+    redis = get_redis()
+    await redis.srem(ACTIVE_SERIES, series_id)
+    await redis.delete(
+        keys.meta, keys.stock, keys.pity, keys.last, keys.seq, keys.draws, keys.res
+    )  # the day keys (day:, idem:) expire on their own
+    sold_out_until.pop(series_id, None)
 
 
-# --- draws in flight ------------------------------------------------------------------
+# --- give back ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InFlight:
-    member_id: int
-    draw_id: str
-    prize_id: int
-    pity_before: int
-    label: str
-    since: int
-    seq: int
-
-
-def parse_in_flight(member: str, record: str) -> InFlight:
-    draw_id, prize_id, pity, label, since, seq = record.split("|")
-    return InFlight(int(member), draw_id, int(prize_id), int(pity), label, int(since), int(seq))
-
-
-async def give_back(series_id: int, member_id: int, draw_id: str, label: str) -> bool:
-    """Release a draw that was never recorded: its stock, the day's count and the
-    guarantee counter go back (`lua/release.lua`). False if it is not in flight."""
-    keys = POOL.keys(series_id)
-    raw = await kit.script(_SCRIPTS, "release")(
-        keys=[keys.stock, keys.pity, keys.day(label), keys.inflight], args=[member_id, draw_id]
+async def give_back(draw: BlindBoxDraw) -> bool:
+    """A released draw's prize unit and its count toward the day's cap go back, once per
+    reservation (`kit.give_back`); its guarantee counter is restored too when it was the
+    member's latest draw in the series (`lua/release.lua`), so later draws keep what they
+    built on. False if it was given back before (or the series is cold: its next warm
+    counts from the database)."""
+    keys = POOL.keys(draw.series_id)
+    member = str(draw.member_id)
+    done = await kit.give_back(
+        keys,
+        draw.draw_id,
+        member=member,
+        unit=str(draw.prize_id),
+        counters=[keys.day(day_label(draw.business_day))],
     )
-    return kit.parse(raw).status == kit.OK
-
-
-async def settle(series_id: int, member_id: int, draw_id: str) -> bool:
-    """A recorded draw gives up its in-flight slot (`lua/confirm.lua`)."""
-    raw = await kit.script(_SCRIPTS, "confirm")(
-        keys=[POOL.keys(series_id).inflight], args=[member_id, draw_id]
+    sold_out_until.pop(draw.series_id, None)
+    if done.status != kit.OK:
+        return False
+    await kit.script(_SCRIPTS, "release")(
+        keys=[keys.pity, keys.last], args=[member, draw.seq, draw.pity_before]
     )
-    return kit.parse(raw).status == kit.OK
+    return True
 
 
 # --- reconciliation -------------------------------------------------------------------
@@ -218,6 +272,7 @@ class SeriesReconciliation:
     prizes: list[kit.Balance] = field(default_factory=list)
     prize_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    backlog: int = 0
     stable: bool = True
 
     @property
@@ -233,15 +288,18 @@ class SeriesReconciliation:
         return tuple(b.figures() for b in self.prizes)
 
 
+def entry_fields(entry: Any) -> dict[str, str]:
+    """A stream entry's fields, from XRANGE in Lua (a flat list) or redis-py (a dict)."""
+    raw = entry[1] or []
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    return dict(zip(raw[::2], raw[1::2], strict=True))
+
+
 async def _reading(series: BlindBoxSeries) -> SeriesReconciliation:
     keys = POOL.keys(series.id)
-    meta, flat_stock, flat_inflight, seq_raw = await kit.snapshot(
-        [
-            (keys.meta, "hgetall"),
-            (keys.stock, "hgetall"),
-            (keys.inflight, "hgetall"),
-            (keys.seq, "get"),
-        ]
+    meta, flat_stock, entries, seq_raw = await kit.snapshot(
+        [(keys.meta, "hgetall"), (keys.stock, "hgetall"), (keys.draws, "xrange"), (keys.seq, "get")]
     )
     result = SeriesReconciliation(series.id)
     if not meta:
@@ -249,25 +307,30 @@ async def _reading(series: BlindBoxSeries) -> SeriesReconciliation:
         return result
     stocks = dict(zip(flat_stock[::2], flat_stock[1::2], strict=True))
     max_seq = int(seq_raw or 0)
-    # draws decided up to the snapshot: recorded ones, plus in-flight ones not yet recorded
+    # draws decided up to the snapshot: persisted ones, plus the stream's backlog
     drawn = await drawn_counts(series.id, max_seq)
-    flights = [
-        parse_in_flight(str(m), str(rec))
-        for m, rec in zip(flat_inflight[::2], flat_inflight[1::2], strict=True)
-    ]
-    recorded = (
+    flights = [entry_fields(e) for e in entries]
+    persisted = (
         set(
-            await BlindBoxDraw.filter(draw_id__in=[f.draw_id for f in flights]).values_list(
+            await BlindBoxDraw.filter(draw_id__in=[f["rid"] for f in flights]).values_list(
                 "draw_id", flat=True
             )
         )
         if flights
         else set()
     )
-    pending: dict[int, int] = {}
+    backlog: dict[int, int] = {}
     for flight in flights:
-        if flight.draw_id not in recorded:
-            pending[flight.prize_id] = pending.get(flight.prize_id, 0) + 1
+        if flight["rid"] not in persisted:
+            backlog[int(flight["prize"])] = backlog.get(int(flight["prize"]), 0) + 1
+    result.backlog = sum(backlog.values())
+    due_rows = await BlindBoxDraw.filter(
+        series_id=series.id, status=DrawStatus.RELEASED, stock_returned=False, seq__lte=max_seq
+    ).values_list("prize_id", flat=True)
+    due: dict[int, int] = {}
+    for prize_id in due_rows:
+        due[int(prize_id)] = due.get(int(prize_id), 0) + 1  # type: ignore[call-overload]
+    all_drawn = await drawn_counts(series.id)
     for prize in await BlindBoxPrize.filter(series_id=series.id).order_by("id"):
         if prize.stock is None:
             continue
@@ -277,24 +340,31 @@ async def _reading(series: BlindBoxSeries) -> SeriesReconciliation:
             initial=prize.stock,
             redis=None if raw is None else int(raw),
             held=drawn.get(prize.id, 0),
-            in_flight=pending.get(prize.id, 0),
-            names=("drawn", "in_flight", "returns_due"),
+            in_flight=backlog.get(prize.id, 0),
+            returns_due=due.get(prize.id, 0),
+            names=("drawn", "backlog", "returns_due"),
         )
         if raw is None:
             check.found.append("no stock in Redis")
+        if prize.drawn != all_drawn.get(prize.id, 0):
+            check.found.append(
+                f"database drawn={prize.drawn} but {all_drawn.get(prize.id, 0)} confirmed draws"
+            )
+        if prize.drawn > prize.stock:
+            check.found.append(f"OVERDRAWN in the database: drawn={prize.drawn} > stock")
         result.prizes.append(check)
         result.prize_ids.append(prize.id)
-    stale = [f for f in flights if f.since < time.time() - 60]
-    if stale:
-        result.notes.append(f"series {series.id}: {len(stale)} draws in flight for over a minute")
+    if result.backlog:
+        result.notes.append(f"series {series.id}: {result.backlog} draws not persisted yet")
     return result
 
 
 async def reconcile(*, repair: bool = False) -> list[SeriesReconciliation]:
-    """Redis stock + recorded draws + unrecorded in-flight draws == stock, per limited
-    prize, each series judged on a stable reading (an ops stock change touches Redis
-    and the database one after the other). `repair` (the periodic job): a prize whose
-    Redis stock is off by the same drift as on the run before has it moved by it."""
+    """Redis stock + confirmed draws + stream backlog + give-backs due == stock, per
+    limited prize, each series judged on a stable reading (the consumer and ops stock
+    changes touch Redis and the database one after the other). `repair` (the periodic
+    job): a prize whose Redis stock is off by the same drift as on the run before has it
+    moved by it."""
     results = []
     for series in await BlindBoxSeries.all().order_by("id"):
         result = await kit.balance(partial(_reading, series))

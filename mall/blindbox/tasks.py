@@ -1,21 +1,37 @@
-"""Blind-box jobs: settle draws a crashed request left in flight, and prove Redis
-stock agrees with the draw log (`mall check blindbox`)."""
+"""Blind-box jobs, the draw-stream consumer, `mall check blindbox` and `mall drill
+blindbox`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 
 from mall.blindbox import service
 from mall.config import get_settings
 from mall.kit.checks import CheckFn, CheckReport
-from mall.kit.jobs import Job
+from mall.kit.jobs import Consumer, Job
 
 log = logging.getLogger("mall.blindbox")
 
 
+async def run_consumer(stop: asyncio.Event) -> None:
+    """Persist draws until `stop`; a unique consumer name per process, so a dead one's
+    pending entries are claimed by the others after the idle time."""
+    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    while not stop.is_set():
+        if await service.process_pending_once(name):
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.1)
+
+
 async def check_blindbox() -> CheckReport:
-    """For every limited prize: Redis stock + recorded draws + unrecorded in-flight
-    draws == units allotted (initial stock plus audited adjustments)."""
+    """For every limited prize: Redis stock + confirmed draws + stream backlog +
+    give-backs due == units allotted (initial stock plus audited adjustments)."""
     report = CheckReport("blindbox")
     results = await service.reconcile()
     for result in results:
@@ -28,10 +44,10 @@ async def check_blindbox() -> CheckReport:
     return report
 
 
-async def _sweep() -> None:
-    settled = await service.sweep_in_flight()
-    if settled:
-        log.warning("settled %s blind-box draws left in flight", settled)
+async def _give_backs() -> None:
+    finished = await service.finish_give_backs()
+    if finished:
+        log.warning("finished %s blind-box give-backs a crash left undone", finished)
 
 
 async def _reconcile() -> None:
@@ -44,9 +60,16 @@ async def _reconcile() -> None:
         log.error("blind-box reconciliation failed:\n%s", "\n".join(report.lines))
 
 
+async def _drill(args: list[str]) -> int:
+    from mall.blindbox.drill import main
+
+    return await main(args)
+
+
 JOBS: list[Job] = [
-    Job("blindbox.sweep_in_flight", get_settings().blindbox_sweep_interval_seconds, _sweep),
+    Job("blindbox.give_backs", get_settings().blindbox_give_back_interval_seconds, _give_backs),
     Job("blindbox.reconcile", get_settings().blindbox_reconcile_interval_seconds, _reconcile),
 ]
-
+CONSUMERS = [Consumer("blindbox.draws", run_consumer)]
 CHECKS: dict[str, CheckFn] = {"blindbox": check_blindbox}
+DRILLS = {"blindbox": _drill}

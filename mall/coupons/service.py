@@ -251,6 +251,11 @@ async def list_coupons(
     return await cursor_page(query, cursor, size)
 
 
+async def get_coupon(coupon_id: int) -> Coupon | None:
+    """One coupon by id (another domain showing the coupon it granted)."""
+    return await Coupon.get_or_none(id=coupon_id)
+
+
 def offer_of(coupon: Coupon) -> CouponOffer:
     """The coupon with its template's terms, as pricing sees it."""
     t: CouponTemplate = coupon.template

@@ -31,6 +31,12 @@ def prize(name: str, weight: int, tier: str = "common", stock: int | None = None
     return PrizeIn(name=name, tier=tier, weight=weight, stock=stock, value_fen=990)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_local_state() -> None:
+    """Each test's members reuse ids: forget the birthdays and prizes read before."""
+    service.forget_local_state()
+
+
 @pytest.fixture
 def make_series() -> MakeSeries:
     """`await make_series([prize(...), ...], daily_draw_cap=3, ...)`: on sale, warmed."""

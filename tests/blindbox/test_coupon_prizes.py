@@ -61,11 +61,15 @@ async def test_a_coupon_draw_puts_one_usable_coupon_in_the_account(
     url = f"/api/v1/blind-boxes/{series.id}/draw"
     first = await client.post(url, headers={**headers, "Idempotency-Key": "tap-1"})
     assert first.status_code == 200, first.text
-    body = first.json()
-    assert body["prize"]["kind"] == "coupon" and body["fulfilment_status"] == "done"
+    told = first.json()
+    assert told["prize"]["kind"] == "coupon" and told["status"] == "pending"
+    assert await service.drain() == 1
+    r = await client.get(f"/api/v1/blind-boxes/draws/{told['draw_id']}", headers=headers)
+    body = r.json()
+    assert body["status"] == "confirmed" and body["fulfilment_status"] == "done"
     coupon = body["coupon"]
     assert coupon["template_id"] == template_id and coupon["name"] == "满99减10"
-    assert body["fulfilment_note"] == "优惠券已发放到您的账户，可在“我的优惠券”中查看。"
+    assert body["message"] == "优惠券已发放到您的账户，可在“我的优惠券”中查看。"
 
     mine = (await client.get("/api/v1/coupons?status=usable", headers=headers)).json()["items"]
     assert [(c["id"], c["source"], c["status"]) for c in mine] == [
@@ -73,9 +77,10 @@ async def test_a_coupon_draw_puts_one_usable_coupon_in_the_account(
     ]
     assert mine[0]["expires_at"] == coupon["expires_at"]
 
-    # a replay of the same tap answers the same draw and coupon, and issues nothing more
+    # a replay of the same tap answers the same draw, and issues nothing more
     replay = await client.post(url, headers={**headers, "Idempotency-Key": "tap-1"})
-    assert replay.status_code == 200 and replay.json() == body
+    assert replay.status_code == 200 and replay.json() == told
+    assert await service.drain() == 0
     assert len((await client.get("/api/v1/coupons", headers=headers)).json()["items"]) == 1
     assert await BlindBoxDraw.all().count() == 1
     assert await points_service.get_balance(member_id) == 900
@@ -120,21 +125,24 @@ async def test_a_sold_out_template_undoes_the_whole_draw(
         guarantee_every=10,
     )
     alice, bob = await make_member(), await make_member()
-    won = [await service.draw(alice.id, series.id), await service.draw(bob.id, series.id)]
-    assert all(d.coupon is not None and d.fulfilment_status == "done" for d in won)
+    await service.draw(alice.id, series.id)
+    await service.draw(bob.id, series.id)
+    assert await service.drain() == 2
+    won = await BlindBoxDraw.all()
+    assert all(d.coupon_id is not None and d.fulfilment_status == "done" for d in won)
     before = await _counters(series.id, alice.id)
     assert before[1] == "1" and before[2] == "1" and before[4] == 900
 
-    with pytest.raises(MallError) as caught:
-        await service.draw(alice.id, series.id)
-    assert caught.value.code == "PRIZE_COUPON_UNAVAILABLE"
-    assert caught.value.status == 409
+    told = await service.draw(alice.id, series.id)
+    assert told.status == "pending" and told.prize.kind == "coupon"
+    assert await service.drain() == 1
+    read = await service.get_draw(alice.id, told.draw_id)
+    assert (read.status, read.release_reason) == ("released", "prize_unavailable")
     # points not spent; stock, today's count and the guarantee counter are back
     # (the draw counter only ever grows: it numbers decisions, not records)
     after = await _counters(series.id, alice.id)
     assert after[:3] == before[:3] and after[4] == before[4]
-    assert await get_redis().hlen(Keys(series.id).inflight) == 0
-    assert await BlindBoxDraw.filter(member_id=alice.id).count() == 1
+    assert await BlindBoxDraw.filter(member_id=alice.id, status="confirmed").count() == 1
     coupons, _next = await coupons_service.list_coupons(alice.id, None, None, 10)
     assert len(coupons) == 1
     for row in await BlindBoxDraw.all():
@@ -150,11 +158,11 @@ async def test_an_inactive_template_undoes_the_draw(
     series = await make_series([coupon_prize(template_id)])
     await coupons_service.update_template(template_id, {"active": False})
     member = await make_member(points=100)
-    with pytest.raises(MallError) as caught:
-        await service.draw(member.id, series.id)
-    assert caught.value.code == "PRIZE_COUPON_UNAVAILABLE"
+    told = await service.draw(member.id, series.id)
+    await service.drain()
+    assert (await service.get_draw(member.id, told.draw_id)).release_reason == "prize_unavailable"
     assert await points_service.get_balance(member.id) == 100
-    assert not await BlindBoxDraw.exists()
+    assert not await BlindBoxDraw.filter(status="confirmed").exists()
 
 
 async def test_a_coupon_prize_must_name_a_template_that_exists(make_series: MakeSeries) -> None:

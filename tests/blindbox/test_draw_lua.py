@@ -6,13 +6,14 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from mall.blindbox import service
+from mall.blindbox.models import BlindBoxDraw
 from mall.blindbox.service import Decision
 from mall.blindbox.stock import keys as Keys
 from mall.config import get_settings
@@ -47,18 +48,19 @@ async def _batch(series_id: int, draws: list[tuple[int, int]], day: date = DAY) 
     """Run many draws of the real script in one pipeline: (member, r) each. Returns the
     script's raw answers (`service.parse_decision` reads one)."""
     sha = await get_redis().script_load(script("mall.blindbox", "draw").script)
-    keys, args = service.draw_args(series_id, 0, 0, "x", day)
-    head = b"*%d\r\n" % (3 + len(keys) + len(args)) + b"".join(
-        _bulk(p) for p in ("EVALSHA", sha, len(keys), *keys)
-    )
-    tail = b"".join(_bulk(p) for p in args[3:])  # ttl, now, day label
-    reader, writer = await _raw_connection(keys[0])
-    try:
-        writer.write(
-            b"".join(
-                head + _bulk(member) + _bulk(r) + _bulk(f"f{member}") + tail for member, r in draws
-            )
+    now_ms = int(datetime.combine(day, datetime.min.time(), UTC).timestamp() * 1000)
+
+    def command(member: int, r: int) -> bytes:
+        keys, args = service.draw_args(
+            series_id, member, r, f"{series_id}-f{member}", day, now_ms=now_ms, age=30
         )
+        parts = ("EVALSHA", sha, len(keys), *keys, *args)
+        return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
+
+    first_key = Keys(series_id).meta
+    reader, writer = await _raw_connection(first_key)
+    try:
+        writer.write(b"".join(command(member, r) for member, r in draws))
         await writer.drain()
         answers: list[str] = []
         while len(answers) < len(draws):
@@ -73,10 +75,7 @@ async def _batch(series_id: int, draws: list[tuple[int, int]], day: date = DAY) 
 
 
 async def _draw_settled(series_id: int, member: int, r: int, day: date = DAY) -> Decision:
-    draw_id = secrets.token_hex(8)
-    decision = await service.decide(series_id, member, r, draw_id, day)
-    await service.settle(series_id, member, draw_id)
-    return decision
+    return await service.decide(series_id, member, r, f"{series_id}-{secrets.token_hex(8)}", day)
 
 
 async def test_100k_draws_match_the_disclosed_weights(make_series: MakeSeries) -> None:
@@ -92,7 +91,7 @@ async def test_100k_draws_match_the_disclosed_weights(make_series: MakeSeries) -
         rs = [secrets.randbelow(service.R_LIMIT) for _ in range(size)]
         answers = await _batch(series.id, [(start + i, r) for i, r in enumerate(rs)])
         assert all(a.startswith("ok|") for a in answers)
-        counts.update(int(a.split("|", 2)[1]) for a in answers)
+        counts.update(int(a.split("|", 3)[2]) for a in answers)
         # every 50th draw is re-derived from its random value and table
         for r, answer in list(zip(rs, answers, strict=True))[::50]:
             decision = service.parse_decision(answer)
@@ -229,7 +228,7 @@ async def test_daily_cap_per_member_per_business_day(make_series: MakeSeries) ->
     assert (await _draw_settled(series.id, 1, 5, DAY + timedelta(days=1))).status == "ok"
 
 
-async def test_one_draw_in_flight_per_member_and_give_back_restores_everything(
+async def test_draws_go_to_the_stream_and_a_give_back_restores_everything_once(
     make_series: MakeSeries,
 ) -> None:
     series = await make_series(
@@ -239,22 +238,32 @@ async def test_one_draw_in_flight_per_member_and_give_back_restores_everything(
     redis = get_redis()
     await _draw_settled(series.id, 1, 0)
     await _draw_settled(series.id, 1, 0)
-    first = await service.decide(series.id, 1, 0, "pending-1", DAY)
+    first = await service.decide(series.id, 1, 0, f"{series.id}-pending-1", DAY)
     assert first.status == "ok" and (first.pity_before, first.pity_after) == (2, 3)
-    assert (await service.decide(series.id, 1, 0, "pending-2", DAY)).status == "busy"
+    # no draw waits for the one before: each is an entry of the series' stream
+    assert await redis.xlen(keys.draws) == 3
     assert await redis.hget(keys.stock, str(first.prize_id)) == "2"
     assert await redis.hget(keys.day("20250301"), "1") == "3"
 
-    assert await service.give_back(series.id, 1, "other-draw", "20250301") is False
-    assert await service.give_back(series.id, 1, "pending-1", "20250301") is True
+    def released(rid: str, seq: int, pity_before: int) -> BlindBoxDraw:
+        return BlindBoxDraw(
+            draw_id=rid, series_id=series.id, member_id=1, prize_id=first.prize_id,
+            business_day=DAY, seq=seq, pity_before=pity_before,
+        )  # fmt: skip
+
+    assert await service.give_back(released(first.rid, first.seq, 2)) is True
     assert await redis.hget(keys.stock, str(first.prize_id)) == "3"
     assert await redis.hget(keys.day("20250301"), "1") == "2"
-    assert await redis.hget(keys.pity, "1") == "2"
-    assert await redis.hlen(keys.inflight) == 0
+    assert await redis.hget(keys.pity, "1") == "2"  # it was the member's latest draw
     # once only
-    assert await service.give_back(series.id, 1, "pending-1", "20250301") is False
+    assert await service.give_back(released(first.rid, first.seq, 2)) is False
     assert await redis.hget(keys.stock, str(first.prize_id)) == "3"
-    assert (await service.decide(series.id, 1, 0, "pending-3", DAY)).pity_before == 2
+    assert (await _draw_settled(series.id, 1, 0)).pity_before == 2
+    # an earlier draw released after a later one: the unit goes back, the counter that
+    # later draws built on stays
+    later = await _draw_settled(series.id, 1, 0)
+    assert await service.give_back(released("early-one", later.seq - 1, 0)) is True
+    assert await redis.hget(keys.pity, "1") == str(later.pity_after)
 
 
 async def test_lua_and_python_agree_on_large_random_values(make_series: MakeSeries) -> None:

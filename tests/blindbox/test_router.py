@@ -100,18 +100,33 @@ async def test_draw_with_idempotency_key_draws_once(
     first = await client.post(url, headers={**headers, "Idempotency-Key": "tap-1"})
     assert first.status_code == 200, first.text
     body = first.json()
-    assert body["points_spent"] == 100 and body["points_balance"] == 200
+    assert body["status"] == "pending" and body["points_cost"] == 100
+    assert body["draw_id"].startswith(f"{series_id}-")
     assert body["prize"]["name"] in {"Cup", "Pot", "Golden pot"}
-    assert body["draws_today"] == 1 and body["fulfilment_status"] == "pending"
+    assert body["draws_today"] == 1 and body["fulfilment_status"] is None
     replay = await client.post(url, headers={**headers, "Idempotency-Key": "tap-1"})
     assert replay.status_code == 200 and replay.json() == body
+    status_url = f"/api/v1/blind-boxes/draws/{body['draw_id']}"
+    pending = (await client.get(status_url, headers=headers)).json()
+    assert pending["status"] == "pending" and pending["prize"] == body["prize"]
+    assert await service.drain() == 1
     assert await BlindBoxDraw.all().count() == 1
     me = (await client.get("/api/v1/me", headers=headers)).json()
     assert me["points_balance"] == 200
+    done = (await client.get(status_url, headers=headers)).json()
+    assert (done["status"], done["fulfilment_status"]) == ("confirmed", "pending")
+    assert done["prize"] == body["prize"] and done["created_at"]
+    # a retry after it was recorded still answers the same draw, and draws nothing
+    replay = await client.post(url, headers={**headers, "Idempotency-Key": "tap-1"})
+    assert replay.json()["draw_id"] == body["draw_id"]
+    assert await service.drain() == 0
+    other = await client.get(status_url, headers=await _shopper(client, member_headers, "zed"))
+    assert other.status_code == 404 and other.json()["error"]["code"] == "DRAW_NOT_FOUND"
 
     # a new key is a new draw; the member's history lists both
     second = await client.post(url, headers={**headers, "Idempotency-Key": "tap-2"})
     assert second.status_code == 200 and second.json()["draw_id"] != body["draw_id"]
+    await service.drain()
     history = (await client.get("/api/v1/blind-boxes/draws", headers=headers)).json()
     assert [d["draw_id"] for d in history["items"]] == [second.json()["draw_id"], body["draw_id"]]
     mine = (await client.get(f"/api/v1/blind-boxes/{series_id}", headers=headers)).json()["me"]
@@ -135,10 +150,19 @@ async def test_draw_refusals_are_clear_and_replayed(
     }
 
     poor = await _shopper(client, member_headers, "gina", points=50)
-    r = await client.post(url, headers={**poor, "Idempotency-Key": "k"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "NOT_ENOUGH_POINTS"
+    r = await client.post(url, headers={**poor, "Idempotency-Key": "k", "Accept-Language": "en"})
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    assert await service.drain() == 1
     again = await client.post(url, headers={**poor, "Idempotency-Key": "k"})
-    assert again.json()["error"]["code"] == "NOT_ENOUGH_POINTS"
+    assert again.json()["draw_id"] == r.json()["draw_id"]  # the same draw, not a new one
+    status_url = f"/api/v1/blind-boxes/draws/{r.json()['draw_id']}"
+    released = (await client.get(status_url, headers={**poor, "Accept-Language": "en"})).json()
+    assert (released["status"], released["release_reason"]) == ("released", "not_enough_points")
+    assert released["message"] == (
+        "You did not have enough points for this draw: it was cancelled and nothing was spent."
+    )
+    mine = (await client.get(f"/api/v1/blind-boxes/{series_id}", headers=poor)).json()["me"]
+    assert mine["draws_today"] == 0  # the released draw does not count toward the cap
 
     rich = await _shopper(client, member_headers, "hana")
     assert (await client.post(url, headers=rich)).status_code == 200
@@ -202,6 +226,7 @@ async def test_admin_manages_series_prizes_stock_and_exports_the_log(
     for _ in range(3):
         r = await client.post(f"/api/v1/blind-boxes/{series_id}/draw", headers=headers)
         assert r.status_code == 200, r.text
+    assert await service.drain() == 3
     view = (await client.get(base, headers=ops)).json()
     assert view["draws"] == 3 and sum(p["drawn"] for p in view["prizes"]) == 3
 

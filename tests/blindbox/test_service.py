@@ -40,7 +40,7 @@ async def test_age_rules(make_series: MakeSeries, make_member: MakeMember) -> No
     seven = await make_member(birthday=date(2017, 6, 16))  # turns 8 tomorrow
     assert await _error(service.draw(seven.id, kids_ok.id)) == "AGE_NOT_ALLOWED"
     eight = await make_member(birthday=date(2017, 6, 15))  # 8 today
-    assert (await service.draw(eight.id, kids_ok.id)).points_spent == 100
+    assert (await service.draw(eight.id, kids_ok.id)).points_cost == 100
     assert await _error(service.draw(eight.id, twelve_up.id)) == "AGE_NOT_ALLOWED"
     assert await _error(service.draw(eight.id, adults_only.id)) == "MINOR_NOT_ALLOWED"
     almost = await make_member(birthday=date(2007, 6, 16))  # 18 tomorrow
@@ -48,11 +48,12 @@ async def test_age_rules(make_series: MakeSeries, make_member: MakeMember) -> No
     adult = await make_member(birthday=date(2007, 6, 15))  # 18 today
     assert (await service.draw(adult.id, adults_only.id)).prize.name == "a"
     # refusals touch nothing: only the two successful draws exist
+    assert await service.drain() == 2
     assert await BlindBoxDraw.all().count() == 2
     assert await get_redis().get(Keys(adults_only.id).seq) == "1"
 
 
-async def test_a_failed_spend_gives_stock_cap_and_guarantee_back(
+async def test_a_member_short_of_points_gets_the_draw_released_and_the_unit_back_once(
     make_series: MakeSeries, make_member: MakeMember
 ) -> None:
     clock.set_now(NOON)
@@ -65,6 +66,8 @@ async def test_a_failed_spend_gives_stock_cap_and_guarantee_back(
     member = await make_member(points=250)  # enough for two draws of 100
     first = await service.draw(member.id, series.id)
     second = await service.draw(member.id, series.id)
+    assert (first.status, second.status) == ("pending", "pending")
+    assert await service.drain() == 2
     keys = Keys(series.id)
     redis = get_redis()
     before = (
@@ -75,23 +78,39 @@ async def test_a_failed_spend_gives_stock_cap_and_guarantee_back(
     assert before[1] == "2" and second.pity_after == int(before[2] or 0)
     assert sum(int(v) for v in before[0].values()) == 18
 
-    # the cheap pre-check refuses without touching Redis ...
-    assert await _error(service.draw(member.id, series.id)) == "NOT_ENOUGH_POINTS"
-    # ... and when the spend itself refuses, everything the script took goes back
-    code = await _error(service.draw(member.id, series.id, check_balance_first=False))
-    assert code == "NOT_ENOUGH_POINTS"
+    # the request reads no balance: the draw is told at once ...
+    third = await service.draw(member.id, series.id)
+    assert third.status == "pending" and third.points_cost == 100
+    assert (await service.get_draw(member.id, third.draw_id)).status == "pending"
+    assert sum(int(v) for v in (await redis.hgetall(keys.stock)).values()) == 17
+    assert (await check_blindbox()).ok  # the unit is in the backlog
+    # ... and the consumer finds the member short: released, nothing spent, all back
+    assert await service.drain() == 1
     after = (
         await redis.hgetall(keys.stock),
         await redis.hget(keys.day(LABEL), str(member.id)),
         await redis.hget(keys.pity, str(member.id)),
     )
     assert after == before
-    assert await redis.hlen(keys.inflight) == 0
-    assert await BlindBoxDraw.filter(member_id=member.id).count() == 2
+    read = await service.get_draw(member.id, third.draw_id)
+    assert (read.status, read.release_reason) == ("released", "not_enough_points")
+    assert read.prize == third.prize and read.fulfilment_status is None
+    row = await BlindBoxDraw.get(draw_id=third.draw_id)
+    assert row.stock_returned and row.status == "released"
+    # the give-back happens once, however often it is asked for
+    from mall.blindbox.draws import finish_release
+
+    await finish_release(row)
+    assert not await service.give_back(row)
+    assert await redis.hgetall(keys.stock) == before[0]
     assert await points_service.get_balance(member.id) == 50
-    assert {first.draw_id, second.draw_id} == set(
-        await BlindBoxDraw.all().values_list("draw_id", flat=True)
-    )
+    confirmed = await BlindBoxDraw.filter(member_id=member.id, status="confirmed")
+    assert {d.draw_id for d in confirmed} == {first.draw_id, second.draw_id}
+    mine = await service.get_draw(member.id, first.draw_id)
+    assert mine.status == "confirmed" and mine.fulfilment_status == "pending"
+    with pytest.raises(MallError) as other:
+        await service.get_draw(member.id + 1, first.draw_id)
+    assert other.value.code == "DRAW_NOT_FOUND"
     assert (await check_blindbox()).ok
 
 
@@ -106,6 +125,7 @@ async def test_logged_draws_rederive_including_guaranteed_ones(
     member = await make_member(points=2000)
     for _ in range(12):
         await service.draw(member.id, series.id)
+    await service.drain()
     rows = await BlindBoxDraw.filter(series_id=series.id).order_by("id")
     assert len(rows) == 12
     assert all(service.rederive(row) == row.prize_id for row in rows)
@@ -138,6 +158,8 @@ async def test_concurrent_draws_never_oversell_and_reconcile(
     assert len(wins) == 20 and losses == {"SERIES_SOLD_OUT": 20}
     per_prize = Counter(w.prize.name for w in wins)
     assert per_prize == {"a": 12, "b": 8}
+    assert (await check_blindbox()).ok  # all 20 in the backlog
+    assert await service.drain() == 20
     assert await BlindBoxDraw.filter(series_id=series.id).count() == 20
     assert sorted(await BlindBoxDraw.all().values_list("seq", flat=True)) == list(range(1, 21))
     report = await check_blindbox()
@@ -160,6 +182,7 @@ async def test_redis_loss_is_rebuilt_from_the_draw_log(
     member = await make_member(points=1000)
     for _ in range(4):
         await service.draw(member.id, series.id)
+    await service.drain()
     keys = Keys(series.id)
     redis = get_redis()
     snapshot = (
@@ -182,38 +205,36 @@ async def test_redis_loss_is_rebuilt_from_the_draw_log(
     assert rebuilt == snapshot
     fifth = await service.draw(member.id, series.id)
     assert fifth.seq == 5 and fifth.draws_today == 5
+    await service.drain()
     assert (await check_blindbox()).ok
 
 
-async def test_sweeper_gives_back_a_draw_a_crashed_request_left(
+async def test_a_dead_consumers_entries_are_claimed_and_persisted_once(
     make_series: MakeSeries, make_member: MakeMember
 ) -> None:
+    from mall.blindbox.stock import DRAWS
+
     series = await make_series([prize("a", 1, stock=3)])
     member = await make_member()
-    recorded = await service.draw(member.id, series.id)
-    # a request that crashed between the script and the database
-    crashed = await service.decide(series.id, member.id, 0, "crashed-draw")
-    assert crashed.status == "ok"
-    keys = Keys(series.id)
-    assert await get_redis().hget(keys.stock, str(crashed.prize_id)) == "1"
-    # mid-crash the reconciler still balances: the in-flight draw is counted
-    report = await check_blindbox()
-    assert report.ok, report.lines
-    assert await service.sweep_in_flight(older_than_seconds=3600) == 0  # not stale yet
-    assert await _error(service.draw(member.id, series.id)) == "DRAW_IN_PROGRESS"
-    assert await service.sweep_in_flight(older_than_seconds=0) == 1
-    assert await get_redis().hget(keys.stock, str(crashed.prize_id)) == "2"
-    assert await get_redis().hlen(keys.inflight) == 0
-    last = await service.draw(member.id, series.id)
-    assert last.seq == recorded.seq + 2
-    # a recorded draw whose request died before releasing its slot is released at once,
-    # with its unit still taken
-    left = await get_redis().hget(keys.stock, str(last.prize.id))
-    record = f"{last.draw_id}|{last.prize.id}|0|{service.day_label(clock.today())}|0|{last.seq}"
-    await get_redis().hset(keys.inflight, str(member.id), record)
-    assert await service.sweep_in_flight(older_than_seconds=3600) == 1
-    assert await get_redis().hlen(keys.inflight) == 0
-    assert await get_redis().hget(keys.stock, str(last.prize.id)) == left
+    told = [await service.draw(member.id, series.id) for _ in range(2)]
+    # a consumer reads the entries and dies before its commit
+    read = await DRAWS.read(series.id, "dead", count=10, claim_idle_ms=60_000)
+    assert len(read) == 2
+    assert await service.process_pending_once("alive", claim_idle_ms=60_000) == 0
+    assert (await check_blindbox()).ok  # still the backlog
+    assert (await service.get_draw(member.id, told[0].draw_id)).status == "pending"
+    # after the idle time another consumer claims them
+    assert await service.process_pending_once("alive", claim_idle_ms=0) == 2
+    assert await DRAWS.backlog(series.id) == 0
+    assert await get_redis().hlen(Keys(series.id).res) == 0
+    # a replay of an entry already persisted (a crash before the acknowledgement)
+    # makes nothing twice
+    from mall.blindbox.draws import persist_batch
+
+    fields = {"rid": told[0].draw_id, "member": str(member.id), "prize": str(told[0].prize.id)}
+    assert await persist_batch(series.id, [("1-1", fields)]) == ["1-1"]
+    assert await BlindBoxDraw.filter(member_id=member.id).count() == 2
+    assert await points_service.get_balance(member.id) == 800
     assert (await check_blindbox()).ok
 
 
@@ -247,6 +268,7 @@ async def test_stock_adjustments_are_audited_and_never_go_below_zero(
     # a has none left: every draw now lands on b
     member = await make_member()
     assert (await service.draw(member.id, series.id)).prize.name == "b"
+    await service.drain()
     assert (await check_blindbox()).ok
 
 
@@ -278,7 +300,7 @@ async def test_demo_seed_is_idempotent_and_checks_are_discovered() -> None:
     detail = (await service.list_on_offer())[0]
     assert detail.is_open and detail.guarantee is not None
     assert "blindbox" in domains.checks()
-    assert {"blindbox.sweep_in_flight", "blindbox.reconcile"} <= {j.name for j in domains.jobs()}
+    assert {"blindbox.give_backs", "blindbox.reconcile"} <= {j.name for j in domains.jobs()}
 
 
 async def test_the_reconcile_job_repairs_a_drift_that_persists(make_series: MakeSeries) -> None:

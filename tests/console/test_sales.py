@@ -80,8 +80,10 @@ async def test_create_blind_box_open_it_and_see_the_draw_log(
     await page.click("button[data-action=on-sale]")
     await page.locator("button[data-action=off-sale]").wait_for()
 
+    from mall.blindbox import service as blindbox_service
     from mall.points import service as points_service
 
+    blindbox_service.forget_local_state()
     headers = await member_headers("dave")
     r = await client.patch("/api/v1/me", json={"birthday": "1990-05-01"}, headers=headers)
     assert r.status_code == 200, r.text
@@ -90,6 +92,7 @@ async def test_create_blind_box_open_it_and_see_the_draw_log(
     r = await client.post(f"/api/v1/blind-boxes/{series_id}/draw", headers=headers)
     assert r.status_code == 200, r.text
     prize_id = r.json()["prize"]["id"]
+    await blindbox_service.drain()  # the worker's consumer records the draw
     # polled: live stock falls to 2 and the draw shows in the log
     await page.wait_for_selector(f"[data-live-stock='{prize_id}']:text-is('2')")
     await page.wait_for_selector(f"[data-role=draws] td:text-is('#{me['id']}')")

@@ -1,17 +1,12 @@
--- Release a draw that was never recorded (its points spend failed, its request died):
--- the prize unit, the day's count and the guarantee counter go back. Only the member's
--- own in-flight draw is released, once. The helpers of mall.kit.stock come first.
-local STOCK, PITY, DAY, INFLIGHT = 1, 2, 3, 4
--- KEYS: stock, pity, day (the day the draw counted on), inflight
--- ARGV: 1 member, 2 draw id
--- Replies: ok | gone (no such draw in flight)
-local rec = redis.call('HGET', KEYS[INFLIGHT], ARGV[1])
-if not rec then return reply('gone') end
-local parts = {}
-for piece in string.gmatch(rec, '[^|]+') do parts[#parts + 1] = piece end
-if parts[1] ~= ARGV[2] then return reply('gone') end
-put_units(STOCK, parts[2], 1)
-redis.call('HSET', KEYS[PITY], ARGV[1], parts[3])
-count_down(DAY, ARGV[1], 1)
-redis.call('HDEL', KEYS[INFLIGHT], ARGV[1])
+-- A released draw's guarantee counter goes back to what it was before that draw, but
+-- only while that draw is still the member's latest in the series (a later draw built
+-- on the counter and keeps it). Run once, after kit give_back handed its unit back.
+-- The helpers of mall.kit.stock come first.
+local PITY, LAST = 1, 2
+-- KEYS: pity, last (member -> seq of their latest draw)
+-- ARGV: 1 member, 2 the released draw's seq, 3 its pity before
+-- Replies: ok (restored) | kept
+if redis.call('HGET', KEYS[LAST], ARGV[1]) ~= ARGV[2] then return reply('kept') end
+redis.call('HSET', KEYS[PITY], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[LAST], ARGV[1])
 return reply('ok')
