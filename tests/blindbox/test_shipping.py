@@ -28,6 +28,7 @@ async def test_an_item_prize_ships_once_with_a_tracking_number(
     series = await make_series([prize("plush", 1, stock=5)])
     member = await make_member()
     won = await service.draw(member.id, series.id)
+    await service.drain()  # the worker records the draw
     address = await make_address(member)
     body = PrizeShipIn(delivery="express", address_id=address)
 
@@ -57,6 +58,7 @@ async def test_cancel_before_shipping_lets_the_member_ask_again(
     member = await make_member()
     stranger = await Member.create(openid="dev_bb_stranger")
     won = await service.draw(member.id, series.id)
+    await service.drain()  # the worker records the draw
     with pytest.raises(MallError) as raised:
         await shipping.ship_prize(stranger, won.draw_id, PrizeShipIn(delivery="pickup"))
     assert raised.value.code == "BLINDBOX_DRAW_NOT_FOUND"
@@ -86,6 +88,7 @@ async def test_ship_route_and_coupon_prizes(
     await Member.filter(id=member.id).update(birthday=clock.now().date().replace(year=1990))
     await points_service.earn(member.id, 500, idempotency_key="t:boxer", reason="test")
     won = await service.draw(member.id, series.id)
+    await service.drain()  # the worker records the draw
     url = f"/api/v1/blind-boxes/draws/{won.draw_id}/ship"
     r = await client.post(url, json={"delivery": "express"}, headers=headers)
     assert r.status_code == 422 and r.json()["error"]["code"] == "ORDER_ADDRESS_REQUIRED"
@@ -99,6 +102,7 @@ async def test_ship_route_and_coupon_prizes(
     # a coupon prize was delivered with the draw: nothing to ship
     await BlindBoxDraw.filter(draw_id=won.draw_id).update(fulfilment_status="done")
     other = await service.draw(member.id, series.id)
+    await service.drain()  # the worker records the draw
     await BlindBoxDraw.filter(draw_id=other.draw_id).update(fulfilment_status="done")
     r = await client.post(
         f"/api/v1/blind-boxes/draws/{other.draw_id}/ship",
