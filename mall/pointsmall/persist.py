@@ -1,10 +1,14 @@
 """The points-mall consumer: turns the redemptions decided in Redis (each item's stream,
 consumer group `redemptions`) into database rows, in batches.
 
-One transaction per batch of an item's entries, each redemption in its own savepoint:
-the points spend (idempotency key per reservation, so never twice), the member's level
-and the balance threshold checked authoritatively, the coupons of a voucher item, the
-`PointsMallRedemption` (unique reservation id) and the database stock guard. A
+One transaction per batch of an item's entries: the member's level checked first, then
+the points of the whole batch in one `points_service.spend_many` (idempotency key per
+reservation, so never twice), then each redemption in its own savepoint: the balance
+threshold checked authoritatively, the coupons of a voucher item, the
+`PointsMallRedemption` (unique reservation id) and the database stock guard. Should one
+of those refuse a redemption whose points the batch spent, the spends and savepoints
+are rolled back and run again without it (so a released redemption has no ledger
+entries, and a later redemption of the same member sees its points). A
 redemption the database refuses becomes a `released` record with a reason code (the
 refusal's code in lower case: `not_enough_points`, `level_too_low`,
 `points_threshold_not_met`, `coupon_sold_out`, ...), and after the commit its units go
@@ -86,34 +90,20 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry | None:
     )
 
 
-class _MemberGone(Exception):
-    pass
+class _Again(Exception):
+    """A pass of a batch refused redemptions after their points were spent: roll it back."""
 
 
-# --- one redemption ---------------------------------------------------------------------
+# --- one batch --------------------------------------------------------------------------
 
 
-async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
-    """The redemption's writes; called inside its savepoint (a MallError undoes them)."""
-    try:
-        if item.level_required > 0:  # else no read: the spend finds the member
-            member = await members_service.get_member(e.member_id)
-            if member.level < item.level_required:
-                raise LEVEL_TOO_LOW(level=item.level_required)
-        spend_key = f"pointsmall:redeem:{e.rid}"
-        entry = await points_service.spend(
-            e.member_id,
-            e.points,
-            idempotency_key=spend_key,
-            reason="pointsmall.redeem",
-            reference=f"pointsmall_item:{item.id}",
-        )
-    except MallError as exc:
-        if exc.code == members_service.MEMBER_NOT_FOUND.code:
-            raise _MemberGone() from None
-        raise
+async def _write(
+    item: PointsMallItem, e: Entry, spent: points_service.PointsEntry
+) -> PointsMallRedemption:
+    """The redemption's writes after its spend; called inside its savepoint (a MallError
+    undoes them)."""
     # the threshold is on the balance at the moment of the spend, which the entry states
-    before = entry.balance_after + e.points
+    before = spent.balance_after + e.points
     if item.min_points_balance and before < item.min_points_balance:
         raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=before)
     template_id = item.coupon_template_id if item.kind == "voucher" else None
@@ -135,7 +125,7 @@ async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
         quantity=e.quantity,
         points_spent=e.points,
         status=_STATUS_AFTER_REDEEM.get(item.kind, "issued"),
-        spend_key=spend_key,
+        spend_key=_spend_key(e),
         period_label=e.label,
         voucher_code=_voucher_code() if item.kind == "voucher" and not template_id else None,
         coupon_ids=coupon_ids,
@@ -149,17 +139,107 @@ async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
     return redemption
 
 
-async def _one(item: PointsMallItem, e: Entry) -> PointsMallRedemption | None:
-    """Write one redemption in a savepoint, or its `released` record; None: the member
-    no longer exists (nothing to record, the units go back)."""
-    try:
-        async with tx.transaction():
-            return await _write(item, e)
-    except _MemberGone:
-        log.warning("pointsmall item %s: member %s no longer exists", item.id, e.member_id)
-        return None
-    except MallError as refused:
-        reason = refused.code.lower()
+def _spend_key(e: Entry) -> str:
+    return f"pointsmall:redeem:{e.rid}"
+
+
+async def _pass(
+    item: PointsMallItem,
+    entries: list[Entry],
+    refused: dict[str, str],
+    gone: set[str],
+    after_spend: dict[str, str],
+) -> dict[str, PointsMallRedemption]:
+    """One try at the batch (in the caller's savepoint): the points of every entry in one
+    `spend_many`, then the rest of each redemption in its own savepoint. A refusal of the
+    spend itself (short of points) changes nothing and is recorded in `refused`; a
+    refusal after the spend is recorded in `after_spend` and raises `_Again`, so the
+    caller rolls the pass back (spends included) and runs it again without that
+    redemption: a released redemption never leaves entries in the points history."""
+    results = await points_service.spend_many(
+        [
+            points_service.SpendRequest(
+                e.member_id,
+                e.points,
+                _spend_key(e),
+                reason="pointsmall.redeem",
+                reference=f"pointsmall_item:{item.id}",
+            )
+            for e in entries
+        ]
+    )
+    written: dict[str, PointsMallRedemption] = {}
+    again = False
+    for e, spent in zip(entries, results, strict=True):
+        if isinstance(spent, MallError):
+            if spent.code == members_service.MEMBER_NOT_FOUND.code:
+                gone.add(e.rid)
+            else:
+                refused[e.rid] = spent.code.lower()
+            continue
+        try:
+            async with tx.transaction():
+                written[e.rid] = await _write(item, e, spent)
+        except MallError as exc:
+            after_spend[e.rid] = exc.code.lower()
+            again = True
+    if again:
+        raise _Again()
+    return written
+
+
+async def _batch(
+    item: PointsMallItem, entries: list[Entry]
+) -> dict[str, PointsMallRedemption | None]:
+    """Write `entries` (none written before) in the current transaction: each its
+    redemption, its `released` record, or None (the member no longer exists: nothing to
+    record, the units go back).
+
+    Order: the level (read before any spend), then one `_pass`; a pass that refused a
+    redemption after spending its points is rolled back and run again without it (a
+    pass adds at least one refusal, so this ends; normally there is one pass)."""
+    refused: dict[str, str] = {}  # reservation id -> release reason
+    gone: set[str] = set()
+    if item.level_required > 0:
+        levels: dict[int, int | None] = {}
+        for member_id in sorted({e.member_id for e in entries}):
+            try:
+                levels[member_id] = (await members_service.get_member(member_id)).level
+            except MallError as exc:
+                if exc.code != members_service.MEMBER_NOT_FOUND.code:
+                    raise
+                levels[member_id] = None
+        for e in entries:
+            level = levels[e.member_id]
+            if level is None:
+                gone.add(e.rid)
+            elif level < item.level_required:
+                refused[e.rid] = LEVEL_TOO_LOW.code.lower()
+    after_spend: dict[str, str] = {}  # refusals after the spend: kept across passes
+    while True:
+        # what the spend refuses (short of points, member gone) is decided again each pass
+        refused_now = {**refused, **after_spend}
+        gone_now = set(gone)
+        todo = [e for e in entries if e.rid not in refused_now and e.rid not in gone_now]
+        try:
+            async with tx.transaction():
+                written = await _pass(item, todo, refused_now, gone_now, after_spend)
+        except _Again:
+            continue
+        break
+    out: dict[str, PointsMallRedemption | None] = {}
+    for e in entries:
+        if e.rid in written:
+            out[e.rid] = written[e.rid]
+        elif e.rid in gone_now:
+            log.warning("pointsmall item %s: member %s no longer exists", item.id, e.member_id)
+            out[e.rid] = None
+        else:
+            out[e.rid] = await _released(item, e, refused_now[e.rid])
+    return out
+
+
+async def _released(item: PointsMallItem, e: Entry, reason: str) -> PointsMallRedemption:
     return await PointsMallRedemption.create(
         reservation_id=e.rid,
         item_id=item.id,
@@ -192,10 +272,8 @@ async def persist_batch(
     if not todo:
         return results
     try:
-        batch: dict[str, PointsMallRedemption | None] = {}
         async with tx.transaction():
-            for e in todo:
-                batch[e.rid] = await _one(item, e)
+            batch = await _batch(item, todo)
         results.update(batch)
         return results
     except Exception as exc:
@@ -207,7 +285,7 @@ async def persist_batch(
     for e in todo:
         try:
             async with tx.transaction():
-                results[e.rid] = await _one(item, e)
+                results.update(await _batch(item, [e]))
         except Exception:
             log.exception("pointsmall item %s: reservation %s not persisted", item_id, e.rid)
     return results
