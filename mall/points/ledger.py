@@ -17,8 +17,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
@@ -375,6 +376,24 @@ async def spend(
     return await _take(member_id, points, key, kind=SPEND, reason=reason, reference=reference)
 
 
+_Row = TypeVar("_Row")
+_CHUNK = 150  # rows per set-based statement: 5 parameters a row stay under SQLite's 999
+
+
+def _chunks(rows: list[_Row]) -> Iterable[list[_Row]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
+async def _execute(conn: BaseDBAsyncClient, sql: str, values: list[Any]) -> int:
+    """Run an UPDATE written with `?` placeholders; the rows it changed."""
+    if conn.capabilities.dialect == "postgres":
+        parts = sql.split("?")
+        sql = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    moved, _rows = await conn.execute_query(sql, values)
+    return int(moved)
+
+
 @dataclass(frozen=True, slots=True)
 class SpendRequest:
     """One spend of a `spend_many` batch: the arguments of `spend`."""
@@ -406,16 +425,16 @@ async def spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | Mal
     savepoint), else in its own.
 
     Statements: one locking SELECT of the batch's members (id order, so consumers never
-    deadlock), one SELECT of existing keys, one of the members' open lots; then per
-    member one conditional balance update (`points_balance >= total`), per lot one
-    conditional update (`remaining = expected`), one insert of the entries, one SELECT
-    of their ids and one insert of the lot uses."""
+    deadlock), one SELECT of existing keys, one of the members' open lots; then each
+    member's balance by a conditional update (`points_balance >= total`) and each lot
+    taken from by one (`remaining = expected`), up to `_CHUNK` rows to a statement; one
+    insert of the entries, one SELECT of them (ids) and one insert of the lot uses."""
     if not requests:
         return []
     for attempt in range(3):
         try:
-            async with in_transaction():
-                return await _spend_many(requests)
+            async with in_transaction() as conn:
+                return await _spend_many(requests, conn)
         except IntegrityError:
             # a twin spend with one of our keys committed before we locked its member
             # (its member differs from ours): the next pass finds it as existing
@@ -424,7 +443,9 @@ async def spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | Mal
     raise AssertionError("unreachable")
 
 
-async def _spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | MallError]:
+async def _spend_many(
+    requests: Sequence[SpendRequest], conn: BaseDBAsyncClient
+) -> list[PointsEntry | MallError]:
     results: list[PointsEntry | MallError | None] = [None] * len(requests)
     keys: list[str | None] = []
     for i, r in enumerate(requests):
@@ -490,7 +511,7 @@ async def _spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | Ma
         )
         slots[i] = key
     if planned:
-        made = await _write_planned(list(planned.values()), lot_before, open_lots)
+        made = await _write_planned(conn, list(planned.values()), lot_before, open_lots)
         for i, key in slots.items():
             results[i] = made[key]
     done = [r for r in results if r is not None]
@@ -500,27 +521,54 @@ async def _spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | Ma
 
 
 async def _write_planned(
-    planned: list[_Planned], lot_before: dict[int, int], open_lots: dict[int, list[PointsLot]]
+    conn: BaseDBAsyncClient,
+    planned: list[_Planned],
+    lot_before: dict[int, int],
+    open_lots: dict[int, list[PointsLot]],
 ) -> dict[str, PointsEntry]:
     """The writes of `spend_many`: balances, lots, entries, lot uses. Members locked."""
     totals: dict[int, int] = {}
     for p in planned:
         totals[p.member_id] = totals.get(p.member_id, 0) + p.points
-    for member_id, total in sorted(totals.items()):
-        moved = await Member.filter(id=member_id, points_balance__gte=total).update(
-            points_balance=F("points_balance") - total
+    # each member's balance by a conditional update (`points_balance >= total`), many
+    # members to a statement (a CASE per row): a statement that moves fewer rows than it
+    # names means a balance changed under the lock, and the whole batch rolls back
+    by_member = sorted(totals.items())
+    for chunk in _chunks(by_member):
+        cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in chunk)
+        pairs = [v for member_id, total in chunk for v in (member_id, total)]
+        ids = ", ".join("?" for _ in chunk)
+        moved = await _execute(
+            conn,
+            f"UPDATE member SET points_balance = points_balance - (CASE id {cases} END) "
+            f"WHERE id IN ({ids}) AND points_balance >= (CASE id {cases} END)",
+            [*pairs, *(m for m, _t in chunk), *pairs],
         )
-        if not moved:
-            raise RuntimeError(f"member {member_id} balance changed under a member lock")
-    for member_id in sorted(totals):
-        for lot in open_lots.get(member_id, []):
-            if lot.remaining == lot_before[lot.id]:
-                continue
-            moved = await PointsLot.filter(id=lot.id, remaining=lot_before[lot.id]).update(
-                remaining=lot.remaining
-            )
-            if not moved:
-                raise RuntimeError(f"points lot {lot.id} changed under a member lock")
+        if moved != len(chunk):
+            raise RuntimeError("a member's balance changed under a member lock")
+    # each lot taken from by a conditional update (`remaining = expected`), the same way
+    changed = [
+        (lot.id, lot_before[lot.id], lot.remaining)
+        for member_id in sorted(totals)
+        for lot in open_lots.get(member_id, [])
+        if lot.remaining != lot_before[lot.id]
+    ]
+    for part in _chunks(changed):
+        sets = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
+        expected = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
+        ids = ", ".join("?" for _ in part)
+        moved = await _execute(
+            conn,
+            f"UPDATE points_lot SET remaining = (CASE id {sets} END) "
+            f"WHERE id IN ({ids}) AND remaining = (CASE id {expected} END)",
+            [
+                *(v for lot_id, _was, now in part for v in (lot_id, now)),
+                *(lot_id for lot_id, _was, _now in part),
+                *(v for lot_id, was, _now in part for v in (lot_id, was)),
+            ],
+        )
+        if moved != len(part):
+            raise RuntimeError("a points lot changed under a member lock")
     now = clock.now()
     await PointsEntry.bulk_create(
         [
