@@ -5,16 +5,18 @@ One transaction per batch of an item's entries: the member's level checked first
 the points of the whole batch in one `points_service.spend_many` (idempotency key per
 reservation, so never twice), then each redemption in its own savepoint: the balance
 threshold checked authoritatively, the coupons of a voucher item, the
-`PointsMallRedemption` (unique reservation id) and the database stock guard. Should one
-of those refuse a redemption whose points the batch spent, the spends and savepoints
-are rolled back and run again without it (so a released redemption has no ledger
-entries, and a later redemption of the same member sees its points). A
-redemption the database refuses becomes a `released` record with a reason code (the
-refusal's code in lower case: `not_enough_points`, `level_too_low`,
-`points_threshold_not_met`, `coupon_sold_out`, ...), and after the commit its units go
-back to Redis, once (`stock.settle`). Entries are acknowledged only after they are
-settled, so a crash anywhere replays them and the unique reservation id dedupes. The
-stream reading, claiming and acknowledging is the kit's (`mall.kit.stock.StreamConsumer`)."""
+`PointsMallRedemption` (unique reservation id) and the database stock guard (an item
+without coupons: the rows in one insert under one guard for the batch's units, and one
+by one only when that refuses). Should one of those refuse a redemption whose points
+the batch spent, the spends and savepoints are rolled back and run again without it
+(so a released redemption has no ledger entries, and a later redemption of the same
+member sees its points). A redemption the database refuses becomes a `released` record
+with a reason code (the refusal's code in lower case: `not_enough_points`,
+`level_too_low`, `points_threshold_not_met`, `coupon_sold_out`, ...), and after the
+commit its units go back to Redis, once (`stock.settle`). Entries are acknowledged only
+after they are settled, so a crash anywhere replays them and the unique reservation id
+dedupes. The stream reading, claiming and acknowledging is the kit's
+(`mall.kit.stock.StreamConsumer`)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from mall.config import get_settings
@@ -97,26 +100,20 @@ class _Again(Exception):
 # --- one batch --------------------------------------------------------------------------
 
 
-async def _write(
-    item: PointsMallItem, e: Entry, spent: points_service.PointsEntry
-) -> PointsMallRedemption:
-    """The redemption's writes after its spend; called inside its savepoint (a MallError
-    undoes them)."""
+def _check_threshold(item: PointsMallItem, e: Entry, spent: points_service.PointsEntry) -> None:
     # the threshold is on the balance at the moment of the spend, which the entry states
     before = spent.balance_after + e.points
     if item.min_points_balance and before < item.min_points_balance:
         raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=before)
-    template_id = item.coupon_template_id if item.kind == "voucher" else None
-    coupon_ids: list[int] | None = None
-    if template_id is not None:
-        # each grant gives its Redis win back if this savepoint rolls back
-        coupon_ids = []
-        for i in range(e.quantity):
-            coupon = await coupons_service.grant(
-                e.member_id, template_id, grant_key=f"pointsmall:{e.rid}:{i}", source="points_mall"
-            )
-            coupon_ids.append(coupon.id)
-    redemption = await PointsMallRedemption.create(
+
+
+def _template_id(item: PointsMallItem) -> int | None:
+    return item.coupon_template_id if item.kind == "voucher" else None
+
+
+def _row(item: PointsMallItem, e: Entry, coupon_ids: list[int] | None) -> PointsMallRedemption:
+    """The redemption (unsaved) of an entry whose points are spent."""
+    return PointsMallRedemption(
         reservation_id=e.rid,
         item_id=item.id,
         member_id=e.member_id,
@@ -127,16 +124,58 @@ async def _write(
         status=_STATUS_AFTER_REDEEM.get(item.kind, "issued"),
         spend_key=_spend_key(e),
         period_label=e.label,
-        voucher_code=_voucher_code() if item.kind == "voucher" and not template_id else None,
+        voucher_code=_voucher_code() if item.kind == "voucher" and not _template_id(item) else None,
         coupon_ids=coupon_ids,
         address=e.address,
     )
-    taken = await PointsMallItem.filter(id=item.id, stock__gte=e.quantity).update(
-        stock=F("stock") - e.quantity
+
+
+async def _take_stock(item: PointsMallItem, quantity: int) -> None:
+    """The database's own stock guard; refuses with the item's sold-out code."""
+    taken = await PointsMallItem.filter(id=item.id, stock__gte=quantity).update(
+        stock=F("stock") - quantity
     )
     if not taken:
         raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
+
+
+async def _write(
+    item: PointsMallItem, e: Entry, spent: points_service.PointsEntry
+) -> PointsMallRedemption:
+    """The redemption's writes after its spend; called inside its savepoint (a MallError
+    undoes them)."""
+    _check_threshold(item, e, spent)
+    template_id = _template_id(item)
+    coupon_ids: list[int] | None = None
+    if template_id is not None:
+        # each grant gives its Redis win back if this savepoint rolls back
+        coupon_ids = []
+        for i in range(e.quantity):
+            coupon = await coupons_service.grant(
+                e.member_id, template_id, grant_key=f"pointsmall:{e.rid}:{i}", source="points_mall"
+            )
+            coupon_ids.append(coupon.id)
+    redemption = _row(item, e, coupon_ids)
+    await redemption.save()
+    await _take_stock(item, e.quantity)
     return redemption
+
+
+async def _write_at_once(
+    item: PointsMallItem, spent: list[tuple[Entry, points_service.PointsEntry]]
+) -> dict[str, PointsMallRedemption] | None:
+    """The rows of an item without coupons in one insert, the stock guard once for all
+    (`stock >= total`), in a savepoint; None when either refuses (then one by one finds
+    which)."""
+    try:
+        async with tx.transaction():
+            await _take_stock(item, sum(e.quantity for e, _s in spent))
+            await PointsMallRedemption.bulk_create([_row(item, e, None) for e, _s in spent])
+    except (MallError, IntegrityError):
+        return None
+    # bulk inserts do not return ids on every backend: read the rows back
+    rows = await PointsMallRedemption.filter(reservation_id__in=[e.rid for e, _s in spent])
+    return {r.reservation_id: r for r in rows}
 
 
 def _spend_key(e: Entry) -> str:
@@ -151,7 +190,8 @@ async def _pass(
     after_spend: dict[str, str],
 ) -> dict[str, PointsMallRedemption]:
     """One try at the batch (in the caller's savepoint): the points of every entry in one
-    `spend_many`, then the rest of each redemption in its own savepoint. A refusal of the
+    `spend_many`, then the rest of each redemption in its own savepoint (an item without
+    coupons: every row in one insert under one stock guard, unless it refuses). A refusal of the
     spend itself (short of points) changes nothing and is recorded in `refused`; a
     refusal after the spend is recorded in `after_spend` and raises `_Again`, so the
     caller rolls the pass back (spends included) and runs it again without that
@@ -168,18 +208,31 @@ async def _pass(
             for e in entries
         ]
     )
+    spent: list[tuple[Entry, points_service.PointsEntry]] = []
+    for e, result in zip(entries, results, strict=True):
+        if not isinstance(result, MallError):
+            spent.append((e, result))
+        elif result.code == members_service.MEMBER_NOT_FOUND.code:
+            gone.add(e.rid)
+        else:
+            refused[e.rid] = result.code.lower()
+    if spent and _template_id(item) is None:
+        for e, entry in spent:
+            try:
+                _check_threshold(item, e, entry)
+            except MallError as exc:
+                after_spend[e.rid] = exc.code.lower()
+        if after_spend.keys() & {e.rid for e, _s in spent}:
+            raise _Again()
+        at_once = await _write_at_once(item, spent)
+        if at_once is not None:
+            return at_once
     written: dict[str, PointsMallRedemption] = {}
     again = False
-    for e, spent in zip(entries, results, strict=True):
-        if isinstance(spent, MallError):
-            if spent.code == members_service.MEMBER_NOT_FOUND.code:
-                gone.add(e.rid)
-            else:
-                refused[e.rid] = spent.code.lower()
-            continue
+    for e, entry in spent:
         try:
             async with tx.transaction():
-                written[e.rid] = await _write(item, e, spent)
+                written[e.rid] = await _write(item, e, entry)
         except MallError as exc:
             after_spend[e.rid] = exc.code.lower()
             again = True
