@@ -12,7 +12,8 @@ process that pays it (read from /proc or Redis INFO), not a wall-clock rate:
 - app: `mall serve` with one worker answering attempts over HTTP; attempts per
   CPU-second of the app process and of Redis, so app cores per Redis core.
 - consumer: wins persisted per second by the existing stream consumer into the
-  connected database, and the consumer's CPU-seconds per win."""
+  connected database, and the consumer's CPU-seconds per win; the same for points-mall
+  redemptions (the redemption consumer)."""
 
 from __future__ import annotations
 
@@ -422,12 +423,55 @@ async def _consume(dsn: str, sock: str, wins: int, consumers: list[int]) -> list
                     {"name": label, "consumers": n, "wins": wins, "per_second": wins / wall,
                      "consumer_cpu_ms_per_win": 1000 * cpu / wins}
                 )  # fmt: skip
+        rows += await _consume_redemptions(members, consumers)
         grown = await _database_bytes() - empty
         orders = wins * 3 * len(consumers)
         rows.append({"name": "size", "members": wins, "orders": orders, "bytes": grown})
     finally:
         await mall_redis.close()
         await db.close_db()
+    return rows
+
+
+async def _consume_redemptions(members: list[int], consumers: list[int]) -> list[dict[str, Any]]:
+    """Points-mall redemptions (a voucher for 100 points), one per member, decided in
+    Redis, then persisted by the redemption consumer (points spent per batch)."""
+    from mall.members.models import Staff
+    from mall.pointsmall import persist
+    from mall.pointsmall import service as pm_service
+    from mall.pointsmall.models import PointsMallRedemption
+    from mall.pointsmall.schemas import ItemCreate
+
+    staff = await Staff.create(username=f"cap_{secrets.token_hex(4)}", password_hash="-")
+    rows: list[dict[str, Any]] = []
+    for n in consumers:
+        item = await pm_service.create_item(
+            ItemCreate(
+                name=f"voucher x{n}",
+                kind="voucher",
+                points_price=100,
+                total_stock=len(members),
+                on_shelf=True,
+            ),
+            staff,
+        )
+        answers = await asyncio.gather(
+            *(pm_service.redeem(m, item.id, 1, None, f"cap-{item.id}-{m}") for m in members)
+        )
+        assert all(a.status == "pending" for a in answers), {a.status for a in answers}
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        done = await asyncio.gather(*(persist.drain(f"cap-{k}") for k in range(n)))
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        assert sum(done) == len(members), done
+        issued = await PointsMallRedemption.filter(item_id=item.id, status="issued").count()
+        assert issued == len(members), issued
+        rows.append(
+            {"name": "points-mall redeem (voucher, 100 points)", "consumers": n,
+             "wins": len(members), "per_second": len(members) / wall,
+             "consumer_cpu_ms_per_win": 1000 * cpu / len(members)}
+        )  # fmt: skip
     return rows
 
 
@@ -452,7 +496,10 @@ def cmd_consumer(args: argparse.Namespace) -> int:
             kind += f" (synchronous_commit={args.synchronous_commit})"
         consumers = [int(c) for c in args.consumers.split(",")]
         rows = asyncio.run(_consume(dsn, sock, args.wins, consumers))
-    print(f"{args.wins} wins per row persisted by the seckill consumer into {kind}")
+    print(
+        f"{args.wins} wins (redemptions) per row persisted by the seckill (points-mall) "
+        f"consumer into {kind}"
+    )
     print("| win | consumers (asyncio tasks, one process) | wins persisted/s | "
           "consumer CPU ms per win |")  # fmt: skip
     print("|---|---|---|---|")

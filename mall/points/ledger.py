@@ -14,14 +14,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
+from mall.errors import MallError
 from mall.kit import clock
 from mall.members import service as members_service
 from mall.members.models import Member
@@ -371,6 +374,231 @@ async def spend(
     if found is not None:
         return found
     return await _take(member_id, points, key, kind=SPEND, reason=reason, reference=reference)
+
+
+_Row = TypeVar("_Row")
+_CHUNK = 150  # rows per set-based statement: 5 parameters a row stay under SQLite's 999
+
+
+def _chunks(rows: list[_Row]) -> Iterable[list[_Row]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
+async def _execute(conn: BaseDBAsyncClient, sql: str, values: list[Any]) -> int:
+    """Run an UPDATE written with `?` placeholders; the rows it changed."""
+    if conn.capabilities.dialect == "postgres":
+        parts = sql.split("?")
+        sql = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    moved, _rows = await conn.execute_query(sql, values)
+    return int(moved)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRequest:
+    """One spend of a `spend_many` batch: the arguments of `spend`."""
+
+    member_id: int
+    points: int
+    idempotency_key: str
+    reason: str
+    reference: str = ""
+
+
+@dataclass(slots=True)
+class _Planned:
+    """A spend `spend_many` decided to write: its entry's fields and the lots it takes."""
+
+    member_id: int
+    points: int
+    balance_after: int
+    key: str
+    reason: str
+    reference: str
+    uses: list[tuple[int, int]]  # (lot id, points taken)
+
+
+async def spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | MallError]:
+    """`spend` for each request, in order, written set-based: the result of each in its
+    slot (the entry, or the MallError `spend` would raise for it, which changes nothing
+    for that request alone). Runs in the caller's transaction when there is one (as a
+    savepoint), else in its own.
+
+    Statements: one locking SELECT of the batch's members (id order, so consumers never
+    deadlock), one SELECT of existing keys, one of the members' open lots; then each
+    member's balance by a conditional update (`points_balance >= total`) and each lot
+    taken from by one (`remaining = expected`), up to `_CHUNK` rows to a statement; one
+    insert of the entries, one SELECT of them (ids) and one insert of the lot uses."""
+    if not requests:
+        return []
+    for attempt in range(3):
+        try:
+            async with in_transaction() as conn:
+                return await _spend_many(requests, conn)
+        except IntegrityError:
+            # a twin spend with one of our keys committed before we locked its member
+            # (its member differs from ours): the next pass finds it as existing
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _spend_many(
+    requests: Sequence[SpendRequest], conn: BaseDBAsyncClient
+) -> list[PointsEntry | MallError]:
+    results: list[PointsEntry | MallError | None] = [None] * len(requests)
+    keys: list[str | None] = []
+    for i, r in enumerate(requests):
+        try:
+            _positive(r.points)
+        except MallError as exc:
+            results[i] = exc
+            keys.append(None)
+            continue
+        keys.append(_key(r.idempotency_key))
+    member_ids = sorted({r.member_id for r, k in zip(requests, keys, strict=True) if k})
+    # the lock first, then the keys: a twin that held the lock has committed its entry
+    members = (
+        await Member.filter(id__in=member_ids)
+        .order_by("id")
+        .select_for_update()
+        .only("id", "points_balance")
+    )
+    balance = {m.id: m.points_balance for m in members}
+    wanted = sorted({k for k in keys if k})
+    existing = {e.idempotency_key: e for e in await PointsEntry.filter(idempotency_key__in=wanted)}
+    open_lots: dict[int, list[PointsLot]] = {}
+    if balance:
+        lots = await PointsLot.filter(member_id__in=list(balance), remaining__gt=0).only(
+            "id", "member_id", "remaining", "expires_at"
+        )
+        for lot in _spend_order(lots):
+            open_lots.setdefault(lot.member_id, []).append(lot)
+    lot_before = {lot.id: lot.remaining for ls in open_lots.values() for lot in ls}
+    planned: dict[str, _Planned] = {}
+    slots: dict[int, str] = {}  # request index -> key of the entry it gets
+    for i, (r, key) in enumerate(zip(requests, keys, strict=True)):
+        if key is None:
+            continue
+        if key in existing:
+            results[i] = existing[key]
+            continue
+        if key in planned:  # the same key earlier in this batch: its entry
+            slots[i] = key
+            continue
+        if r.member_id not in balance:
+            results[i] = members_service.MEMBER_NOT_FOUND()
+            continue
+        if balance[r.member_id] < r.points:
+            results[i] = NOT_ENOUGH_POINTS(balance=balance[r.member_id], cost=r.points)
+            continue
+        balance[r.member_id] -= r.points
+        uses: list[tuple[int, int]] = []
+        left = r.points
+        for lot in open_lots.get(r.member_id, []):
+            if left == 0:
+                break
+            if lot.remaining == 0:
+                continue
+            take = min(lot.remaining, left)
+            lot.remaining -= take
+            uses.append((lot.id, take))
+            left -= take
+        if left:
+            raise RuntimeError(f"member {r.member_id} lots are {left} points short of the balance")
+        planned[key] = _Planned(
+            r.member_id, r.points, balance[r.member_id], key, r.reason, r.reference, uses
+        )
+        slots[i] = key
+    if planned:
+        made = await _write_planned(conn, list(planned.values()), lot_before, open_lots)
+        for i, key in slots.items():
+            results[i] = made[key]
+    done = [r for r in results if r is not None]
+    if len(done) != len(requests):
+        raise RuntimeError("spend_many left a request without a result")
+    return done
+
+
+async def _write_planned(
+    conn: BaseDBAsyncClient,
+    planned: list[_Planned],
+    lot_before: dict[int, int],
+    open_lots: dict[int, list[PointsLot]],
+) -> dict[str, PointsEntry]:
+    """The writes of `spend_many`: balances, lots, entries, lot uses. Members locked."""
+    totals: dict[int, int] = {}
+    for p in planned:
+        totals[p.member_id] = totals.get(p.member_id, 0) + p.points
+    # each member's balance by a conditional update (`points_balance >= total`), many
+    # members to a statement (a CASE per row): a statement that moves fewer rows than it
+    # names means a balance changed under the lock, and the whole batch rolls back
+    by_member = sorted(totals.items())
+    for chunk in _chunks(by_member):
+        cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in chunk)
+        pairs = [v for member_id, total in chunk for v in (member_id, total)]
+        ids = ", ".join("?" for _ in chunk)
+        moved = await _execute(
+            conn,
+            f"UPDATE member SET points_balance = points_balance - (CASE id {cases} END) "
+            f"WHERE id IN ({ids}) AND points_balance >= (CASE id {cases} END)",
+            [*pairs, *(m for m, _t in chunk), *pairs],
+        )
+        if moved != len(chunk):
+            raise RuntimeError("a member's balance changed under a member lock")
+    # each lot taken from by a conditional update (`remaining = expected`), the same way
+    changed = [
+        (lot.id, lot_before[lot.id], lot.remaining)
+        for member_id in sorted(totals)
+        for lot in open_lots.get(member_id, [])
+        if lot.remaining != lot_before[lot.id]
+    ]
+    for part in _chunks(changed):
+        sets = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
+        expected = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
+        ids = ", ".join("?" for _ in part)
+        moved = await _execute(
+            conn,
+            f"UPDATE points_lot SET remaining = (CASE id {sets} END) "
+            f"WHERE id IN ({ids}) AND remaining = (CASE id {expected} END)",
+            [
+                *(v for lot_id, _was, now in part for v in (lot_id, now)),
+                *(lot_id for lot_id, _was, _now in part),
+                *(v for lot_id, was, _now in part for v in (lot_id, was)),
+            ],
+        )
+        if moved != len(part):
+            raise RuntimeError("a points lot changed under a member lock")
+    now = clock.now()
+    await PointsEntry.bulk_create(
+        [
+            PointsEntry(
+                member_id=p.member_id,
+                delta=-p.points,
+                balance_after=p.balance_after,
+                kind=SPEND,
+                reason=p.reason[:128],
+                reference=p.reference[:128],
+                idempotency_key=p.key,
+                growth_delta=0,
+                created_at=now,
+            )
+            for p in planned
+        ]
+    )
+    # bulk inserts do not return ids on every backend: read the entries back by key
+    made = {
+        e.idempotency_key: e
+        for e in await PointsEntry.filter(idempotency_key__in=[p.key for p in planned])
+    }
+    await PointsLotUse.bulk_create(
+        [
+            PointsLotUse(entry_id=made[p.key].id, lot_id=lot_id, points=take)
+            for p in planned
+            for lot_id, take in p.uses
+        ]
+    )
+    return made
 
 
 async def get_balance(member_id: int) -> int:

@@ -50,6 +50,7 @@ from mall.points.holds import hold as hold
 from mall.points.holds import release_expired_holds as release_expired_holds
 from mall.points.holds import reverse as reverse
 from mall.points.holds import void as void
+from mall.points.ledger import SpendRequest as SpendRequest
 from mall.points.ledger import _earn, _existing, _key, _take
 from mall.points.ledger import earn as earn
 from mall.points.ledger import expire_lapsed_lots as expire_lapsed_lots
@@ -60,6 +61,7 @@ from mall.points.ledger import growth_for_paid as growth_for_paid
 from mall.points.ledger import owed as owed
 from mall.points.ledger import points_for_paid as points_for_paid
 from mall.points.ledger import spend as spend
+from mall.points.ledger import spend_many as spend_many
 from mall.points.levels import ledger_page as ledger_page
 from mall.points.levels import level_of as level_of
 from mall.points.levels import relevel_if_rules_changed as relevel_if_rules_changed

@@ -1,16 +1,22 @@
 """The points-mall consumer: turns the redemptions decided in Redis (each item's stream,
 consumer group `redemptions`) into database rows, in batches.
 
-One transaction per batch of an item's entries, each redemption in its own savepoint:
-the points spend (idempotency key per reservation, so never twice), the member's level
-and the balance threshold checked authoritatively, the coupons of a voucher item, the
-`PointsMallRedemption` (unique reservation id) and the database stock guard. A
-redemption the database refuses becomes a `released` record with a reason code (the
-refusal's code in lower case: `not_enough_points`, `level_too_low`,
-`points_threshold_not_met`, `coupon_sold_out`, ...), and after the commit its units go
-back to Redis, once (`stock.settle`). Entries are acknowledged only after they are
-settled, so a crash anywhere replays them and the unique reservation id dedupes. The
-stream reading, claiming and acknowledging is the kit's (`mall.kit.stock.StreamConsumer`)."""
+One transaction per batch of an item's entries: the member's level checked first, then
+the points of the whole batch in one `points_service.spend_many` (idempotency key per
+reservation, so never twice), then each redemption in its own savepoint: the balance
+threshold checked authoritatively, the coupons of a voucher item, the
+`PointsMallRedemption` (unique reservation id) and the database stock guard (an item
+without coupons: the rows in one insert under one guard for the batch's units, and one
+by one only when that refuses). Should one of those refuse a redemption whose points
+the batch spent, the spends and savepoints are rolled back and run again without it
+(so a released redemption has no ledger entries, and a later redemption of the same
+member sees its points). A redemption the database refuses becomes a `released` record
+with a reason code (the refusal's code in lower case: `not_enough_points`,
+`level_too_low`, `points_threshold_not_met`, `coupon_sold_out`, ...), and after the
+commit its units go back to Redis, once (`stock.settle`). Entries are acknowledged only
+after they are settled, so a crash anywhere replays them and the unique reservation id
+dedupes. The stream reading, claiming and acknowledging is the kit's
+(`mall.kit.stock.StreamConsumer`)."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from mall.config import get_settings
@@ -86,37 +93,59 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry | None:
     )
 
 
-class _MemberGone(Exception):
-    pass
+class _Again(Exception):
+    """A pass of a batch refused redemptions after their points were spent: roll it back."""
 
 
-# --- one redemption ---------------------------------------------------------------------
+# --- one batch --------------------------------------------------------------------------
 
 
-async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
-    """The redemption's writes; called inside its savepoint (a MallError undoes them)."""
-    try:
-        if item.level_required > 0:  # else no read: the spend finds the member
-            member = await members_service.get_member(e.member_id)
-            if member.level < item.level_required:
-                raise LEVEL_TOO_LOW(level=item.level_required)
-        spend_key = f"pointsmall:redeem:{e.rid}"
-        entry = await points_service.spend(
-            e.member_id,
-            e.points,
-            idempotency_key=spend_key,
-            reason="pointsmall.redeem",
-            reference=f"pointsmall_item:{item.id}",
-        )
-    except MallError as exc:
-        if exc.code == members_service.MEMBER_NOT_FOUND.code:
-            raise _MemberGone() from None
-        raise
+def _check_threshold(item: PointsMallItem, e: Entry, spent: points_service.PointsEntry) -> None:
     # the threshold is on the balance at the moment of the spend, which the entry states
-    before = entry.balance_after + e.points
+    before = spent.balance_after + e.points
     if item.min_points_balance and before < item.min_points_balance:
         raise POINTS_THRESHOLD_NOT_MET(threshold=item.min_points_balance, balance=before)
-    template_id = item.coupon_template_id if item.kind == "voucher" else None
+
+
+def _template_id(item: PointsMallItem) -> int | None:
+    return item.coupon_template_id if item.kind == "voucher" else None
+
+
+def _row(item: PointsMallItem, e: Entry, coupon_ids: list[int] | None) -> PointsMallRedemption:
+    """The redemption (unsaved) of an entry whose points are spent."""
+    return PointsMallRedemption(
+        reservation_id=e.rid,
+        item_id=item.id,
+        member_id=e.member_id,
+        item_name=item.name,
+        kind=item.kind,
+        quantity=e.quantity,
+        points_spent=e.points,
+        status=_STATUS_AFTER_REDEEM.get(item.kind, "issued"),
+        spend_key=_spend_key(e),
+        period_label=e.label,
+        voucher_code=_voucher_code() if item.kind == "voucher" and not _template_id(item) else None,
+        coupon_ids=coupon_ids,
+        address=e.address,
+    )
+
+
+async def _take_stock(item: PointsMallItem, quantity: int) -> None:
+    """The database's own stock guard; refuses with the item's sold-out code."""
+    taken = await PointsMallItem.filter(id=item.id, stock__gte=quantity).update(
+        stock=F("stock") - quantity
+    )
+    if not taken:
+        raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
+
+
+async def _write(
+    item: PointsMallItem, e: Entry, spent: points_service.PointsEntry
+) -> PointsMallRedemption:
+    """The redemption's writes after its spend; called inside its savepoint (a MallError
+    undoes them)."""
+    _check_threshold(item, e, spent)
+    template_id = _template_id(item)
     coupon_ids: list[int] | None = None
     if template_id is not None:
         # each grant gives its Redis win back if this savepoint rolls back
@@ -126,40 +155,144 @@ async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
                 e.member_id, template_id, grant_key=f"pointsmall:{e.rid}:{i}", source="points_mall"
             )
             coupon_ids.append(coupon.id)
-    redemption = await PointsMallRedemption.create(
-        reservation_id=e.rid,
-        item_id=item.id,
-        member_id=e.member_id,
-        item_name=item.name,
-        kind=item.kind,
-        quantity=e.quantity,
-        points_spent=e.points,
-        status=_STATUS_AFTER_REDEEM.get(item.kind, "issued"),
-        spend_key=spend_key,
-        period_label=e.label,
-        voucher_code=_voucher_code() if item.kind == "voucher" and not template_id else None,
-        coupon_ids=coupon_ids,
-        address=e.address,
-    )
-    taken = await PointsMallItem.filter(id=item.id, stock__gte=e.quantity).update(
-        stock=F("stock") - e.quantity
-    )
-    if not taken:
-        raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
+    redemption = _row(item, e, coupon_ids)
+    await redemption.save()
+    await _take_stock(item, e.quantity)
     return redemption
 
 
-async def _one(item: PointsMallItem, e: Entry) -> PointsMallRedemption | None:
-    """Write one redemption in a savepoint, or its `released` record; None: the member
-    no longer exists (nothing to record, the units go back)."""
+async def _write_at_once(
+    item: PointsMallItem, spent: list[tuple[Entry, points_service.PointsEntry]]
+) -> dict[str, PointsMallRedemption] | None:
+    """The rows of an item without coupons in one insert, the stock guard once for all
+    (`stock >= total`), in a savepoint; None when either refuses (then one by one finds
+    which)."""
     try:
         async with tx.transaction():
-            return await _write(item, e)
-    except _MemberGone:
-        log.warning("pointsmall item %s: member %s no longer exists", item.id, e.member_id)
+            await _take_stock(item, sum(e.quantity for e, _s in spent))
+            await PointsMallRedemption.bulk_create([_row(item, e, None) for e, _s in spent])
+    except (MallError, IntegrityError):
         return None
-    except MallError as refused:
-        reason = refused.code.lower()
+    # bulk inserts do not return ids on every backend: read the rows back
+    rows = await PointsMallRedemption.filter(reservation_id__in=[e.rid for e, _s in spent])
+    return {r.reservation_id: r for r in rows}
+
+
+def _spend_key(e: Entry) -> str:
+    return f"pointsmall:redeem:{e.rid}"
+
+
+async def _pass(
+    item: PointsMallItem,
+    entries: list[Entry],
+    refused: dict[str, str],
+    gone: set[str],
+    after_spend: dict[str, str],
+) -> dict[str, PointsMallRedemption]:
+    """One try at the batch (in the caller's savepoint): the points of every entry in one
+    `spend_many`, then the rest of each redemption in its own savepoint (an item without
+    coupons: every row in one insert under one stock guard, unless it refuses). A refusal of the
+    spend itself (short of points) changes nothing and is recorded in `refused`; a
+    refusal after the spend is recorded in `after_spend` and raises `_Again`, so the
+    caller rolls the pass back (spends included) and runs it again without that
+    redemption: a released redemption never leaves entries in the points history."""
+    results = await points_service.spend_many(
+        [
+            points_service.SpendRequest(
+                e.member_id,
+                e.points,
+                _spend_key(e),
+                reason="pointsmall.redeem",
+                reference=f"pointsmall_item:{item.id}",
+            )
+            for e in entries
+        ]
+    )
+    spent: list[tuple[Entry, points_service.PointsEntry]] = []
+    for e, result in zip(entries, results, strict=True):
+        if not isinstance(result, MallError):
+            spent.append((e, result))
+        elif result.code == members_service.MEMBER_NOT_FOUND.code:
+            gone.add(e.rid)
+        else:
+            refused[e.rid] = result.code.lower()
+    if spent and _template_id(item) is None:
+        for e, entry in spent:
+            try:
+                _check_threshold(item, e, entry)
+            except MallError as exc:
+                after_spend[e.rid] = exc.code.lower()
+        if after_spend.keys() & {e.rid for e, _s in spent}:
+            raise _Again()
+        at_once = await _write_at_once(item, spent)
+        if at_once is not None:
+            return at_once
+    written: dict[str, PointsMallRedemption] = {}
+    again = False
+    for e, entry in spent:
+        try:
+            async with tx.transaction():
+                written[e.rid] = await _write(item, e, entry)
+        except MallError as exc:
+            after_spend[e.rid] = exc.code.lower()
+            again = True
+    if again:
+        raise _Again()
+    return written
+
+
+async def _batch(
+    item: PointsMallItem, entries: list[Entry]
+) -> dict[str, PointsMallRedemption | None]:
+    """Write `entries` (none written before) in the current transaction: each its
+    redemption, its `released` record, or None (the member no longer exists: nothing to
+    record, the units go back).
+
+    Order: the level (read before any spend), then one `_pass`; a pass that refused a
+    redemption after spending its points is rolled back and run again without it (a
+    pass adds at least one refusal, so this ends; normally there is one pass)."""
+    refused: dict[str, str] = {}  # reservation id -> release reason
+    gone: set[str] = set()
+    if item.level_required > 0:
+        levels: dict[int, int | None] = {}
+        for member_id in sorted({e.member_id for e in entries}):
+            try:
+                levels[member_id] = (await members_service.get_member(member_id)).level
+            except MallError as exc:
+                if exc.code != members_service.MEMBER_NOT_FOUND.code:
+                    raise
+                levels[member_id] = None
+        for e in entries:
+            level = levels[e.member_id]
+            if level is None:
+                gone.add(e.rid)
+            elif level < item.level_required:
+                refused[e.rid] = LEVEL_TOO_LOW.code.lower()
+    after_spend: dict[str, str] = {}  # refusals after the spend: kept across passes
+    while True:
+        # what the spend refuses (short of points, member gone) is decided again each pass
+        refused_now = {**refused, **after_spend}
+        gone_now = set(gone)
+        todo = [e for e in entries if e.rid not in refused_now and e.rid not in gone_now]
+        try:
+            async with tx.transaction():
+                written = await _pass(item, todo, refused_now, gone_now, after_spend)
+        except _Again:
+            continue
+        break
+    out: dict[str, PointsMallRedemption | None] = {}
+    for e in entries:
+        if e.rid in written:
+            out[e.rid] = written[e.rid]
+        elif e.rid in gone_now:
+            log.warning("pointsmall item %s: member %s no longer exists", item.id, e.member_id)
+            out[e.rid] = None
+        else:
+            out[e.rid] = await _released(item, e, refused_now[e.rid])
+    return out
+
+
+async def _released(item: PointsMallItem, e: Entry, reason: str) -> PointsMallRedemption:
     return await PointsMallRedemption.create(
         reservation_id=e.rid,
         item_id=item.id,
@@ -192,10 +325,8 @@ async def persist_batch(
     if not todo:
         return results
     try:
-        batch: dict[str, PointsMallRedemption | None] = {}
         async with tx.transaction():
-            for e in todo:
-                batch[e.rid] = await _one(item, e)
+            batch = await _batch(item, todo)
         results.update(batch)
         return results
     except Exception as exc:
@@ -207,7 +338,7 @@ async def persist_batch(
     for e in todo:
         try:
             async with tx.transaction():
-                results[e.rid] = await _one(item, e)
+                results.update(await _batch(item, [e]))
         except Exception:
             log.exception("pointsmall item %s: reservation %s not persisted", item_id, e.rid)
     return results

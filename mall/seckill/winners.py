@@ -3,9 +3,9 @@ per reservation id), payment, and the expiry of unpaid wins.
 
 Wins are persisted in batches (the kit's `StreamConsumer`), one transaction per batch:
 the database's own guard (`sold + n <= stock` for the batch, else `sold < stock` per
-win), the points spend of each points-priced win, the orders. Each win is a savepoint:
-a win the database refuses (member short of points, or a unit Redis should not have
-handed out) becomes a released order without undoing the others, and its unit goes
+win), the points of the points-priced wins (one `points_service.spend_many`), the
+orders. A win the database refuses (member short of points, or a unit Redis should not
+have handed out) becomes a released order without undoing the others, and its unit goes
 back to Redis after the commit, once (`stock.give_back_unit`). A batch replayed (a crash
 between the commit and the acknowledgement) finds its orders and makes none twice."""
 
@@ -118,12 +118,15 @@ async def _hold(item_id: int, win: Win, *, guard: bool) -> SeckillOrder:
 async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder], list[Win]]:
     """One transaction for `wins` (none persisted before): their orders by reservation
     id, and the wins left unresolved (an order under the same id appeared meanwhile, or
-    the member is gone). Each win is a savepoint, so a refused one undoes only itself.
+    the member is gone).
 
-    The item's guard is taken once for all (`sold + n <= stock`); when it cannot be
-    (the database has fewer units than Redis handed out), win by win (`sold < stock`),
-    so exactly the wins beyond the stock are refused. Units taken at once but not held
-    in the end are put back in the same transaction."""
+    The item's guard is taken once for all (`sold + n <= stock`); then the points of
+    every points-priced win are spent in one `spend_many` (a win whose member is short
+    becomes a released order, the others are untouched) and the orders are inserted at
+    once. When the guard cannot be taken at once (the database has fewer units than
+    Redis handed out), win by win in a savepoint each (`sold < stock`, the spend, the
+    order), so exactly the wins beyond the stock are refused. Units taken at once but
+    not held in the end are put back in the same transaction."""
     made: dict[str, SeckillOrder] = {}
     unresolved: list[Win] = []
     lost: list[tuple[Win, str]] = []
@@ -134,28 +137,19 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder]
                 sold=F("sold") + n
             )
         )
-        plain = [w for w in wins if w.points == 0] if at_once else []
-        if plain:  # nothing to refuse but a duplicate or a missing member: one insert
-            orders = [w.order(item_id) for w in plain]
-            try:
-                async with tx.transaction():
-                    await SeckillOrder.bulk_create(orders)
-            except IntegrityError:
-                pass  # win by win below, which finds the culprit
-            else:
-                made.update((o.reservation_id, o) for o in orders)
-        # at once: members' points locked in one order by every consumer (no deadlock);
-        # win by win: in the stream's order, so the latest wins are the ones refused
-        for win in sorted(wins, key=lambda w: w.member_id) if at_once else wins:
-            if win.reservation_id in made:
-                continue
-            try:
-                async with tx.transaction():
-                    made[win.reservation_id] = await _hold(item_id, win, guard=not at_once)
-            except _Lost as refused:
-                lost.append((win, refused.reason))
-            except (IntegrityError, MallError):
-                unresolved.append(win)
+        if at_once:
+            held = await _spend_points(wins, lost, unresolved)
+            await _insert_orders(item_id, held, made, unresolved)
+        else:
+            # in the stream's order, so the latest wins are the ones refused
+            for win in wins:
+                try:
+                    async with tx.transaction():
+                        made[win.reservation_id] = await _hold(item_id, win, guard=True)
+                except _Lost as refused:
+                    lost.append((win, refused.reason))
+                except (IntegrityError, MallError):
+                    unresolved.append(win)
         for win, reason in lost:
             # the guard's unit never existed: nothing to give back
             order = win.order(
@@ -174,6 +168,68 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder]
         if at_once and (unheld := n - sum(o.status in HOLDING for o in made.values())):
             await SeckillItem.filter(id=item_id).update(sold=F("sold") - unheld)
     return made, unresolved
+
+
+async def _spend_points(
+    wins: list[Win], lost: list[tuple[Win, str]], unresolved: list[Win]
+) -> list[Win]:
+    """The points of the points-priced wins, in one batch (in the stream's order, so of
+    two wins of one member short for both, the later is refused): the wins to hold (the
+    free ones and those paid for). A member short of points loses the win (`lost`); a
+    member gone leaves it unresolved."""
+    priced = [w for w in wins if w.points > 0]
+    if not priced:
+        return wins
+    results = await points_service.spend_many(
+        [
+            points_service.SpendRequest(
+                w.member_id,
+                w.points,
+                f"seckill:{w.reservation_id}",
+                reason="seckill",
+                reference=f"seckill:{w.reservation_id}",
+            )
+            for w in priced
+        ]
+    )
+    refused: set[str] = set()
+    for win, result in zip(priced, results, strict=True):
+        if not isinstance(result, MallError):
+            continue
+        refused.add(win.reservation_id)
+        if result.code == points_service.NOT_ENOUGH_POINTS.code:
+            lost.append((win, LOST_NOT_ENOUGH_POINTS))
+        else:
+            unresolved.append(win)
+    return [w for w in wins if w.reservation_id not in refused]
+
+
+async def _insert_orders(
+    item_id: int, wins: list[Win], made: dict[str, SeckillOrder], unresolved: list[Win]
+) -> None:
+    """The held orders of `wins` in one insert; should it fail (an order under the same
+    id appeared meanwhile, or a free win's member is gone), one by one in a savepoint
+    each, which finds the culprits (left unresolved)."""
+    if not wins:
+        return
+    orders = [w.order(item_id) for w in wins]
+    try:
+        async with tx.transaction():
+            await SeckillOrder.bulk_create(orders)
+    except IntegrityError:
+        pass
+    else:
+        made.update((o.reservation_id, o) for o in orders)
+        return
+    for win in wins:
+        order = win.order(item_id)
+        try:
+            async with tx.transaction():
+                await order.save()
+        except IntegrityError:
+            unresolved.append(win)
+        else:
+            made[win.reservation_id] = order
 
 
 async def _resolve(item_id: int, win: Win) -> SeckillOrder | None:

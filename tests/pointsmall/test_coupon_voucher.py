@@ -287,3 +287,29 @@ async def test_a_redemption_whose_coupon_was_used_is_not_cancelled(
     assert (await Coupon.get(id=other_id)).status == "usable"
     assert await db_stock(item["id"]) == 8
     await _checks_pass()
+
+
+async def test_a_refusal_after_the_spend_in_a_batch_spends_nothing_and_frees_the_points(
+    make_item: MakeItem, new_member: NewMember
+) -> None:
+    """One batch: the member's first redemption (2 coupons, 1 left) is refused after the
+    batch spent its points; the pass is run again without it, so the second redemption
+    of the same member finds the points the first did not keep, and the ledger has no
+    entry of the refused one."""
+    template = await make_template(total_quantity=1)
+    item = await make_item(kind="voucher", coupon_template_id=template.id, points_price=60)
+    member_id, _headers = await new_member(points=150)
+    first = await pm_service.redeem(member_id, item["id"], 2, None, "k1")
+    second = await pm_service.redeem(member_id, item["id"], 1, None, "k2")
+    assert first.status == second.status == "pending"
+    assert await drain() == 2
+    rows = {r.reservation_id: r for r in await PointsMallRedemption.filter(member_id=member_id)}
+    assert rows[first.reservation_id].status == "released"
+    assert rows[first.reservation_id].release_reason == "coupon_sold_out"
+    assert rows[second.reservation_id].status == "issued"
+    assert await points_service.get_balance(member_id) == 90
+    spends = await points_service.PointsEntry.filter(member_id=member_id, delta__lt=0)
+    assert [e.idempotency_key for e in spends] == [f"pointsmall:redeem:{second.reservation_id}"]
+    assert await Coupon.all().count() == 1
+    assert await redis_stock(item["id"]) == 9 and await db_stock(item["id"]) == 9
+    await _checks_pass()

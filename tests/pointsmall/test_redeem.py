@@ -17,7 +17,8 @@ from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.points.tasks import CHECKS as POINTS_CHECKS
 from mall.pointsmall import persist
-from mall.pointsmall.models import PointsMallRedemption
+from mall.pointsmall import service as pm_service
+from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.stock import item_keys
 from mall.pointsmall.tasks import CHECKS
 from mall.redis import get_redis
@@ -397,3 +398,22 @@ async def test_redeem_fast_path_answers_like_the_route(
     assert 'route="/api/v1/points-mall/items/{item_id}/redeem"' in metrics
     await drain()
     assert await PointsMallRedemption.filter(item_id=item["id"], status="issued").count() == 2
+
+
+async def test_a_batch_the_database_stock_cannot_cover_keeps_the_first_units(
+    make_item: MakeItem, new_member: NewMember
+) -> None:
+    """One batch of 4, the database has 2 units (Redis handed out more): the guard for
+    the batch refuses, one by one the first 2 are kept; the other 2 spend nothing."""
+    item = await make_item(total_stock=6, points_price=100)
+    await PointsMallItem.filter(id=item["id"]).update(stock=2)
+    members = [(await new_member(points=100))[0] for _ in range(4)]
+    answers = [await pm_service.redeem(m, item["id"], 1, None, f"k{m}") for m in members]
+    assert await drain() == 4
+    rows = [await PointsMallRedemption.get(reservation_id=a.reservation_id) for a in answers]
+    assert [r.status for r in rows] == ["issued", "issued", "released", "released"]
+    assert {r.release_reason for r in rows[2:]} == {"out_of_stock"}
+    assert [await points_service.get_balance(m) for m in members] == [0, 0, 100, 100]
+    assert await db_stock(item["id"]) == 0
+    for m in members[2:]:
+        assert not await points_service.PointsEntry.filter(member_id=m, delta__lt=0).exists()

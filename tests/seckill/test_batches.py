@@ -1,4 +1,4 @@
-"""Wins persisted in batches: one transaction per batch, a savepoint per win."""
+"""Wins persisted in batches: one transaction per batch, the points in one spend_many."""
 
 from __future__ import annotations
 
@@ -61,6 +61,26 @@ async def test_a_member_short_of_points_releases_only_that_win(make_item: MakeIt
     assert await SeckillOrder.filter(item_id=item.id).count() == 6
     assert await _stock(item.id) == 5
     assert (await SeckillItem.get(id=item.id)).sold == 5
+    await _assert_reconciled(item.id)
+
+
+async def test_a_member_winning_twice_with_points_for_one_keeps_the_first(
+    make_item: MakeItem,
+) -> None:
+    item = await make_item(stock=10, points_price=30, limit=2)
+    members = await make_member_ids(3)
+    twice = members[1]
+    for m in members:
+        await points_service.earn(m, 50, idempotency_key=f"t:{m}", reason="test")
+    rids = await _win_all(item.id, [members[0], twice, members[2], twice])
+    assert await service.process_pending_once("c") == 4  # one batch, one spend_many
+    orders = {o.reservation_id: o for o in await SeckillOrder.filter(item_id=item.id)}
+    assert orders[rids[1]].status == OrderStatus.CONFIRMED  # the earlier win is paid for
+    assert orders[rids[3]].status == OrderStatus.RELEASED
+    assert orders[rids[3]].release_reason == "not_enough_points"
+    assert [await points_service.get_balance(m) for m in members] == [20, 20, 20]
+    assert (await SeckillItem.get(id=item.id)).sold == 3
+    assert await _stock(item.id) == 7
     await _assert_reconciled(item.id)
 
 
