@@ -1,9 +1,10 @@
 """The blind-box draws after the answer: the consumer that persists the series' draw
 streams in batches, and the log as members and ops read it (one draw, pages, CSV).
 
-A batch is one transaction; each draw in it is a savepoint: the database's stock guard
-(`drawn < stock`), the points spend (once per reservation), the draw row (unique
-reservation id) and, for a coupon prize, the coupon. A draw the database refuses
+A batch is one transaction: the points of all its draws in one `spend_many` (once per
+reservation), then the database's stock guard (`drawn + n <= stock`, one per prize)
+and the rows in one insert, or, for coupon prizes and when a guard refuses, each draw in
+a savepoint of its own (guard, row, coupon). A draw the database refuses
 (member short of points, a coupon that can no longer issue, a unit Redis should not have
 handed out) becomes a `released` row with its reason, and after the commit its prize
 unit goes back to Redis once (`stock.give_back`). Entries are acknowledged and dropped
@@ -53,6 +54,7 @@ DRAW_NOT_FOUND = ErrorCode("DRAW_NOT_FOUND", 404, _("This draw does not exist"))
 RELEASED_NOT_ENOUGH_POINTS = "not_enough_points"
 RELEASED_PRIZE_UNAVAILABLE = "prize_unavailable"  # a coupon that can no longer issue
 RELEASED_OVERSELL_GUARD = "oversell_guard"  # the database refused a unit Redis handed out
+RELEASED_MEMBER_GONE = "member_gone"  # the account was deleted before the draw was recorded
 
 COUPON_PRIZE_NOTE = _("Your coupon is in your account; find it under My coupons.")
 ITEM_PRIZE_NOTE = _("We will contact you to arrange delivery or pickup of your prize.")
@@ -113,84 +115,161 @@ def _row_fields(series_id: int, f: dict[str, str], prize: BlindBoxPrize) -> dict
     }
 
 
-async def _confirm(fields: dict[str, Any], prize: BlindBoxPrize) -> BlindBoxDraw:
-    """The draw's savepoint: stock guard, spend, row, coupon; `_Released` undoes it."""
-    async with tx.transaction():
-        taken = (
-            await BlindBoxPrize.filter(id=prize.id)
-            .filter(Q(stock__isnull=True) | Q(drawn__lt=F("stock")))
-            .update(drawn=F("drawn") + 1)
+class _Again(Exception):
+    """A pass refused a draw after spending its points: run the pass again without it."""
+
+
+def _spend_request(fields: dict[str, Any]) -> points_service.SpendRequest:
+    return points_service.SpendRequest(
+        fields["member_id"],
+        fields["points_cost"],
+        fields["points_entry_key"],
+        reason="blindbox.draw",
+        reference=f"blindbox:{fields['series_id']}:{fields['draw_id']}",
+    )
+
+
+async def _take_units(prize: BlindBoxPrize, n: int) -> bool:
+    """The database's stock guard for `n` draws of `prize` (an atomic conditional
+    update: `drawn + n <= stock`, or no stock limit)."""
+    taken = (
+        await BlindBoxPrize.filter(id=prize.id)
+        .filter(Q(stock__isnull=True) | Q(drawn__lte=F("stock") - n))
+        .update(drawn=F("drawn") + n)
+    )
+    return bool(taken)
+
+
+async def _grant_coupon(row: BlindBoxDraw, prize: BlindBoxPrize) -> None:
+    # last in the draw's savepoint: its Redis win is given back if the savepoint or the
+    # batch does not commit (coupons' own rollback hook)
+    try:
+        if prize.coupon_template_id is None:
+            raise coupons_service.TEMPLATE_NOT_FOUND()
+        coupon = await coupons_service.grant(
+            row.member_id,
+            prize.coupon_template_id,
+            grant_key=f"blindbox:{row.draw_id}",
+            source="blind_box",
         )
-        if not taken:
+    except MallError as exc:
+        if exc.code not in _COUPON_CANNOT_ISSUE:
+            raise
+        log.warning("coupon prize %s cannot issue (%s)", prize.id, exc.code)
+        raise _Released(RELEASED_PRIZE_UNAVAILABLE) from None
+    row.fulfilment_status = "done"
+    row.coupon_id = coupon.id
+    await row.save(update_fields=["fulfilment_status", "coupon_id"])
+
+
+async def _write_one(fields: dict[str, Any], prize: BlindBoxPrize) -> None:
+    """One spent draw in its own savepoint: stock guard, row, coupon."""
+    async with tx.transaction():
+        if not await _take_units(prize, 1):
             raise _Released(RELEASED_OVERSELL_GUARD)
-        try:
-            await points_service.spend(
-                fields["member_id"],
-                fields["points_cost"],
-                idempotency_key=fields["points_entry_key"],
-                reason="blindbox.draw",
-                reference=f"blindbox:{fields['series_id']}:{fields['draw_id']}",
-            )
-        except MallError as exc:
-            if exc.code != points_service.NOT_ENOUGH_POINTS.code:
-                raise
-            raise _Released(RELEASED_NOT_ENOUGH_POINTS) from None
         row = await BlindBoxDraw.create(**fields, status=DrawStatus.CONFIRMED)
         if prize.kind == "coupon":
-            # last in the savepoint: its Redis win is given back if the savepoint or the
-            # batch does not commit (coupons' own rollback hook)
-            try:
-                if prize.coupon_template_id is None:
-                    raise coupons_service.TEMPLATE_NOT_FOUND()
-                coupon = await coupons_service.grant(
-                    fields["member_id"],
-                    prize.coupon_template_id,
-                    grant_key=f"blindbox:{fields['draw_id']}",
-                    source="blind_box",
-                )
-            except MallError as exc:
-                if exc.code not in _COUPON_CANNOT_ISSUE:
-                    raise
-                log.warning("coupon prize %s cannot issue (%s)", prize.id, exc.code)
-                raise _Released(RELEASED_PRIZE_UNAVAILABLE) from None
-            row.fulfilment_status = "done"
-            row.coupon_id = coupon.id
-            await row.save(update_fields=["fulfilment_status", "coupon_id"])
-        return row
+            await _grant_coupon(row, prize)
+
+
+async def _write_at_once(spent: list[tuple[dict[str, Any], BlindBoxPrize]]) -> bool:
+    """Item prizes only: one stock guard per prize and one insert of every row, in a
+    savepoint; False (nothing written) when a guard refuses or a row exists already."""
+    counts: dict[int, int] = {}
+    for _fields, prize in spent:
+        counts[prize.id] = counts.get(prize.id, 0) + 1
+    prizes = {prize.id: prize for _f, prize in spent}
+    try:
+        async with tx.transaction():
+            for prize_id in sorted(counts):
+                if not await _take_units(prizes[prize_id], counts[prize_id]):
+                    raise _Released(RELEASED_OVERSELL_GUARD)
+            await BlindBoxDraw.bulk_create(
+                [BlindBoxDraw(**fields, status=DrawStatus.CONFIRMED) for fields, _p in spent]
+            )
+    except (_Released, IntegrityError):
+        return False
+    return True
+
+
+async def _pass(
+    todo: list[tuple[dict[str, Any], BlindBoxPrize]],
+    refused: dict[str, str],
+    after_spend: dict[str, str],
+) -> None:
+    """One try at the batch (in the caller's savepoint): the points of every draw in
+    one `spend_many`, then the rest: item prizes in one insert under one guard per prize
+    when it passes, else (and coupon prizes always) each draw in its own savepoint. A
+    refusal of the spend (short of points) changes nothing and goes in `refused`; one
+    after the spend goes in `after_spend` and raises `_Again`: the caller rolls the pass
+    back, spends included, and runs it again without that draw, so a released draw never
+    leaves an entry in the member's points history."""
+    results = await points_service.spend_many([_spend_request(f) for f, _p in todo])
+    spent: list[tuple[dict[str, Any], BlindBoxPrize]] = []
+    for (fields, prize), result in zip(todo, results, strict=True):
+        if not isinstance(result, MallError):
+            spent.append((fields, prize))
+        elif result.code == points_service.NOT_ENOUGH_POINTS.code:
+            refused[fields["draw_id"]] = RELEASED_NOT_ENOUGH_POINTS
+        else:
+            refused[fields["draw_id"]] = RELEASED_MEMBER_GONE
+    if all(prize.kind != "coupon" for _f, prize in spent) and await _write_at_once(spent):
+        return
+    again = False
+    for fields, prize in spent:
+        try:
+            await _write_one(fields, prize)
+        except _Released as released:
+            after_spend[fields["draw_id"]] = released.reason
+            again = True
+    if again:
+        raise _Again()
 
 
 async def _persist(
-    series_id: int, f: dict[str, str], prizes: dict[int, BlindBoxPrize]
-) -> BlindBoxDraw | None:
-    """One stream entry into one row, once (inside the batch's transaction). None: its
-    prize was deleted since (no row can name it); the unit is given back at once."""
-    prize = prizes.get(int(f["prize"]))
-    if prize is None:
-        log.error("blind-box draw %s names deleted prize %s", f["rid"], f["prize"])
-        keys = POOL.keys(series_id)
-        await kit.give_back(
-            keys, f["rid"], member=f["member"], unit=f["prize"], counters=[keys.day(f["day"])]
+    series_id: int, entries: list[dict[str, str]], prizes: dict[int, BlindBoxPrize]
+) -> list[BlindBoxDraw]:
+    """Stream entries (none written before) into rows, in the current transaction;
+    returns the `released` rows. An entry naming a prize deleted since gets no row (none
+    can name it): its unit is given back at once."""
+    todo: list[tuple[dict[str, Any], BlindBoxPrize]] = []
+    for f in entries:
+        prize = prizes.get(int(f["prize"]))
+        if prize is None:
+            log.error("blind-box draw %s names deleted prize %s", f["rid"], f["prize"])
+            keys = POOL.keys(series_id)
+            await kit.give_back(
+                keys, f["rid"], member=f["member"], unit=f["prize"], counters=[keys.day(f["day"])]
+            )
+            continue
+        todo.append((_row_fields(series_id, f, prize), prize))
+    after_spend: dict[str, str] = {}  # refusals after the spend: kept across passes
+    while True:
+        # what the spend refuses (short of points) is decided again each pass
+        refused = dict(after_spend)
+        try:
+            async with tx.transaction():
+                left = [t for t in todo if t[0]["draw_id"] not in refused]
+                await _pass(left, refused, after_spend)
+        except _Again:
+            continue
+        break
+    released: list[BlindBoxDraw] = []
+    for fields, _prize in todo:
+        reason = refused.get(fields["draw_id"])
+        if reason is None:
+            continue
+        released.append(
+            await BlindBoxDraw.create(
+                **fields,
+                status=DrawStatus.RELEASED,
+                release_reason=reason,
+                fulfilment_status="none",
+                # the guard's unit never existed: nothing to give back
+                stock_returned=reason == RELEASED_OVERSELL_GUARD,
+            )
         )
-        return None
-    fields = _row_fields(series_id, f, prize)
-    try:
-        return await _confirm(fields, prize)
-    except _Released as released:
-        reason = released.reason
-    except IntegrityError:  # persisted by another consumer meanwhile
-        found = await BlindBoxDraw.get_or_none(draw_id=f["rid"])
-        if found is None:
-            raise
-        return found
-    async with tx.transaction():
-        return await BlindBoxDraw.create(
-            **fields,
-            status=DrawStatus.RELEASED,
-            release_reason=reason,
-            fulfilment_status="none",
-            # the guard's unit never existed: nothing to give back
-            stock_returned=reason == RELEASED_OVERSELL_GUARD,
-        )
+    return released
 
 
 async def finish_release(draw: BlindBoxDraw) -> None:
@@ -210,36 +289,34 @@ async def finish_release(draw: BlindBoxDraw) -> None:
 
 
 async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
-    """Persist a batch of one series' stream entries in one transaction, each draw in
-    its own savepoint; returns the entry ids done (to acknowledge). An entry that fails
-    for another reason is left pending (claimed again later; the reconciler shows it)."""
+    """Persist a batch of one series' stream entries in one transaction (`_persist`);
+    returns the entry ids done (to acknowledge). A batch that fails for another reason is
+    retried one draw to a transaction, so one bad entry holds up only itself (it is left
+    pending: claimed again later; the reconciler shows it)."""
     wanted = [f["rid"] for _eid, f in entries if f]
     known = set(await BlindBoxDraw.filter(draw_id__in=wanted).values_list("draw_id", flat=True))
-    done: list[str] = []
-    released: list[BlindBoxDraw] = []
-    # members locked in one order by every batch (no deadlock between batches of two
-    # series on PostgreSQL); a member's own draws in the order they were decided
+    # a member's own draws in the order they were decided
     ordered = sorted(
         entries, key=lambda e: (int(e[1].get("member") or 0), int(e[1].get("seq") or 0))
     )
-    async with tx.transaction():
-        # the series' prize rows first, in id order: two consumers' batches of one series
-        # take turns here instead of deadlocking on the rows' stock guards (PostgreSQL)
-        locked = BlindBoxPrize.filter(series_id=series_id).order_by("id").select_for_update()
-        prizes = {p.id: p for p in await locked}
-        for entry_id, f in ordered:
-            if f and f["rid"] not in known:
-                try:
-                    # every write of a draw is in a savepoint of its own: a failure
-                    # spares the others
-                    row = await _persist(series_id, f, prizes)
-                except Exception as exc:
-                    if jobs.unreachable(exc):
-                        raise
-                    log.exception("blind-box draw %s not persisted", f.get("rid"))
-                    continue
-                if row is not None and row.status == DrawStatus.RELEASED:
-                    released.append(row)
+    fresh = [(entry_id, f) for entry_id, f in ordered if f and f["rid"] not in known]
+    done = [entry_id for entry_id, f in ordered if not f or f["rid"] in known]
+    released: list[BlindBoxDraw] = []
+    try:
+        released += await _persist_in_transaction(series_id, [f for _e, f in fresh])
+        done += [entry_id for entry_id, _f in fresh]
+    except Exception as exc:
+        if jobs.unreachable(exc):
+            raise
+        log.exception("blind-box series %s: batch not persisted; one draw at a time", series_id)
+        for entry_id, f in fresh:
+            try:
+                released += await _persist_in_transaction(series_id, [f])
+            except Exception as one_exc:
+                if jobs.unreachable(one_exc):
+                    raise
+                log.exception("blind-box draw %s not persisted", f.get("rid"))
+                continue
             done.append(entry_id)
     # the rows answer reads now: the pending answers go (the kit acknowledges the entries)
     finished = set(done)
@@ -253,6 +330,19 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
             except Exception:  # the give-back job finishes it
                 log.exception("blind-box draw %s: unit not given back yet", row.draw_id)
     return done
+
+
+async def _persist_in_transaction(
+    series_id: int, entries: list[dict[str, str]]
+) -> list[BlindBoxDraw]:
+    if not entries:
+        return []
+    async with tx.transaction():
+        # the series' prize rows first, in id order: two consumers' batches of one series
+        # take turns here instead of deadlocking on the rows' stock guards (PostgreSQL)
+        locked = BlindBoxPrize.filter(series_id=series_id).order_by("id").select_for_update()
+        prizes = {p.id: p for p in await locked}
+        return await _persist(series_id, entries, prizes)
 
 
 async def finish_give_backs(limit: int = 500) -> int:

@@ -1,0 +1,70 @@
+"""A batch of draws is written at once: the points of all in one `spend_many`, the rows
+in one insert under one stock guard per prize; a draw refused on the way is released
+without leaving anything in the member's points history, and the others still land."""
+
+from __future__ import annotations
+
+from mall.blindbox import service
+from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, DrawStatus
+from mall.blindbox.tasks import check_blindbox
+from mall.points import service as points_service
+from mall.points.models import PointsEntry
+from tests.blindbox.conftest import MakeMember, MakeSeries, prize
+
+
+async def _spends(member_id: int) -> int:
+    return await PointsEntry.filter(member_id=member_id, reason="blindbox.draw").count()
+
+
+async def test_one_batch_keeps_the_paid_draws_and_releases_the_short_ones(
+    make_series: MakeSeries, make_member: MakeMember
+) -> None:
+    series = await make_series([prize("plush", 1, stock=20)])
+    rich = await make_member(points=300)
+    once = await make_member(points=100)  # points for one of its two draws
+    broke = await make_member(points=0)
+    told = [
+        await service.draw(rich.id, series.id, "r1"),
+        await service.draw(once.id, series.id, "o1"),
+        await service.draw(broke.id, series.id, "b1"),
+        await service.draw(rich.id, series.id, "r2"),
+        await service.draw(once.id, series.id, "o2"),
+    ]
+    assert await service.drain() == 5  # one batch
+    rows = {r.draw_id: r for r in await BlindBoxDraw.all()}
+    status = {d.draw_id: rows[d.draw_id].status for d in told}
+    assert [status[d.draw_id] for d in told] == [
+        DrawStatus.CONFIRMED, DrawStatus.CONFIRMED, DrawStatus.RELEASED,
+        DrawStatus.CONFIRMED, DrawStatus.RELEASED,
+    ]  # fmt: skip
+    assert rows[told[2].draw_id].release_reason == "not_enough_points"
+    assert await points_service.get_balance(rich.id) == 100
+    assert await points_service.get_balance(once.id) == 0
+    assert (await _spends(rich.id), await _spends(once.id), await _spends(broke.id)) == (2, 1, 0)
+    assert (await BlindBoxPrize.get(series_id=series.id)).drawn == 3
+    report = await check_blindbox()
+    assert report.ok, report.lines
+
+
+async def test_a_guard_refusal_after_the_spend_leaves_no_points_entry(
+    make_series: MakeSeries, make_member: MakeMember
+) -> None:
+    """The database has fewer units than Redis handed out: the batch's guard refuses,
+    each draw then takes its unit alone, and the ones beyond the stock are released
+    with nothing spent (the pass is run again without them)."""
+    series = await make_series([prize("plush", 1, stock=10)])
+    members = [await make_member(points=100) for _ in range(4)]
+    told = [await service.draw(m.id, series.id, f"k{i}") for i, m in enumerate(members)]
+    await BlindBoxPrize.filter(series_id=series.id).update(stock=2)  # drift
+    assert await service.drain() == 4
+    rows = await BlindBoxDraw.filter(draw_id__in=[d.draw_id for d in told])
+    kept = [r for r in rows if r.status == DrawStatus.CONFIRMED]
+    released = [r for r in rows if r.status == DrawStatus.RELEASED]
+    assert (len(kept), len(released)) == (2, 2)
+    assert {r.release_reason for r in released} == {"oversell_guard"}
+    for row in kept:
+        assert await _spends(row.member_id) == 1
+    for row in released:
+        assert await _spends(row.member_id) == 0
+        assert await points_service.get_balance(row.member_id) == 100
+    assert (await BlindBoxPrize.get(series_id=series.id)).drawn == 2
