@@ -30,7 +30,7 @@ from mall.kit import jobs, tx
 from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
-from mall.pointsmall import stock
+from mall.pointsmall import cash, stock
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.redeem import (
     ACTIVITY_FULL,
@@ -65,6 +65,7 @@ class Entry:
     label: str
     at_ms: int
     address: dict[str, Any] | None
+    cash: int = 0  # points + cash: the cash part (cash.py writes it)
 
     def pending(self, item_id: int) -> Pending:
         period = item_keys(item_id, self.label).period if self.label else ""
@@ -83,6 +84,7 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry | None:
         fields.get("label", ""),
         int(fields.get("ts") or 0),
         json.loads(fields["address"]) if fields.get("address") else None,
+        int(fields.get("cash") or 0),
     )
 
 
@@ -100,6 +102,17 @@ async def _write(item: PointsMallItem, e: Entry) -> PointsMallRedemption:
             member = await members_service.get_member(e.member_id)
             if member.level < item.level_required:
                 raise LEVEL_TOO_LOW(level=item.level_required)
+        if e.cash:  # points + cash: the points held until the cash is paid
+            return await cash.write_pending(
+                item,
+                reservation_id=e.rid,
+                member_id=e.member_id,
+                quantity=e.quantity,
+                points=e.points,
+                cash_fen=e.cash,
+                label=e.label,
+                address=e.address,
+            )
         spend_key = f"pointsmall:redeem:{e.rid}"
         entry = await points_service.spend(
             e.member_id,

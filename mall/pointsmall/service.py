@@ -36,7 +36,10 @@ from mall.kit import stock as kit
 from mall.kit.pagination import cursor_page
 from mall.members.models import Member, Staff
 from mall.points import service as points_service
-from mall.pointsmall import stock
+from mall.pointsmall import cash, stock
+from mall.pointsmall.cash import REDEMPTION_NOT_PAYABLE as REDEMPTION_NOT_PAYABLE
+from mall.pointsmall.cash import REDEMPTION_NOT_READY as REDEMPTION_NOT_READY
+from mall.pointsmall.cash import expire_unpaid as expire_unpaid
 from mall.pointsmall.models import (
     PointsMallItem,
     PointsMallRedemption,
@@ -74,6 +77,12 @@ from mall.validation import field_errors
 
 log = logging.getLogger("mall.pointsmall")
 
+# the hooks of the order paying a points + cash redemption (mall.orders.holders)
+cash_paid = cash.paid
+cash_released = cash.released
+cash_give_back_if_due = cash.give_back_if_due
+cash_refunded = cash.refunded
+
 REDEMPTION_NOT_CANCELLABLE = ErrorCode(
     "REDEMPTION_NOT_CANCELLABLE", 409, _("This redemption can no longer be cancelled")
 )
@@ -92,6 +101,11 @@ STOCK_BELOW_ZERO = ErrorCode(
     "STOCK_BELOW_ZERO", 409, _("Stock cannot go below zero: {available} units are left")
 )
 ITEM_ARCHIVED = ErrorCode("ITEM_ARCHIVED", 409, _("This item is archived and cannot change"))
+ITEM_CASH_WITH_COUPON = ErrorCode(
+    "ITEM_CASH_WITH_COUPON",
+    422,
+    _("A voucher that issues coupons cannot have a cash price; use points only"),
+)
 ITEM_COUPON_TEMPLATE_UNKNOWN = ErrorCode(
     "ITEM_COUPON_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
 )
@@ -114,7 +128,15 @@ async def _check_coupon_template(template_id: int | None) -> None:
         raise
 
 
+def _check_cash(cash_price_fen: int, coupon_template_id: int | None) -> None:
+    """Coupons are granted in the consumer's transaction, not in a payment's: a points +
+    cash voucher gets a voucher code instead."""
+    if cash_price_fen and coupon_template_id is not None:
+        raise ITEM_CASH_WITH_COUPON()
+
+
 async def create_item(data: ItemCreate, staff: Staff) -> PointsMallItem:
+    _check_cash(data.cash_price_fen, data.coupon_template_id)
     await _check_coupon_template(data.coupon_template_id)
     fields = data.model_dump(exclude={"on_shelf", "total_stock"})
     async with in_transaction():
@@ -162,6 +184,7 @@ async def update_item(item_id: int, patch: ItemPatch, staff: Staff) -> PointsMal
         )
     except ValidationError as exc:
         raise VALIDATION_ERROR(fields=field_errors(exc.errors(), prefix=("body",))) from None
+    _check_cash(merged.cash_price_fen, merged.coupon_template_id)
     if "coupon_template_id" in changes:
         await _check_coupon_template(merged.coupon_template_id)
     old_period = item.limit_period
@@ -311,6 +334,7 @@ def _item_out(
         pictures=list(item.pictures),
         kind=item.kind,
         points_price=item.points_price,
+        cash_price_fen=item.cash_price_fen,
         marked_value_fen=item.marked_value_fen,
         stock_left=max(stock_left, 0),
         limit_per_member=item.limit_per_member,
