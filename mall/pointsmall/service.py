@@ -101,6 +101,11 @@ STOCK_BELOW_ZERO = ErrorCode(
     "STOCK_BELOW_ZERO", 409, _("Stock cannot go below zero: {available} units are left")
 )
 ITEM_ARCHIVED = ErrorCode("ITEM_ARCHIVED", 409, _("This item is archived and cannot change"))
+REDEMPTION_CANCEL_BY_ORDER = ErrorCode(
+    "REDEMPTION_CANCEL_BY_ORDER",
+    409,
+    _("This redemption was paid partly in cash; cancel or refund its order {order_id} instead"),
+)
 ITEM_CASH_WITH_COUPON = ErrorCode(
     "ITEM_CASH_WITH_COUPON",
     422,
@@ -432,6 +437,9 @@ async def cancel(
     if redemption.status == "cancelled":
         return redemption
     allowed = STAFF_CANCELLABLE if staff is not None else MEMBER_CANCELLABLE
+    if redemption.cash_fen and redemption.order_id is not None and redemption.status in allowed:
+        # the order's refund gives the cash and the points back together
+        raise REDEMPTION_CANCEL_BY_ORDER(order_id=redemption.order_id)
     if redemption.status not in allowed:
         raise REDEMPTION_NOT_CANCELLABLE()
     by = f"staff:{staff.username}" if staff is not None else "member"

@@ -162,6 +162,15 @@ async def test_the_wallet_pays_a_gift_in_full_and_a_refund_gives_the_points_back
     assert (await PointsHold.get(id=row.hold_id)).status == "captured"
     assert (await wallet_service.get_balance(member_id)).total_fen == 100
 
+    # the redemption is cancelled through its order (which refunds the cash too)
+    r = await client.post(
+        f"/api/v1/points-mall/redemptions/{row.id}/cancel",
+        json={},
+        headers={**headers, "Accept-Language": "en"},
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "REDEMPTION_CANCEL_BY_ORDER"
+    assert f"order {order['id']}" in r.json()["error"]["message"]
+    assert (await _row(rid)).status == "awaiting_shipment"
     # the member cancels the paid order: wallet and points come back; the unit stays out
     await orders_service.cancel(order["id"], member_id=member_id, reason="changed my mind")
     row = await _row(rid)
