@@ -7,6 +7,8 @@
   appends the redemption to the item's stream; the member gets a pending reservation;
 - `persist.py`: the stream consumer writing redemptions in batches (points spend,
   coupons, the row, the stock guard) or releasing those the database refuses;
+- `cash.py` / `payment.py`: points + cash items (points held, the cash part paid as a
+  mall order, released when unpaid);
 - this module: items and their stock, member views, cancel and ship, the CSV export,
   and the names other domains and the routers use (re-exported below).
 
