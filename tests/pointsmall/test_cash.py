@@ -5,6 +5,7 @@ back exactly once, whichever job owns its deadline."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from mall.orders.models import Order, OrderRefund
 from mall.points import service as points_service
 from mall.points.models import PointsHold
 from mall.points.tasks import CHECKS as POINTS_CHECKS
-from mall.pointsmall import payment
+from mall.pointsmall import cash, payment
 from mall.pointsmall import service as pm_service
 from mall.pointsmall.models import PointsMallRedemption
 from mall.pointsmall.schemas import RedemptionPayIn
@@ -373,3 +374,64 @@ async def test_ops_set_the_cash_price_but_not_on_a_coupon_voucher(
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "ITEM_CASH_WITH_COUPON"
     assert "cannot have a cash price" in r.json()["error"]["message"]
+
+
+async def test_the_two_deadline_owners_never_release_the_same_redemption(
+    client: httpx.AsyncClient,
+    make_item: MakeItem,
+    new_member: NewMember,
+    fake_pay: FakePay,
+    settings: Settings,
+) -> None:
+    item = await make_item(points_price=100, cash_price_fen=990, total_stock=2)
+    alice, alice_headers = await new_member(points=100)
+    bob, bob_headers = await new_member(points=100)
+    taken = await _pending(client, item["id"], alice_headers)
+    idle = await _pending(client, item["id"], bob_headers)
+    order = await payment.pay(await Member.get(id=alice), taken, WECHAT)
+    clock.advance(timedelta(seconds=settings.pointsmall_payment_seconds + 1))
+
+    expired = await asyncio.gather(pm_service.expire_unpaid(), pm_service.expire_unpaid())
+    closed = await asyncio.gather(orders_service.close_overdue(), orders_service.close_overdue())
+    assert sorted(expired) == [0, 1] and sorted(closed) == [0, 1]
+    assert (await Order.get(id=order.id)).status == "closed"
+    for rid in (taken, idle):
+        assert ((await _row(rid)).status, (await _row(rid)).release_reason) == (
+            "released",
+            "unpaid",
+        )
+    assert await points_service.get_balance(alice) == 100
+    assert await points_service.get_balance(bob) == 100
+    assert await redis_stock(item["id"]) == 2 and await db_stock(item["id"]) == 2
+    await _checks_pass()
+    await assert_books_clean()
+
+
+async def test_a_give_back_a_crash_left_undone_is_finished_by_the_job_once(
+    client: httpx.AsyncClient,
+    make_item: MakeItem,
+    new_member: NewMember,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    item = await make_item(points_price=100, cash_price_fen=990, total_stock=1)
+    member_id, headers = await new_member(points=100)
+    rid = await _pending(client, item["id"], headers)
+    clock.advance(timedelta(seconds=settings.pointsmall_payment_seconds))
+
+    async def crash(reservation_id: str) -> None:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(cash, "give_back_if_due", crash)
+    with pytest.raises(ConnectionError):
+        await pm_service.expire_unpaid()
+    monkeypatch.undo()
+    row = await _row(rid)  # released in the database, the Redis unit not back yet
+    assert (row.status, row.stock_returned) == ("released", False)
+    assert await redis_stock(item["id"]) == 0 and await db_stock(item["id"]) == 1
+    assert await points_service.get_balance(member_id) == 100
+    assert await pm_service.expire_unpaid() == 0  # nothing newly released...
+    assert (await _row(rid)).stock_returned  # ...but the unit went back
+    assert await pm_service.expire_unpaid() == 0
+    assert await redis_stock(item["id"]) == 1  # once
+    await _checks_pass()
