@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     # claimed by another; the reconciler runs this often.
     pointsmall_claim_idle_seconds: int = 30
     pointsmall_reconcile_interval_seconds: float = 30.0
+    # points + cash redemptions not paid this long after the consumer wrote them are
+    # released (points back, units back); the expiry job looks this often
+    pointsmall_payment_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    pointsmall_expire_interval_seconds: float = 15.0
 
     # --- coupons and the touch cap ---
     # relative validity of a new template unless ops set another (calendar months)

@@ -11,13 +11,15 @@ import logging
 
 from mall.blindbox import service as blindbox_service
 from mall.orders.models import Order
+from mall.pointsmall import service as pointsmall_service
 from mall.seckill import service as seckill_service
 
 log = logging.getLogger("mall.orders")
 
 SECKILL = "seckill"
 BLINDBOX = "blindbox"  # a prize shipped by an order of 0 fen
-SOURCES = (SECKILL, BLINDBOX)
+POINTSMALL = "pointsmall"  # the cash part of a points + cash redemption
+SOURCES = (SECKILL, BLINDBOX, POINTSMALL)
 
 
 def source_ref(source: str, ref: str) -> str:
@@ -35,12 +37,16 @@ def takes_catalog_stock(order: Order) -> bool:
 async def on_paid(order: Order) -> None:
     if order.source == SECKILL:
         await seckill_service.mark_paid(_ref(order))
+    elif order.source == POINTSMALL:
+        await pointsmall_service.cash_paid(_ref(order))
 
 
 async def on_released(order: Order, reason: str) -> None:
     """The order closed or was cancelled unpaid: the held unit expires."""
     if order.source == SECKILL:
         await seckill_service.expire_held(_ref(order), reason)
+    elif order.source == POINTSMALL:
+        await pointsmall_service.cash_released(_ref(order), reason)
     elif order.source == BLINDBOX:  # never unpaid in practice (0 fen); kept symmetric
         await _prize_back(order)
 
@@ -48,18 +54,21 @@ async def on_released(order: Order, reason: str) -> None:
 async def after_released(order: Order) -> None:
     """After the release's commit: the unit back on sale. Best effort: the seckill expiry
     job finishes give-backs left undone."""
-    if order.source != SECKILL:
-        return
     try:
-        await seckill_service.give_back_if_due(_ref(order))
+        if order.source == SECKILL:
+            await seckill_service.give_back_if_due(_ref(order))
+        elif order.source == POINTSMALL:
+            await pointsmall_service.cash_give_back_if_due(_ref(order))
     except Exception:
-        log.exception("order %s: seckill unit not handed back yet", order.number)
+        log.exception("order %s: held unit not handed back yet", order.number)
 
 
 async def on_refunded(order: Order) -> None:
     """Everything of the paid order came back."""
     if order.source == SECKILL:
         await seckill_service.refund_held(_ref(order))
+    elif order.source == POINTSMALL:
+        await pointsmall_service.cash_refunded(_ref(order))
     elif order.source == BLINDBOX:
         await _prize_back(order)
 

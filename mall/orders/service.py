@@ -65,6 +65,7 @@ from mall.orders.common import own_order as own_order
 from mall.orders.held import HeldUnit as HeldUnit
 from mall.orders.held import place_held_order as place_held_order
 from mall.orders.holders import BLINDBOX as BLINDBOX
+from mall.orders.holders import POINTSMALL as POINTSMALL
 from mall.orders.holders import SECKILL as SECKILL
 from mall.orders.holders import SOURCES as SOURCES
 from mall.orders.lifecycle import _referral_event as _referral_event

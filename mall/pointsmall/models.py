@@ -14,16 +14,29 @@ LIMIT_PERIODS = ("", "day", "week", "month")
 
 # gift: awaiting_shipment -> shipped | cancelled; voucher: issued (-> cancelled by ops);
 # activity: enrolled -> cancelled; released: decided in Redis, refused by the database
-# (release_reason says why: not_enough_points, level_too_low, ...), nothing spent
+# (release_reason says why: not_enough_points, level_too_low, ...), nothing spent.
+# points + cash: pending_payment (points held, units taken) -> the kind's status once the
+# cash is paid, or released (`unpaid`) when it is not; a paid one whose order is refunded
+# in full is `refunded` (points back; its units stay out, like a shipped unit)
 REDEMPTION_STATUSES = (
+    "pending_payment",
     "awaiting_shipment",
     "shipped",
     "issued",
     "enrolled",
     "cancelled",
     "released",
+    "refunded",
 )
-ACTIVE_STATUSES = ("awaiting_shipment", "shipped", "issued", "enrolled")
+# the statuses whose units are out of stock (counted as redeemed)
+ACTIVE_STATUSES = (
+    "pending_payment",
+    "awaiting_shipment",
+    "shipped",
+    "issued",
+    "enrolled",
+    "refunded",
+)
 
 
 class PointsMallItem(Model):
@@ -38,6 +51,8 @@ class PointsMallItem(Model):
     pictures: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
     kind = fields.CharField(max_length=16, default="gift")
     points_price = fields.IntField()
+    # points + cash: the cash part per unit (0: points only), paid as a mall order
+    cash_price_fen = fields.BigIntField(default=0)
     marked_value_fen = fields.BigIntField(null=True)
     total_stock = fields.IntField(default=0)
     stock = fields.IntField(default=0)
@@ -93,6 +108,13 @@ class PointsMallRedemption(Model):
     cancelled_by = fields.CharField(max_length=80, default="")
     cancel_reason = fields.CharField(max_length=255, default="")
     release_reason = fields.CharField(max_length=32, default="")
+    # points + cash: the cash part, its deadline, the points hold and the paying order
+    cash_fen = fields.BigIntField(default=0)
+    pay_deadline = fields.DatetimeField(null=True)
+    hold_id = fields.BigIntField(null=True)
+    order_id = fields.BigIntField(null=True)
+    # an unpaid one's units handed back to Redis (the expiry job finishes a crash's)
+    stock_returned = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -37,7 +37,7 @@ from mall.kit import jobs, tx
 from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
-from mall.pointsmall import stock
+from mall.pointsmall import cash, stock
 from mall.pointsmall.models import PointsMallItem, PointsMallRedemption
 from mall.pointsmall.redeem import (
     ACTIVITY_FULL,
@@ -72,6 +72,7 @@ class Entry:
     label: str
     at_ms: int
     address: dict[str, Any] | None
+    cash: int = 0  # points + cash: the cash part (cash.py writes it)
 
     def pending(self, item_id: int) -> Pending:
         period = item_keys(item_id, self.label).period if self.label else ""
@@ -90,6 +91,7 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry | None:
         fields.get("label", ""),
         int(fields.get("ts") or 0),
         json.loads(fields["address"]) if fields.get("address") else None,
+        int(fields.get("cash") or 0),
     )
 
 
@@ -268,12 +270,35 @@ async def _batch(
                 gone.add(e.rid)
             elif level < item.level_required:
                 refused[e.rid] = LEVEL_TOO_LOW.code.lower()
+    # points + cash: each in its own savepoint, the points held until the cash is paid
+    written_cash: dict[str, PointsMallRedemption] = {}
+    for e in entries:
+        if e.cash and e.rid not in refused and e.rid not in gone:
+            try:
+                async with tx.transaction():
+                    written_cash[e.rid] = await cash.write_pending(
+                        item,
+                        reservation_id=e.rid,
+                        member_id=e.member_id,
+                        quantity=e.quantity,
+                        points=e.points,
+                        cash_fen=e.cash,
+                        label=e.label,
+                        address=e.address,
+                    )
+            except MallError as exc:
+                if exc.code == members_service.MEMBER_NOT_FOUND.code:
+                    gone.add(e.rid)
+                else:
+                    refused[e.rid] = exc.code.lower()
     after_spend: dict[str, str] = {}  # refusals after the spend: kept across passes
     while True:
         # what the spend refuses (short of points, member gone) is decided again each pass
         refused_now = {**refused, **after_spend}
         gone_now = set(gone)
-        todo = [e for e in entries if e.rid not in refused_now and e.rid not in gone_now]
+        todo = [
+            e for e in entries if not e.cash and e.rid not in refused_now and e.rid not in gone_now
+        ]
         try:
             async with tx.transaction():
                 written = await _pass(item, todo, refused_now, gone_now, after_spend)
@@ -281,6 +306,7 @@ async def _batch(
             continue
         break
     out: dict[str, PointsMallRedemption | None] = {}
+    written.update(written_cash)
     for e in entries:
         if e.rid in written:
             out[e.rid] = written[e.rid]

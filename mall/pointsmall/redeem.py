@@ -95,6 +95,7 @@ class Terms:
     level_required: int
     min_points_balance: int
     limit_period: str
+    cash_price_fen: int = 0
 
 
 _terms: dict[int, tuple[float, Terms | None]] = {}
@@ -125,6 +126,7 @@ async def terms(item_id: int) -> Terms:
                 item.level_required,
                 item.min_points_balance,
                 item.limit_period,
+                item.cash_price_fen,
             )
         found = (now + TERMS_CACHE_SECONDS, value)
         _terms[item_id] = found
@@ -147,6 +149,7 @@ class Reservation:
     quantity: int
     points: int
     status: str = "pending"
+    cash_fen: int = 0  # points + cash: the cash part, paid once the redemption is written
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +160,7 @@ class Reservation:
             "kind": self.kind,
             "quantity": self.quantity,
             "points": self.points,
+            "cash_fen": self.cash_fen,
         }
 
     def json(self) -> bytes:
@@ -240,12 +244,17 @@ async def redeem(
     answer = kit.parse(raw)
     status, values = answer.status, answer.values
     if status == kit.OK:
-        return Reservation(values[0], item_id, t.name, t.kind, quantity, int(values[2]))
+        cash = t.cash_price_fen * quantity
+        return Reservation(
+            values[0], item_id, t.name, t.kind, quantity, int(values[2]), cash_fen=cash
+        )
     if status == "again":
         rid, qty, points, seen = values[0], int(values[1]), int(values[2]), values[3]
         if seen != fingerprint:
             raise IDEMPOTENCY_KEY_REUSED()
-        return Reservation(rid, item_id, t.name, t.kind, qty, points)
+        return Reservation(
+            rid, item_id, t.name, t.kind, qty, points, cash_fen=t.cash_price_fen * qty
+        )
     if status == "limit":
         raise REDEEM_LIMIT_REACHED(limit=int(values[1]))
     if status == "period_limit":
@@ -273,6 +282,9 @@ def _written(row: PointsMallRedemption) -> dict[str, Any]:
         "points": row.points_spent,
         "redemption_id": row.id,
         "release_reason": row.release_reason or None,
+        "cash_fen": row.cash_fen,
+        "pay_deadline": row.pay_deadline,
+        "order_id": row.order_id,
     }
 
 
@@ -291,7 +303,13 @@ async def reservation(member_id: int, reservation_id: str) -> dict[str, Any]:
             if pending.member_id == member_id:
                 t = await terms(item_id)
                 return Reservation(
-                    reservation_id, item_id, t.name, t.kind, pending.quantity, pending.points
+                    reservation_id,
+                    item_id,
+                    t.name,
+                    t.kind,
+                    pending.quantity,
+                    pending.points,
+                    cash_fen=t.cash_price_fen * pending.quantity,
                 ).as_dict()
         # written between the two reads: the row is there now
         row = await mine.first()

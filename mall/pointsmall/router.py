@@ -15,7 +15,9 @@ from mall.kit.fastpath import Decline, FastRoute
 from mall.kit.security import bearer_token
 from mall.kit.security import member_id as token_member_id
 from mall.kit.text import SafeLine
-from mall.pointsmall import service
+from mall.orders import service as orders_service
+from mall.orders.schemas import OrderOut
+from mall.pointsmall import payment, service
 from mall.pointsmall.models import PointsMallRedemption
 from mall.pointsmall.schemas import (
     CancelIn,
@@ -24,6 +26,7 @@ from mall.pointsmall.schemas import (
     RedeemIn,
     RedemptionOut,
     RedemptionPage,
+    RedemptionPayIn,
     ReservationOut,
 )
 
@@ -93,6 +96,32 @@ async def my_reservation(reservation_id: ReservationId, member_id: MemberId) -> 
     """A redemption by its reservation id: `pending` until it is written, then its
     status, or `released` with the reason."""
     return ReservationOut.model_validate(await service.reservation(member_id, reservation_id))
+
+
+@router.post(
+    "/points-mall/reservations/{reservation_id}/pay",
+    response_model=OrderOut,
+    responses={
+        404: {"description": "REDEMPTION_NOT_FOUND"},
+        409: {
+            "description": "REDEMPTION_NOT_READY (still being recorded), "
+            "REDEMPTION_NOT_PAYABLE (not pending payment, e.g. released), PAYMENT_EXPIRED"
+        },
+    },
+)
+async def pay(
+    reservation_id: ReservationId, body: RedemptionPayIn, member: CurrentMember
+) -> OrderOut:
+    """Pay the cash part of a points + cash redemption (`pending_payment`, points held):
+    it becomes a mall order for the cash part (no catalog stock taken, nothing shipped
+    with it), paid from the wallet (`use_wallet`) and/or WeChat Pay (`payment` holds the
+    wx.requestPayment parameters; the WeChat order expires at the redemption's
+    `pay_deadline`). Calling again returns the same order. Once paid, the points are
+    spent and the redemption is issued (voucher code, awaiting_shipment, enrolled);
+    unpaid by the deadline, it is `released` (`unpaid`): points and units back. A full
+    refund of the order gives the points back (`refunded`)."""
+    order = await payment.pay(member, reservation_id, body)
+    return await orders_service.order_out(order)
 
 
 @router.get("/points-mall/redemptions", response_model=RedemptionPage)

@@ -29,6 +29,13 @@ class ItemFields(BaseModel):
         examples=[["/static/uploads/ab/abcdef-750.webp"]],
     )
     points_price: int = Field(ge=1, le=100_000_000, examples=[1200])
+    cash_price_fen: Fen = Field(
+        default=0,
+        description="Points + cash: the cash part per unit, in fen (0: points only). The "
+        "points are held at redemption and the cash paid with `POST "
+        "/api/v1/points-mall/reservations/{id}/pay` before the deadline.",
+        examples=[0, 990],
+    )
     marked_value_fen: Fen | None = Field(
         default=None, description="Value shown to members, in fen.", examples=[6900]
     )
@@ -108,6 +115,7 @@ class ItemPatch(BaseModel):
     description: SafeText | None = Field(default=None, max_length=5000)
     pictures: list[PictureUrl] | None = Field(default=None, max_length=12)
     points_price: int | None = Field(default=None, ge=1, le=100_000_000)
+    cash_price_fen: Fen | None = None
     marked_value_fen: Fen | None = None
     limit_per_member: int | None = Field(default=None, ge=0, le=10_000)
     limit_per_period: int | None = Field(default=None, ge=0, le=10_000)
@@ -160,6 +168,7 @@ class AdminItemOut(BaseModel):
     pictures: list[str]
     kind: str
     points_price: int
+    cash_price_fen: int
     marked_value_fen: int | None
     total_stock: int
     stock: int = Field(description="Units left in the database (total minus redeemed).")
@@ -192,6 +201,7 @@ class ItemOut(BaseModel):
     pictures: list[str]
     kind: str
     points_price: int
+    cash_price_fen: int = Field(default=0, description="The cash part per unit (fen), if any.")
     marked_value_fen: int | None
     stock_left: int
     limit_per_member: int
@@ -250,7 +260,16 @@ class RedemptionOut(BaseModel):
     cancelled_at: datetime | None
     cancel_reason: str
     release_reason: str = Field(
-        default="", description="Why a `released` redemption was refused, e.g. not_enough_points."
+        default="",
+        description="Why a `released` redemption was refused, e.g. not_enough_points, or "
+        "`unpaid` (points + cash, not paid by the deadline).",
+    )
+    cash_fen: int = Field(default=0, description="Points + cash: the cash part (fen).")
+    pay_deadline: datetime | None = Field(
+        default=None, description="Points + cash: pay before this (`pending_payment`)."
+    )
+    order_id: int | None = Field(
+        default=None, description="Points + cash: the mall order paying the cash part."
     )
     created_at: datetime
 
@@ -276,6 +295,13 @@ class ReservationOut(BaseModel):
         default=None, description="The written redemption (`/points-mall/redemptions/{id}`)."
     )
     release_reason: str | None = Field(default=None, examples=[None, "not_enough_points"])
+    cash_fen: int = Field(
+        default=0,
+        description="Points + cash: the cash part (fen). The written redemption is "
+        "`pending_payment` until paid with `POST .../pay`.",
+    )
+    pay_deadline: datetime | None = None
+    order_id: int | None = None
 
 
 class AdminRedemptionOut(RedemptionOut):
@@ -292,6 +318,16 @@ class RedemptionPage(BaseModel):
 class AdminRedemptionPage(BaseModel):
     items: list[AdminRedemptionOut]
     next_cursor: str | None = None
+
+
+class RedemptionPayIn(BaseModel):
+    """How to pay the cash part of a points + cash redemption: it becomes a mall order for
+    the cash part; the wallet pays what it covers if asked, WeChat Pay the rest. A gift
+    ships to the address chosen at redemption, so none is asked here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use_wallet: bool = Field(default=False, description="pay what the wallet covers from it")
 
 
 class ShipIn(BaseModel):

@@ -7,6 +7,8 @@
   appends the redemption to the item's stream; the member gets a pending reservation;
 - `persist.py`: the stream consumer writing redemptions in batches (points spend,
   coupons, the row, the stock guard) or releasing those the database refuses;
+- `cash.py` / `payment.py`: points + cash items (points held, the cash part paid as a
+  mall order, released when unpaid);
 - this module: items and their stock, member views, cancel and ship, the CSV export,
   and the names other domains and the routers use (re-exported below).
 
@@ -36,7 +38,10 @@ from mall.kit import stock as kit
 from mall.kit.pagination import cursor_page
 from mall.members.models import Member, Staff
 from mall.points import service as points_service
-from mall.pointsmall import stock
+from mall.pointsmall import cash, stock
+from mall.pointsmall.cash import REDEMPTION_NOT_PAYABLE as REDEMPTION_NOT_PAYABLE
+from mall.pointsmall.cash import REDEMPTION_NOT_READY as REDEMPTION_NOT_READY
+from mall.pointsmall.cash import expire_unpaid as expire_unpaid
 from mall.pointsmall.models import (
     PointsMallItem,
     PointsMallRedemption,
@@ -74,6 +79,12 @@ from mall.validation import field_errors
 
 log = logging.getLogger("mall.pointsmall")
 
+# the hooks of the order paying a points + cash redemption (mall.orders.holders)
+cash_paid = cash.paid
+cash_released = cash.released
+cash_give_back_if_due = cash.give_back_if_due
+cash_refunded = cash.refunded
+
 REDEMPTION_NOT_CANCELLABLE = ErrorCode(
     "REDEMPTION_NOT_CANCELLABLE", 409, _("This redemption can no longer be cancelled")
 )
@@ -92,6 +103,16 @@ STOCK_BELOW_ZERO = ErrorCode(
     "STOCK_BELOW_ZERO", 409, _("Stock cannot go below zero: {available} units are left")
 )
 ITEM_ARCHIVED = ErrorCode("ITEM_ARCHIVED", 409, _("This item is archived and cannot change"))
+REDEMPTION_CANCEL_BY_ORDER = ErrorCode(
+    "REDEMPTION_CANCEL_BY_ORDER",
+    409,
+    _("This redemption was paid partly in cash; cancel or refund its order {order_id} instead"),
+)
+ITEM_CASH_WITH_COUPON = ErrorCode(
+    "ITEM_CASH_WITH_COUPON",
+    422,
+    _("A voucher that issues coupons cannot have a cash price; use points only"),
+)
 ITEM_COUPON_TEMPLATE_UNKNOWN = ErrorCode(
     "ITEM_COUPON_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
 )
@@ -114,7 +135,15 @@ async def _check_coupon_template(template_id: int | None) -> None:
         raise
 
 
+def _check_cash(cash_price_fen: int, coupon_template_id: int | None) -> None:
+    """Coupons are granted in the consumer's transaction, not in a payment's: a points +
+    cash voucher gets a voucher code instead."""
+    if cash_price_fen and coupon_template_id is not None:
+        raise ITEM_CASH_WITH_COUPON()
+
+
 async def create_item(data: ItemCreate, staff: Staff) -> PointsMallItem:
+    _check_cash(data.cash_price_fen, data.coupon_template_id)
     await _check_coupon_template(data.coupon_template_id)
     fields = data.model_dump(exclude={"on_shelf", "total_stock"})
     async with in_transaction():
@@ -162,6 +191,7 @@ async def update_item(item_id: int, patch: ItemPatch, staff: Staff) -> PointsMal
         )
     except ValidationError as exc:
         raise VALIDATION_ERROR(fields=field_errors(exc.errors(), prefix=("body",))) from None
+    _check_cash(merged.cash_price_fen, merged.coupon_template_id)
     if "coupon_template_id" in changes:
         await _check_coupon_template(merged.coupon_template_id)
     old_period = item.limit_period
@@ -311,6 +341,7 @@ def _item_out(
         pictures=list(item.pictures),
         kind=item.kind,
         points_price=item.points_price,
+        cash_price_fen=item.cash_price_fen,
         marked_value_fen=item.marked_value_fen,
         stock_left=max(stock_left, 0),
         limit_per_member=item.limit_per_member,
@@ -408,6 +439,9 @@ async def cancel(
     if redemption.status == "cancelled":
         return redemption
     allowed = STAFF_CANCELLABLE if staff is not None else MEMBER_CANCELLABLE
+    if redemption.cash_fen and redemption.order_id is not None and redemption.status in allowed:
+        # the order's refund gives the cash and the points back together
+        raise REDEMPTION_CANCEL_BY_ORDER(order_id=redemption.order_id)
     if redemption.status not in allowed:
         raise REDEMPTION_NOT_CANCELLABLE()
     by = f"staff:{staff.username}" if staff is not None else "member"

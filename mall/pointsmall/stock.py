@@ -164,6 +164,7 @@ async def warm(item: PointsMallItem) -> bool:
         start=_ms(item.on_shelf_at),
         end=_ms(item.off_shelf_at),
         price=item.points_price,
+        cash=item.cash_price_fen,
         limit=item.limit_per_member,
         plimit=item.limit_per_period if item.limit_period else 0,
     )

@@ -7,7 +7,7 @@ import logging
 from mall.config import get_settings
 from mall.kit.checks import CheckReport
 from mall.kit.jobs import Consumer, Job
-from mall.pointsmall import persist, service
+from mall.pointsmall import cash, persist, service
 
 log = logging.getLogger("mall.pointsmall")
 
@@ -48,7 +48,12 @@ JOBS = [
         "pointsmall.reconcile",
         get_settings().pointsmall_reconcile_interval_seconds,
         reconcile_job,
-    )
+    ),
+    Job(
+        "pointsmall.expire_unpaid",
+        get_settings().pointsmall_expire_interval_seconds,
+        cash.expire_unpaid,
+    ),
 ]
 
 

@@ -4,7 +4,7 @@
 -- item's stream (the consumer spends the points and writes it) and record the
 -- Idempotency-Key's answer. The helpers of mall.kit.stock come first.
 local META, STOCK, BUYERS, RES, PERIOD, WINS, IDEM = 1, 2, 3, 4, 5, 6, 7
--- KEYS: meta (terms: status, start, end ms, price, limit, plimit), stock, buyers
+-- KEYS: meta (terms: status, start, end ms, price, limit, plimit, cash), stock, buyers
 --   (member -> units), res (pending reservation -> "member|qty|points|ts|period key"),
 --   period counter (member -> units), wins (the stream), idem (this request's key)
 -- ARGV: 1 member, 2 qty, 3 reservation id (fresh), 4 now ms, 5 period key ttl seconds,
@@ -18,7 +18,8 @@ if ARGV[9] == '1' then
   local prior = redis.call('GET', KEYS[IDEM])
   if prior then return reply('again', prior) end
 end
-local m = redis.call('HMGET', KEYS[META], 'status', 'start', 'end', 'price', 'limit', 'plimit')
+local m = redis.call('HMGET', KEYS[META], 'status', 'start', 'end', 'price', 'limit', 'plimit',
+  'cash')
 if not m[1] then return reply('cold') end
 if m[1] == 'draft' or m[1] == 'archived' then return reply('gone') end
 local now = tonumber(ARGV[4])
@@ -48,8 +49,10 @@ if ARGV[6] == '1' then
   pkey = KEYS[PERIOD]
 end
 local points = tonumber(m[4]) * qty
+-- points + cash: the cash part travels with the entry (the consumer holds the points)
+local cash = tonumber(m[7] or '0') * qty
 redis.call('XADD', KEYS[WINS], '*', 'rid', rid, 'member', member, 'qty', qty,
-  'points', points, 'label', ARGV[7], 'ts', ARGV[4], 'address', ARGV[8])
+  'points', points, 'cash', cash, 'label', ARGV[7], 'ts', ARGV[4], 'address', ARGV[8])
 redis.call('HSET', KEYS[RES], rid, member .. '|' .. qty .. '|' .. points .. '|' .. ARGV[4] .. '|' .. pkey)
 if ARGV[9] == '1' then
   redis.call('SET', KEYS[IDEM], rid .. '|' .. qty .. '|' .. points .. '|' .. ARGV[11], 'EX', ARGV[10])
