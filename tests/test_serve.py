@@ -169,6 +169,9 @@ def test_serves_under_granian_and_stops_cleanly(tmp_path: Path, processes: list[
     service = Service(tmp_path / "data", args=["--server", "granian", "--workers", "2"])
     processes.append(service)
     service.wait_ready()
+    # both workers up: granian does not stop a worker still starting when SIGTERM comes
+    service.wait_line(r"Started worker-2")
+    service.wait_line(r"Started worker-1")
     member = httpx.post(service.base + "/api/v1/auth/wechat-login", json={"code": "dev:gran"})
     assert member.status_code == 200, member.text
     token = member.json()["token"]
