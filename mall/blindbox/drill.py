@@ -6,8 +6,8 @@ releases are rehearsed too) and an on-sale series with limited prizes through th
 API, fires a burst of draws over pre-issued tokens, waits for the draw stream's backlog
 to empty, and prints draws/s, latency p50/p99, the answers, and the verdicts: every draw
 answered is recorded (confirmed or released), no prize overdrawn, reconciliation OK
-(exit 1 otherwise). The load comes from the built-in keep-alive asyncio client of the
-seckill drill. It refuses any host but 127.0.0.1/localhost."""
+(exit 1 otherwise). The load comes from the keep-alive asyncio client of
+mall.kit.drill. It refuses any host but 127.0.0.1/localhost."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ import asyncio
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from mall.seckill.drill import (
-    LOCAL_HOSTS,
-    _admin_login,
-    _asyncio_burst,
-    _issue_tokens,
-    _requests,
+from mall.kit.drill import (
+    admin_credentials,
+    admin_headers,
+    asyncio_burst,
+    bearer_requests,
+    issue_tokens,
+    local_target,
 )
 
 
@@ -71,22 +71,18 @@ async def _prepare_members(
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    url = urlsplit(args.base_url)
-    host = url.hostname or ""
-    if url.scheme != "http" or host not in LOCAL_HOSTS:
-        print(f"refusing to drill {args.base_url!r}: only http://127.0.0.1 or localhost")
+    target = local_target(args.base_url)
+    if target is None:
         return 2
-    port = url.port or 80
+    host, port = target
     run = f"bbdrill{secrets.token_hex(3)}"
-    user, password = _admin_login(args)
+    user, password = admin_credentials(args)
     async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        r = await client.post("/api/admin/v1/login", json={"username": user, "password": password})
-        if r.status_code != 200:
-            print(f"admin login failed ({r.status_code}): {r.text[:200]}")
+        admin = await admin_headers(client, user, password)
+        if admin is None:
             return 2
-        admin = {"Authorization": f"Bearer {r.json()['token']}"}
         print(f"[{run}] preparing {args.members} members (dev login)...", flush=True)
-        tokens = await _issue_tokens(client, run, args.members)
+        tokens = await issue_tokens(client, run, args.members)
         # every 10th member can afford one draw only: their later draws are released
         per_member = -(-args.draws // args.members)
         points = [args.cost * (1 if i % 10 == 0 else per_member) for i in range(args.members)]
@@ -117,9 +113,9 @@ async def main(argv: list[str]) -> int:
             f"{args.draws} draws at concurrency {args.concurrency}",
             flush=True,
         )
-        requests = _requests("POST", path, host, tokens, args.draws)
+        requests = bearer_requests("POST", path, host, tokens, args.draws)
         owners = [i % len(tokens) for i in range(args.draws)]
-        burst = await _asyncio_burst("draws", host, port, requests, owners, args.concurrency)
+        burst = await asyncio_burst("draws", host, port, requests, owners, args.concurrency)
         print(burst.line())
 
         view: dict[str, Any] = {}
