@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 
 from mall.kit.drill import (
-    admin_credentials,
-    admin_headers,
+    Target,
     asyncio_burst,
     bearer_requests,
     issue_tokens,
-    local_target,
+    run_drill,
 )
 
 
@@ -71,67 +70,61 @@ async def _prepare_members(
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    target = local_target(args.base_url)
-    if target is None:
-        return 2
-    host, port = target
-    run = f"bbdrill{secrets.token_hex(3)}"
-    user, password = admin_credentials(args)
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        admin = await admin_headers(client, user, password)
-        if admin is None:
-            return 2
-        print(f"[{run}] preparing {args.members} members (dev login)...", flush=True)
-        tokens = await issue_tokens(client, run, args.members)
-        # every 10th member can afford one draw only: their later draws are released
-        per_member = -(-args.draws // args.members)
-        points = [args.cost * (1 if i % 10 == 0 else per_member) for i in range(args.members)]
-        await _prepare_members(client, admin, tokens, points)
-        half = max(args.stock // 2, 1)
-        r = await client.post(
-            "/api/admin/v1/blind-boxes",
-            headers=admin,
-            json={
-                "name": f"drill {run}",
-                "points_cost": args.cost,
-                "status": "on_sale",
-                "prizes": [
-                    {"name": "figure", "tier": "common", "weight": 80, "stock": half},
-                    {"name": "rare figure", "tier": "rare", "weight": 20,
-                     "stock": max(args.stock - half, 1)},
-                ],
-            },
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"creating the series failed ({r.status_code}): {r.text[:300]}")
-            return 2
-        series_id = r.json()["id"]
-        stock = sum(p["stock"] for p in r.json()["prizes"])
-        path = f"/api/v1/blind-boxes/{series_id}/draw"
-        print(
-            f"[{run}] series {series_id}: {stock} units, {args.cost} points a draw; "
-            f"{args.draws} draws at concurrency {args.concurrency}",
-            flush=True,
-        )
-        requests = bearer_requests("POST", path, host, tokens, args.draws)
-        owners = [i % len(tokens) for i in range(args.draws)]
-        burst = await asyncio_burst("draws", host, port, requests, owners, args.concurrency)
-        print(burst.line())
+    return await run_drill(args, lambda target: _drill(args, target))
 
-        view: dict[str, Any] = {}
-        drained_after: float | None = None
-        started = time.monotonic()
-        while time.monotonic() - started < 60:
-            view = (
-                await client.get(f"/api/admin/v1/blind-boxes/{series_id}", headers=admin)
-            ).json()
-            if view["backlog"] == 0:
-                drained_after = time.monotonic() - started
-                break
-            await asyncio.sleep(0.25)
-        check = (
-            await client.get(f"/api/admin/v1/blind-boxes/{series_id}/reconcile", headers=admin)
-        ).json()
+
+async def _drill(args: argparse.Namespace, target: Target) -> int:
+    host, port, client, admin = target.host, target.port, target.client, target.admin
+    run = f"bbdrill{secrets.token_hex(3)}"
+    print(f"[{run}] preparing {args.members} members (dev login)...", flush=True)
+    tokens = await issue_tokens(client, run, args.members)
+    # every 10th member can afford one draw only: their later draws are released
+    per_member = -(-args.draws // args.members)
+    points = [args.cost * (1 if i % 10 == 0 else per_member) for i in range(args.members)]
+    await _prepare_members(client, admin, tokens, points)
+    half = max(args.stock // 2, 1)
+    r = await client.post(
+        "/api/admin/v1/blind-boxes",
+        headers=admin,
+        json={
+            "name": f"drill {run}",
+            "points_cost": args.cost,
+            "status": "on_sale",
+            "prizes": [
+                {"name": "figure", "tier": "common", "weight": 80, "stock": half},
+                {"name": "rare figure", "tier": "rare", "weight": 20,
+                 "stock": max(args.stock - half, 1)},
+            ],
+        },
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"creating the series failed ({r.status_code}): {r.text[:300]}")
+        return 2
+    series_id = r.json()["id"]
+    stock = sum(p["stock"] for p in r.json()["prizes"])
+    path = f"/api/v1/blind-boxes/{series_id}/draw"
+    print(
+        f"[{run}] series {series_id}: {stock} units, {args.cost} points a draw; "
+        f"{args.draws} draws at concurrency {args.concurrency}",
+        flush=True,
+    )
+    requests = bearer_requests("POST", path, host, tokens, args.draws)
+    owners = [i % len(tokens) for i in range(args.draws)]
+    burst = await asyncio_burst("draws", host, port, requests, owners, args.concurrency)
+    print(burst.line())
+
+    view: dict[str, Any] = {}
+    drained_after: float | None = None
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        view = (await client.get(f"/api/admin/v1/blind-boxes/{series_id}", headers=admin)).json()
+        if view["backlog"] == 0:
+            drained_after = time.monotonic() - started
+            break
+        await asyncio.sleep(0.25)
+    check = (
+        await client.get(f"/api/admin/v1/blind-boxes/{series_id}/reconcile", headers=admin)
+    ).json()
 
     told = burst.statuses.get(200, 0)
     recorded = view.get("draws", 0) + view.get("released", 0)

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -115,6 +115,32 @@ async def issue_tokens(client: httpx.AsyncClient, run: str, members: int) -> lis
 
     await asyncio.gather(*(login(i) for i in range(members)))
     return tokens
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a drill runs against: the service on this machine, an HTTP client on it, and
+    the admin's Authorization header."""
+
+    host: str
+    port: int
+    client: httpx.AsyncClient
+    admin: dict[str, str]
+
+
+async def run_drill(args: argparse.Namespace, drill: Callable[[Target], Awaitable[int]]) -> int:
+    """Refuse any host but this machine, log in as the admin (--admin-user/--admin-password),
+    then run `drill`; 2 if refused or the login fails, else the drill's exit code."""
+    target = local_target(args.base_url)
+    if target is None:
+        return 2
+    host, port = target
+    user, password = admin_credentials(args)
+    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
+        admin = await admin_headers(client, user, password)
+        if admin is None:
+            return 2
+        return await drill(Target(host, port, client, admin))
 
 
 def bearer_requests(method: str, path: str, host: str, tokens: list[str], n: int) -> list[bytes]:

@@ -26,10 +26,9 @@ import httpx
 from mall.kit.drill import (
     Burst,
     OnAnswer,
-    admin_credentials,
-    admin_headers,
+    Target,
     asyncio_burst,
-    local_target,
+    run_drill,
 )
 
 
@@ -132,46 +131,40 @@ async def _settle(
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    target = local_target(args.base_url)
-    if target is None:
-        return 2
-    host, port = target
+    return await run_drill(args, lambda target: _drill(args, target))
+
+
+async def _drill(args: argparse.Namespace, target: Target) -> int:
+    host, port, client, admin = target.host, target.port, target.client, target.admin
     run = f"pmdrill{secrets.token_hex(3)}"
-    user, password = admin_credentials(args)
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        admin = await admin_headers(client, user, password)
-        if admin is None:
-            return 2
-        print(f"[{run}] {args.members} members with {args.points} points each...", flush=True)
-        members = await _members(client, admin, run, args.members, args.points)
-        r = await client.post(
-            "/api/admin/v1/points-mall/items",
-            headers=admin,
-            json={"name": f"drill {run}", "kind": "voucher", "points_price": args.price,
-                  "total_stock": args.stock, "limit_per_member": args.limit, "on_shelf": True},
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"creating the item failed ({r.status_code}): {r.text[:300]}")
-            return 2
-        item_id = int(r.json()["id"])
-        path = f"/api/v1/points-mall/items/{item_id}/redeem"
-        requests, owners = _requests(path, host, [t for _m, t in members], args.redeems)
-        print(
-            f"[{run}] item {item_id}: stock {args.stock}, {args.price} points, limit "
-            f"{args.limit}; {args.redeems} redeems at concurrency {args.concurrency}",
-            flush=True,
-        )
-        told: list[tuple[int, str]] = []
-        burst = await asyncio_burst(
-            "redeems", host, port, requests, owners, args.concurrency, _tell(told)
-        )
-        print(burst.line())
-        settle_started = time.monotonic()
-        states = await _settle(client, members, told, args.settle_seconds)
-        print(f"settled in {time.monotonic() - settle_started:.1f}s after the burst")
-        item = (
-            await client.get(f"/api/admin/v1/points-mall/items/{item_id}", headers=admin)
-        ).json()
+    print(f"[{run}] {args.members} members with {args.points} points each...", flush=True)
+    members = await _members(client, admin, run, args.members, args.points)
+    r = await client.post(
+        "/api/admin/v1/points-mall/items",
+        headers=admin,
+        json={"name": f"drill {run}", "kind": "voucher", "points_price": args.price,
+              "total_stock": args.stock, "limit_per_member": args.limit, "on_shelf": True},
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"creating the item failed ({r.status_code}): {r.text[:300]}")
+        return 2
+    item_id = int(r.json()["id"])
+    path = f"/api/v1/points-mall/items/{item_id}/redeem"
+    requests, owners = _requests(path, host, [t for _m, t in members], args.redeems)
+    print(
+        f"[{run}] item {item_id}: stock {args.stock}, {args.price} points, limit "
+        f"{args.limit}; {args.redeems} redeems at concurrency {args.concurrency}",
+        flush=True,
+    )
+    told: list[tuple[int, str]] = []
+    burst = await asyncio_burst(
+        "redeems", host, port, requests, owners, args.concurrency, _tell(told)
+    )
+    print(burst.line())
+    settle_started = time.monotonic()
+    states = await _settle(client, members, told, args.settle_seconds)
+    print(f"settled in {time.monotonic() - settle_started:.1f}s after the burst")
+    item = (await client.get(f"/api/admin/v1/points-mall/items/{item_id}", headers=admin)).json()
 
     statuses = Counter(s["status"] for s in states.values())
     reasons = Counter(s.get("release_reason") for s in states.values() if s["status"] == "released")

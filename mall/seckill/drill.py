@@ -19,16 +19,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
 from mall.kit.drill import (
     Burst,
-    admin_credentials,
-    admin_headers,
+    Target,
     asyncio_burst,
     bearer_requests,
     issue_tokens,
-    local_target,
+    run_drill,
     wrk_burst,
 )
 
@@ -55,86 +52,79 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    target = local_target(args.base_url)
-    if target is None:
-        return 2
-    host, port = target
+    return await run_drill(args, lambda target: _drill(args, target))
+
+
+async def _drill(args: argparse.Namespace, target: Target) -> int:
+    host, port, client, admin = target.host, target.port, target.client, target.admin
     use_wrk = bool(shutil.which("wrk")) and not args.no_wrk
     run = f"drill{secrets.token_hex(3)}"
-    user, password = admin_credentials(args)
+    print(f"[{run}] issuing {args.members} member tokens (dev login)...", flush=True)
+    tokens = await issue_tokens(client, run, args.members)
+    starts = datetime.now(UTC) - timedelta(seconds=5)
+    r = await client.post(
+        "/api/admin/v1/seckill/sessions",
+        headers=admin,
+        json={
+            "name": f"drill {run}",
+            "starts_at": starts.isoformat(),
+            "ends_at": (starts + timedelta(hours=1)).isoformat(),
+            "items": [
+                {"title": f"drill gift {run}", "stock": args.stock,
+                 "per_member_limit": args.limit},
+            ],
+        },
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"creating the session failed ({r.status_code}): {r.text[:300]}")
+        return 2
+    session_id = r.json()["id"]
+    item_id = r.json()["items"][0]["id"]
+    await client.post(f"/api/admin/v1/seckill/sessions/{session_id}/warm", headers=admin)
+    attempt_path = f"/api/v1/seckill/items/{item_id}/attempt"
+    owners = [i % len(tokens) for i in range(args.attempts)]
+    print(
+        f"[{run}] session {session_id} item {item_id}: stock {args.stock}, limit "
+        f"{args.limit}; {args.attempts} attempts at concurrency {args.concurrency} "
+        f"({'wrk' if use_wrk else 'built-in asyncio client'})",
+        flush=True,
+    )
 
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        admin = await admin_headers(client, user, password)
-        if admin is None:
-            return 2
-        print(f"[{run}] issuing {args.members} member tokens (dev login)...", flush=True)
-        tokens = await issue_tokens(client, run, args.members)
-        starts = datetime.now(UTC) - timedelta(seconds=5)
-        r = await client.post(
-            "/api/admin/v1/seckill/sessions",
-            headers=admin,
-            json={
-                "name": f"drill {run}",
-                "starts_at": starts.isoformat(),
-                "ends_at": (starts + timedelta(hours=1)).isoformat(),
-                "items": [
-                    {"title": f"drill gift {run}", "stock": args.stock,
-                     "per_member_limit": args.limit},
-                ],
-            },
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"creating the session failed ({r.status_code}): {r.text[:300]}")
-            return 2
-        session_id = r.json()["id"]
-        item_id = r.json()["items"][0]["id"]
-        await client.post(f"/api/admin/v1/seckill/sessions/{session_id}/warm", headers=admin)
-        attempt_path = f"/api/v1/seckill/items/{item_id}/attempt"
-        owners = [i % len(tokens) for i in range(args.attempts)]
-        print(
-            f"[{run}] session {session_id} item {item_id}: stock {args.stock}, limit "
-            f"{args.limit}; {args.attempts} attempts at concurrency {args.concurrency} "
-            f"({'wrk' if use_wrk else 'built-in asyncio client'})",
-            flush=True,
-        )
+    async def burst(name: str, method: str, path: str) -> Burst:
+        if use_wrk:
+            return await asyncio.to_thread(
+                wrk_burst, name, args.base_url, method, path, tokens, args.concurrency,
+                args.wrk_seconds,
+            )  # fmt: skip
+        requests = bearer_requests(method, path, host, tokens, args.attempts)
+        return await asyncio_burst(name, host, port, requests, owners, args.concurrency)
 
-        async def burst(name: str, method: str, path: str) -> Burst:
-            if use_wrk:
-                return await asyncio.to_thread(
-                    wrk_burst, name, args.base_url, method, path, tokens, args.concurrency,
-                    args.wrk_seconds,
-                )  # fmt: skip
-            requests = bearer_requests(method, path, host, tokens, args.attempts)
-            return await asyncio_burst(name, host, port, requests, owners, args.concurrency)
+    bursts = []
+    if args.compare_healthz:
+        bursts.append(await burst("healthz", "GET", "/healthz"))
+    bursts.append(await burst("attempts", "POST", attempt_path))
+    if args.compare_healthz:
+        bursts.append(await burst("sold-out attempts", "POST", attempt_path))
+    for b in bursts:
+        print(b.line())
+    if args.compare_healthz:
+        base = bursts[0].rate or 1.0
+        print(f"ratio attempts/healthz: {bursts[1].rate / base:.2f}")
+        print(f"ratio sold-out attempts/healthz: {bursts[2].rate / base:.2f}")
 
-        bursts = []
-        if args.compare_healthz:
-            bursts.append(await burst("healthz", "GET", "/healthz"))
-        bursts.append(await burst("attempts", "POST", attempt_path))
-        if args.compare_healthz:
-            bursts.append(await burst("sold-out attempts", "POST", attempt_path))
-        for b in bursts:
-            print(b.line())
-        if args.compare_healthz:
-            base = bursts[0].rate or 1.0
-            print(f"ratio attempts/healthz: {bursts[1].rate / base:.2f}")
-            print(f"ratio sold-out attempts/healthz: {bursts[2].rate / base:.2f}")
-
-        # wait for the consumer to persist every win, then check
-        live: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            live = (
-                await client.get(f"/api/admin/v1/seckill/sessions/{session_id}", headers=admin)
-            ).json()["items"][0]
-            if live["backlog"] == 0:
-                break
-            await asyncio.sleep(0.5)
-        checks = (
-            await client.get(
-                f"/api/admin/v1/seckill/sessions/{session_id}/reconcile", headers=admin
-            )
-        ).json()
+    # wait for the consumer to persist every win, then check
+    live: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        live = (
+            await client.get(f"/api/admin/v1/seckill/sessions/{session_id}", headers=admin)
+        ).json()["items"][0]
+        if live["backlog"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    checks = (
+        await client.get(f"/api/admin/v1/seckill/sessions/{session_id}/reconcile", headers=admin)
+    ).json()
 
     attempt_bursts = [b for b in bursts if b.name != "healthz"]
     wins = sum(b.results["won"] for b in attempt_bursts)
