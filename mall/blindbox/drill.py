@@ -6,8 +6,8 @@ releases are rehearsed too) and an on-sale series with limited prizes through th
 API, fires a burst of draws over pre-issued tokens, waits for the draw stream's backlog
 to empty, and prints draws/s, latency p50/p99, the answers, and the verdicts: every draw
 answered is recorded (confirmed or released), no prize overdrawn, reconciliation OK
-(exit 1 otherwise). The load comes from the built-in keep-alive asyncio client of the
-seckill drill. It refuses any host but 127.0.0.1/localhost."""
+(exit 1 otherwise). The load comes from the keep-alive asyncio client of
+mall.kit.drill. It refuses any host but 127.0.0.1/localhost."""
 
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ import asyncio
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from mall.seckill.drill import (
-    LOCAL_HOSTS,
-    _admin_login,
-    _asyncio_burst,
-    _issue_tokens,
-    _requests,
+from mall.kit.drill import (
+    Target,
+    asyncio_burst,
+    bearer_requests,
+    issue_tokens,
+    run_drill,
 )
 
 
@@ -71,71 +70,61 @@ async def _prepare_members(
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    url = urlsplit(args.base_url)
-    host = url.hostname or ""
-    if url.scheme != "http" or host not in LOCAL_HOSTS:
-        print(f"refusing to drill {args.base_url!r}: only http://127.0.0.1 or localhost")
-        return 2
-    port = url.port or 80
-    run = f"bbdrill{secrets.token_hex(3)}"
-    user, password = _admin_login(args)
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        r = await client.post("/api/admin/v1/login", json={"username": user, "password": password})
-        if r.status_code != 200:
-            print(f"admin login failed ({r.status_code}): {r.text[:200]}")
-            return 2
-        admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        print(f"[{run}] preparing {args.members} members (dev login)...", flush=True)
-        tokens = await _issue_tokens(client, run, args.members)
-        # every 10th member can afford one draw only: their later draws are released
-        per_member = -(-args.draws // args.members)
-        points = [args.cost * (1 if i % 10 == 0 else per_member) for i in range(args.members)]
-        await _prepare_members(client, admin, tokens, points)
-        half = max(args.stock // 2, 1)
-        r = await client.post(
-            "/api/admin/v1/blind-boxes",
-            headers=admin,
-            json={
-                "name": f"drill {run}",
-                "points_cost": args.cost,
-                "status": "on_sale",
-                "prizes": [
-                    {"name": "figure", "tier": "common", "weight": 80, "stock": half},
-                    {"name": "rare figure", "tier": "rare", "weight": 20,
-                     "stock": max(args.stock - half, 1)},
-                ],
-            },
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"creating the series failed ({r.status_code}): {r.text[:300]}")
-            return 2
-        series_id = r.json()["id"]
-        stock = sum(p["stock"] for p in r.json()["prizes"])
-        path = f"/api/v1/blind-boxes/{series_id}/draw"
-        print(
-            f"[{run}] series {series_id}: {stock} units, {args.cost} points a draw; "
-            f"{args.draws} draws at concurrency {args.concurrency}",
-            flush=True,
-        )
-        requests = _requests("POST", path, host, tokens, args.draws)
-        owners = [i % len(tokens) for i in range(args.draws)]
-        burst = await _asyncio_burst("draws", host, port, requests, owners, args.concurrency)
-        print(burst.line())
+    return await run_drill(args, lambda target: _drill(args, target))
 
-        view: dict[str, Any] = {}
-        drained_after: float | None = None
-        started = time.monotonic()
-        while time.monotonic() - started < 60:
-            view = (
-                await client.get(f"/api/admin/v1/blind-boxes/{series_id}", headers=admin)
-            ).json()
-            if view["backlog"] == 0:
-                drained_after = time.monotonic() - started
-                break
-            await asyncio.sleep(0.25)
-        check = (
-            await client.get(f"/api/admin/v1/blind-boxes/{series_id}/reconcile", headers=admin)
-        ).json()
+
+async def _drill(args: argparse.Namespace, target: Target) -> int:
+    host, port, client, admin = target.host, target.port, target.client, target.admin
+    run = f"bbdrill{secrets.token_hex(3)}"
+    print(f"[{run}] preparing {args.members} members (dev login)...", flush=True)
+    tokens = await issue_tokens(client, run, args.members)
+    # every 10th member can afford one draw only: their later draws are released
+    per_member = -(-args.draws // args.members)
+    points = [args.cost * (1 if i % 10 == 0 else per_member) for i in range(args.members)]
+    await _prepare_members(client, admin, tokens, points)
+    half = max(args.stock // 2, 1)
+    r = await client.post(
+        "/api/admin/v1/blind-boxes",
+        headers=admin,
+        json={
+            "name": f"drill {run}",
+            "points_cost": args.cost,
+            "status": "on_sale",
+            "prizes": [
+                {"name": "figure", "tier": "common", "weight": 80, "stock": half},
+                {"name": "rare figure", "tier": "rare", "weight": 20,
+                 "stock": max(args.stock - half, 1)},
+            ],
+        },
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"creating the series failed ({r.status_code}): {r.text[:300]}")
+        return 2
+    series_id = r.json()["id"]
+    stock = sum(p["stock"] for p in r.json()["prizes"])
+    path = f"/api/v1/blind-boxes/{series_id}/draw"
+    print(
+        f"[{run}] series {series_id}: {stock} units, {args.cost} points a draw; "
+        f"{args.draws} draws at concurrency {args.concurrency}",
+        flush=True,
+    )
+    requests = bearer_requests("POST", path, host, tokens, args.draws)
+    owners = [i % len(tokens) for i in range(args.draws)]
+    burst = await asyncio_burst("draws", host, port, requests, owners, args.concurrency)
+    print(burst.line())
+
+    view: dict[str, Any] = {}
+    drained_after: float | None = None
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        view = (await client.get(f"/api/admin/v1/blind-boxes/{series_id}", headers=admin)).json()
+        if view["backlog"] == 0:
+            drained_after = time.monotonic() - started
+            break
+        await asyncio.sleep(0.25)
+    check = (
+        await client.get(f"/api/admin/v1/blind-boxes/{series_id}/reconcile", headers=admin)
+    ).json()
 
     told = burst.statuses.get(200, 0)
     recorded = view.get("draws", 0) + view.get("released", 0)

@@ -12,13 +12,12 @@ from fastapi import APIRouter, Path, Request, Response
 from mall.blindbox import service, shipping
 from mall.blindbox.schemas import DrawOut, MyDrawOut, PrizeShipIn, SeriesCard, SeriesDetail
 from mall.deps import CurrentMember, MemberId, OptionalMember
-from mall.errors import UNAUTHORIZED, error_responses
+from mall.errors import error_responses
 from mall.kit import idempotency
-from mall.kit.bounds import Cursor, Id, Limit, fits_bigint
-from mall.kit.fastpath import FastRoute
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.fastpath import FastRoute, bearer_openapi, fits_id
 from mall.kit.pagination import Page
-from mall.kit.security import bearer_token
-from mall.kit.security import member_id as token_member_id
+from mall.kit.security import member_of_header
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
 
@@ -76,28 +75,10 @@ async def series_detail(series_id: Id, member: OptionalMember) -> SeriesDetail:
     return await service.disclose(series_id, member.id if member else None)
 
 
-def _member_id_of(authorization: str | None) -> int:
-    token = bearer_token(authorization)
-    if token is None:
-        raise UNAUTHORIZED()
-    return token_member_id(token)
-
-
 @router.post(
     "/blind-boxes/{series_id}/draw",
     response_model=DrawOut,
-    openapi_extra={
-        "security": [{"HTTPBearer": []}],
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
-                "description": "A retry with the same key returns the same draw.",
-            }
-        ],
-    },
+    openapi_extra=bearer_openapi(retry="the same draw"),
 )
 async def draw(series_id: Id, request: Request) -> Response:
     """Draw once for the series' points cost. The answer names the prize and the draw's
@@ -106,7 +87,7 @@ async def draw(series_id: Id, request: Request) -> Response:
     `released`, nothing spent. A retry with the same `Idempotency-Key` returns the same
     draw. Redis unreachable: 503, nothing changed."""
     headers = request.headers
-    member_id = _member_id_of(headers.get("authorization"))
+    member_id = member_of_header(headers.get("authorization"))[0]
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
     out = await service.draw(member_id, series_id, key)
@@ -121,7 +102,7 @@ async def _fast_draw(
 ) -> bytes:
     """`draw` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
-    member_id = _member_id_of(authorization)
+    member_id = member_of_header(authorization)[0]
     return service.answer_json(await service.draw(member_id, int(found.group(1)), key))
 
 
@@ -132,7 +113,6 @@ FAST_ROUTES = [
         # ASCII digits only, at most BIGINT's 19
         re.compile(r"^/api/v1/blind-boxes/([0-9]{1,19})/draw$"),
         _fast_draw,
-        # an id that is not a BIGINT goes to the route, whose validation answers 422
-        accepts=lambda found: fits_bigint(int(found.group(1))),
+        accepts=fits_id,
     )
 ]

@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mall.errors import MallError, log_redis_down, render_error
+from mall.kit import idempotency
+from mall.kit.bounds import fits_bigint
 from mall.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 
 # (path match, Authorization header, Idempotency-Key header, body) -> the answer's JSON;
@@ -44,6 +47,29 @@ class FastRoute:
     status: int = 200
     # the handler reads a (small, JSON) body; a body of another content type is declined
     body: bool = False
+
+
+def fits_id(found: re.Match[str]) -> bool:
+    """`accepts` for a path whose first group is an id: one that is not a BIGINT goes to
+    the route, whose validation answers 422."""
+    return fits_bigint(int(found.group(1)))
+
+
+def bearer_openapi(retry: str | None = None) -> dict[str, Any]:
+    """`openapi_extra` of a route that reads its headers by hand (the twin of a fast
+    route): the bearer token and, given what a retry returns, the Idempotency-Key."""
+    extra: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+    if retry is not None:
+        extra["parameters"] = [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
+                "description": f"A retry with the same key returns {retry}.",
+            }
+        ]
+    return extra
 
 
 class FastPath:

@@ -241,7 +241,7 @@ async def _app_setup(base: str, password: str, members: int) -> dict[str, Any]:
 
 
 def measure_app(*, attempts: int, members: int, concurrency: int) -> list[dict[str, Any]]:
-    from mall.seckill.drill import _asyncio_burst, _requests
+    from mall.kit.drill import asyncio_burst, bearer_requests
 
     with redis_server(aof=True) as sock:
         redis_client = redis_sync.Redis(unix_socket_path=sock)
@@ -278,9 +278,9 @@ def measure_app(*, attempts: int, members: int, concurrency: int) -> list[dict[s
                 ("attempt, decided in Lua (won, then limit_reached)", "POST", deep),
                 ("attempt, sold out (answered in-process)", "POST", one),
             ):
-                requests = _requests(method, path, HOST, tokens, attempts)
+                requests = bearer_requests(method, path, HOST, tokens, attempts)
                 app_before, redis_before = _proc_cpu(server.pid), _redis_cpu(redis_client)
-                burst = asyncio.run(_asyncio_burst(name, HOST, port, requests, owners, concurrency))
+                burst = asyncio.run(asyncio_burst(name, HOST, port, requests, owners, concurrency))
                 app_cpu = _proc_cpu(server.pid) - app_before
                 redis_cpu = _redis_cpu(redis_client) - redis_before
                 done = sum(burst.statuses.values())

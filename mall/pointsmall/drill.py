@@ -2,8 +2,9 @@
 at 20:00") against a running mall on this machine.
 
 Creates members (dev login) with a points grant each and a voucher item through the
-HTTP API, fires a burst of redemptions over keep-alive connections (a small asyncio
-HTTP/1.1 client: httpx costs too much CPU to load a server on the same box), waits for
+HTTP API, fires a burst of redemptions over keep-alive connections (the small asyncio
+HTTP/1.1 client of mall.kit.drill: httpx costs too much CPU to load a server on the same
+box), waits for
 `mall worker` (or the in-process jobs) to write every reservation, and prints redeems/s,
 latency p50/p99, and the verdicts (exit 1 if one fails): no unit sold twice, no member
 spent more points than granted, every told reservation written or released with a
@@ -19,44 +20,30 @@ import secrets
 import time
 from collections import Counter
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from mall.seckill.drill import LOCAL_HOSTS, Burst, _admin_login
+from mall.kit.drill import (
+    Burst,
+    OnAnswer,
+    Target,
+    asyncio_burst,
+    run_drill,
+)
 
 
-async def _connection(
-    host: str, port: int, requests: list[bytes], owners: list[int], cursor: list[int], burst: Burst
-) -> list[tuple[int, str]]:
-    """One keep-alive connection taking requests off the shared list; returns the
-    (member index, reservation id) of each 202."""
-    told: list[tuple[int, str]] = []
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while (index := cursor[0]) < len(requests):
-            cursor[0] = index + 1
-            started = time.perf_counter()
-            writer.write(requests[index])
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _sep, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            body = await reader.readexactly(length) if length else b""
-            burst.latencies.append(time.perf_counter() - started)
-            burst.statuses[status] += 1
-            answer = json.loads(body) if body else {}
-            if status == 202:
-                told.append((owners[index], answer["reservation_id"]))
-                burst.results["pending"] += 1
-            else:
-                burst.results[answer.get("error", {}).get("code", str(status))] += 1
-    finally:
-        writer.close()
-    return told
+def _tell(told: list[tuple[int, str]]) -> OnAnswer:
+    """Count each answer; keep the (member index, reservation id) of each 202."""
+
+    def on_answer(burst: Burst, owner: int, status: int, body: bytes) -> None:
+        answer = json.loads(body) if body else {}
+        if status == 202:
+            told.append((owner, answer["reservation_id"]))
+            burst.results["pending"] += 1
+        else:
+            burst.results[answer.get("error", {}).get("code", str(status))] += 1
+
+    return on_answer
 
 
 def _requests(path: str, host: str, tokens: list[str], n: int) -> tuple[list[bytes], list[int]]:
@@ -144,57 +131,40 @@ async def _settle(
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
-    url = urlsplit(args.base_url)
-    host = url.hostname or ""
-    if url.scheme != "http" or host not in LOCAL_HOSTS:
-        print(f"refusing to drill {args.base_url!r}: only http://127.0.0.1 or localhost")
-        return 2
-    port = url.port or 80
+    return await run_drill(args, lambda target: _drill(args, target))
+
+
+async def _drill(args: argparse.Namespace, target: Target) -> int:
+    host, port, client, admin = target.host, target.port, target.client, target.admin
     run = f"pmdrill{secrets.token_hex(3)}"
-    user, password = _admin_login(args)
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
-        r = await client.post("/api/admin/v1/login", json={"username": user, "password": password})
-        if r.status_code != 200:
-            print(f"admin login failed ({r.status_code}): {r.text[:200]}")
-            return 2
-        admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        print(f"[{run}] {args.members} members with {args.points} points each...", flush=True)
-        members = await _members(client, admin, run, args.members, args.points)
-        r = await client.post(
-            "/api/admin/v1/points-mall/items",
-            headers=admin,
-            json={"name": f"drill {run}", "kind": "voucher", "points_price": args.price,
-                  "total_stock": args.stock, "limit_per_member": args.limit, "on_shelf": True},
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"creating the item failed ({r.status_code}): {r.text[:300]}")
-            return 2
-        item_id = int(r.json()["id"])
-        path = f"/api/v1/points-mall/items/{item_id}/redeem"
-        requests, owners = _requests(path, host, [t for _m, t in members], args.redeems)
-        print(
-            f"[{run}] item {item_id}: stock {args.stock}, {args.price} points, limit "
-            f"{args.limit}; {args.redeems} redeems at concurrency {args.concurrency}",
-            flush=True,
-        )
-        burst, cursor = Burst("redeems"), [0]
-        started = time.perf_counter()
-        told_lists = await asyncio.gather(
-            *(
-                _connection(host, port, requests, owners, cursor, burst)
-                for _ in range(min(args.concurrency, len(requests)))
-            )
-        )
-        burst.seconds = time.perf_counter() - started
-        burst.finish()
-        print(burst.line())
-        told = [t for lst in told_lists for t in lst]
-        settle_started = time.monotonic()
-        states = await _settle(client, members, told, args.settle_seconds)
-        print(f"settled in {time.monotonic() - settle_started:.1f}s after the burst")
-        item = (
-            await client.get(f"/api/admin/v1/points-mall/items/{item_id}", headers=admin)
-        ).json()
+    print(f"[{run}] {args.members} members with {args.points} points each...", flush=True)
+    members = await _members(client, admin, run, args.members, args.points)
+    r = await client.post(
+        "/api/admin/v1/points-mall/items",
+        headers=admin,
+        json={"name": f"drill {run}", "kind": "voucher", "points_price": args.price,
+              "total_stock": args.stock, "limit_per_member": args.limit, "on_shelf": True},
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"creating the item failed ({r.status_code}): {r.text[:300]}")
+        return 2
+    item_id = int(r.json()["id"])
+    path = f"/api/v1/points-mall/items/{item_id}/redeem"
+    requests, owners = _requests(path, host, [t for _m, t in members], args.redeems)
+    print(
+        f"[{run}] item {item_id}: stock {args.stock}, {args.price} points, limit "
+        f"{args.limit}; {args.redeems} redeems at concurrency {args.concurrency}",
+        flush=True,
+    )
+    told: list[tuple[int, str]] = []
+    burst = await asyncio_burst(
+        "redeems", host, port, requests, owners, args.concurrency, _tell(told)
+    )
+    print(burst.line())
+    settle_started = time.monotonic()
+    states = await _settle(client, members, told, args.settle_seconds)
+    print(f"settled in {time.monotonic() - settle_started:.1f}s after the burst")
+    item = (await client.get(f"/api/admin/v1/points-mall/items/{item_id}", headers=admin)).json()
 
     statuses = Counter(s["status"] for s in states.values())
     reasons = Counter(s.get("release_reason") for s in states.values() if s["status"] == "released")

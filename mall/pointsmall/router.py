@@ -8,12 +8,10 @@ from pydantic import ValidationError
 
 from mall.addresses.schemas import AddressSnapshot
 from mall.deps import CurrentMember, IdempotencyKey, MemberId
-from mall.errors import UNAUTHORIZED
 from mall.kit import idempotency
-from mall.kit.bounds import Cursor, Id, Limit, fits_bigint
-from mall.kit.fastpath import Decline, FastRoute
-from mall.kit.security import bearer_token
-from mall.kit.security import member_id as token_member_id
+from mall.kit.bounds import Cursor, Id, Limit
+from mall.kit.fastpath import Decline, FastRoute, bearer_openapi, fits_id
+from mall.kit.security import member_of_header
 from mall.kit.text import SafeLine
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
@@ -74,7 +72,7 @@ async def get_item(item_id: Id, member: CurrentMember) -> ItemOut:
         403: {"description": "LEVEL_TOO_LOW"},
         422: {"description": "ADDRESS_REQUIRED, ONE_PLACE_PER_ENTRY, IDEMPOTENCY_KEY_REUSED"},
     },
-    openapi_extra={"security": [{"HTTPBearer": []}]},
+    openapi_extra=bearer_openapi(),
 )
 async def redeem(
     item_id: Id, body: RedeemIn, member_id: MemberId, idempotency_key: IdempotencyKey = None
@@ -175,10 +173,7 @@ async def _fast_redeem(
     """`redeem` above, answered by kit.fastpath: same answers, errors and headers; a body
     that does not validate goes on to the route (its 422)."""
     idempotency.check_key(key)
-    token = bearer_token(authorization)
-    if token is None:
-        raise UNAUTHORIZED()
-    member_id = token_member_id(token)
+    member_id = member_of_header(authorization)[0]
     try:
         data = RedeemIn.model_validate_json(body)
     except ValidationError:
@@ -196,7 +191,7 @@ FAST_ROUTES = [
         # ASCII digits only, at most BIGINT's 19
         re.compile(r"^/api/v1/points-mall/items/([0-9]{1,19})/redeem$"),
         _fast_redeem,
-        accepts=lambda found: fits_bigint(int(found.group(1))),
+        accepts=fits_id,
         status=202,
         body=True,
     )

@@ -4,16 +4,15 @@ straight from the signed token (no database read) and one Lua call decides."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
 from mall.deps import CurrentMember, MemberId
-from mall.errors import UNAUTHORIZED
 from mall.kit import idempotency
-from mall.kit.bounds import Id, fits_bigint
-from mall.kit.fastpath import FastRoute
-from mall.kit.security import bearer_token, member_token
+from mall.kit.bounds import Id
+from mall.kit.fastpath import FastRoute, bearer_openapi, fits_id
+from mall.kit.security import member_of_header
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
 from mall.seckill import fair, payment, service
@@ -32,29 +31,10 @@ async def sessions() -> list[SessionOut]:
     return await service.open_sessions()
 
 
-def _member_of(authorization: str | None) -> tuple[int, dict[str, Any]]:
-    """The member id and the claims of the signed token (no database read)."""
-    token = bearer_token(authorization)
-    if token is None:
-        raise UNAUTHORIZED()
-    return member_token(token)
-
-
 @router.post(
     "/seckill/items/{item_id}/attempt",
     response_model=AttemptOut,
-    openapi_extra={
-        "security": [{"HTTPBearer": []}],
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
-                "description": "A retry with the same key returns the same win.",
-            }
-        ],
-    },
+    openapi_extra=bearer_openapi(retry="the same win"),
 )
 async def attempt(item_id: Id, request: Request) -> Response:
     """Try to win one unit. Every answer is 200 with `result`: `won` (poll the reservation),
@@ -68,7 +48,7 @@ async def attempt(item_id: Id, request: Request) -> Response:
     The hot path: headers are read directly (no dependency tree) and the answer is
     serialized once, since most answers in a burst are the same `sold_out`."""
     headers = request.headers
-    member_id, claims = _member_of(headers.get("authorization"))
+    member_id, claims = member_of_header(headers.get("authorization"))
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
     answer = await service.attempt(item_id, member_id, key, claims)
@@ -141,7 +121,7 @@ async def _fast_attempt(
 ) -> bytes:
     """`attempt` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
-    member_id, claims = _member_of(authorization)
+    member_id, claims = member_of_header(authorization)
     answer = await service.attempt(int(found.group(1)), member_id, key, claims)
     return service.answer_json(answer)
 
@@ -153,7 +133,6 @@ FAST_ROUTES = [
         # ASCII digits only (`\d` would take other scripts' digits too), at most BIGINT's 19
         re.compile(r"^/api/v1/seckill/items/([0-9]{1,19})/attempt$"),
         _fast_attempt,
-        # an id that is not a BIGINT goes to the route, whose validation answers 422
-        accepts=lambda found: fits_bigint(int(found.group(1))),
+        accepts=fits_id,
     )
 ]
