@@ -57,22 +57,12 @@ async def refunds_between(start: datetime, end: datetime) -> list[MallRefund]:
 
 
 async def refunds(numbers: list[str]) -> dict[str, MallRefund]:
-    pairs = {n: wechat_pay.refund_attempts(n) for n in numbers}
-    bases = {base for options in pairs.values() for base, _attempt in options}
-    rows = {
-        r.out_refund_no: r
-        for r in await OrderRefund.filter(out_refund_no__in=bases, cash_fen__gt=0).prefetch_related(
-            "order"
-        )
-    }
-    found = {}
-    for number, options in pairs.items():
-        for base, attempt in options:
-            refund = rows.get(base)
-            if refund is not None and attempt <= refund.cash_attempt:
-                found[number] = _refund(refund, refund.order, attempt)
-                break
-    return found
+    async def load(bases: set[str]) -> dict[str, OrderRefund]:
+        found = OrderRefund.filter(out_refund_no__in=bases, cash_fen__gt=0)
+        return {r.out_refund_no: r for r in await found.prefetch_related("order")}
+
+    matched = await wechat_pay.find_refund_attempts(numbers, load, lambda r: r.cash_attempt)
+    return {n: _refund(r, r.order, attempt) for n, (r, attempt) in matched.items()}
 
 
 BOOK = Book(TRADE_PREFIX, paid_between, payments, refunds_between, refunds)

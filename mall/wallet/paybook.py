@@ -61,20 +61,12 @@ async def refunds_between(start: datetime, end: datetime) -> list[MallRefund]:
 
 
 async def refunds(numbers: list[str]) -> dict[str, MallRefund]:
-    pairs = {n: wechat_pay.refund_attempts(n) for n in numbers}
-    bases = {base for options in pairs.values() for base, _attempt in options}
-    rows = {
-        r.out_refund_no: r
-        for r in await TopUpRefund.filter(out_refund_no__in=bases).prefetch_related("top_up")
-    }
-    found = {}
-    for number, options in pairs.items():
-        for base, attempt in options:
-            refund = rows.get(base)
-            if refund is not None and attempt <= refund.attempt:
-                found[number] = _refund(refund, refund.top_up, attempt)
-                break
-    return found
+    async def load(bases: set[str]) -> dict[str, TopUpRefund]:
+        found = TopUpRefund.filter(out_refund_no__in=bases)
+        return {r.out_refund_no: r for r in await found.prefetch_related("top_up")}
+
+    matched = await wechat_pay.find_refund_attempts(numbers, load, lambda r: r.attempt)
+    return {n: _refund(r, r.top_up, attempt) for n, (r, attempt) in matched.items()}
 
 
 BOOK = Book(PREFIX, paid_between, payments, refunds_between, refunds)

@@ -23,10 +23,10 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -226,6 +226,29 @@ def refund_attempts(wechat_no: str) -> list[tuple[str, int]]:
     if base and attempt.isdigit():
         pairs.append((base, int(attempt)))
     return pairs
+
+
+_Refund = TypeVar("_Refund")
+
+
+async def find_refund_attempts(
+    numbers: Iterable[str],
+    load: Callable[[set[str]], Awaitable[Mapping[str, _Refund]]],
+    attempts: Callable[[_Refund], int],
+) -> dict[str, tuple[_Refund, int]]:
+    """The refund and attempt each number WeChat reports stands for: one `load` of the
+    candidate refund numbers (rows by number), then per number the first candidate whose
+    refund has made that attempt (`attempts`: the attempts made). Unknown: left out."""
+    pairs = {n: refund_attempts(n) for n in numbers}
+    rows = await load({base for options in pairs.values() for base, _attempt in options})
+    found: dict[str, tuple[_Refund, int]] = {}
+    for number, options in pairs.items():
+        for base, attempt in options:
+            refund = rows.get(base)
+            if refund is not None and attempt <= attempts(refund):
+                found[number] = (refund, attempt)
+                break
+    return found
 
 
 def is_configured() -> bool:
