@@ -35,6 +35,7 @@ from mall.errors import (
     ErrorCode,
     MallError,
 )
+from mall.kit import heap
 from mall.kit import metrics as node_metrics
 from mall.kit.bodylimit import BodyLimit, Limit, LimitFor
 from mall.kit.fastpath import FastPath
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
             if settings.run_jobs_in_process:
                 runner = Runner(domains.jobs(), domains.consumers())
                 runner.start()
+            heap.freeze_startup_heap()
         try:
             yield
         finally:

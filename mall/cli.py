@@ -148,6 +148,7 @@ def _refuse_demo_in_production(settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from mall.kit import heap
     from mall.kit.jobs import Runner
 
     async def run() -> None:
@@ -157,6 +158,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, runner.stop.set)
             runner.start()
+            heap.freeze_startup_heap()
             print(f"mall worker running {len(runner.tasks)} jobs and consumers", flush=True)
             await runner.stop.wait()
             await runner.close()

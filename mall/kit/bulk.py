@@ -1,0 +1,118 @@
+"""Many rows of one model in one INSERT, without a model instance per row.
+
+The stream consumers write thousands of rows a second under a burst. Tortoise's
+`bulk_create` builds and validates a model instance for each, then converts every field
+again: most of a consumer's CPU, on the same cores as the app. `insert_rows` takes
+plain mappings of field name -> value and sends one `executemany` on the model's current
+connection (the open transaction's, when there is one), so errors are Tortoise's as
+usual (IntegrityError for a duplicate key).
+
+What Tortoise would fill in on save is filled here the same way: `auto_now` /
+`auto_now_add` from `kit.clock`, a field's `default` (called when callable), else NULL
+for a nullable field; a field with none of those must be given. Values are sent as
+given but for enums (their value) and JSON fields (the field's own encoding): datetimes
+must be aware (the SQLite adapter of `kit.dbtime` writes them as UTC text; asyncpg
+takes them as they are)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from tortoise.fields.base import Field
+from tortoise.fields.data import JSONField
+from tortoise.models import Model
+
+from mall.kit import clock
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    # per given name: a conversion, or None to send the value as it is
+    convert: tuple[Callable[[Any], Any] | None, ...]
+    # per column not given: what to send (called once per row)
+    fill: tuple[Callable[[], Any], ...]
+
+
+_plans: dict[tuple[type[Model], tuple[str, ...], str], _Plan] = {}
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _converter(field: Field[Any]) -> Callable[[Any], Any] | None:
+    if isinstance(field, JSONField):
+        return lambda value: field.to_db_value(value, None)
+    if getattr(field, "enum_type", None) is not None:
+        return _enum_value
+    return None
+
+
+def _filler(field: Field[Any]) -> Callable[[], Any]:
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return clock.now
+    default = field.default
+    if default is not None:
+        if callable(default):
+            return lambda: _enum_value(default())
+        value = _enum_value(default)
+        return lambda: value
+    if field.null:
+        return lambda: None
+    raise TypeError(f"{field.model.__name__}.{field.model_field_name} must be given")
+
+
+def _plan(model: type[Model], names: tuple[str, ...], dialect: str) -> _Plan:
+    key = (model, names, dialect)
+    found = _plans.get(key)
+    if found is not None:
+        return found
+    meta = model._meta
+    projection = meta.fields_db_projection
+    unknown = [n for n in names if n not in projection]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column for {unknown}")
+    rest = [
+        name
+        for name in projection
+        if name not in names and not (name == meta.pk_attr and meta.pk.generated)
+    ]
+    columns = [projection[n] for n in (*names, *rest)]
+    if dialect == "postgres":
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    else:
+        marks = ", ".join("?" for _ in columns)
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    found = _Plan(
+        sql=f'INSERT INTO "{meta.db_table}" ({quoted}) VALUES ({marks})',
+        convert=tuple(_converter(meta.fields_map[n]) for n in names),
+        fill=tuple(_filler(meta.fields_map[n]) for n in rest),
+    )
+    _plans[key] = found
+    return found
+
+
+async def insert_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT `rows` (each the same field names, e.g. `member_id`, not `member`) into
+    `model`'s table in one statement run for every row."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    conn = model._choose_db(for_write=True)
+    plan = _plan(model, names, conn.capabilities.dialect)
+    convert, fill = plan.convert, plan.fill
+    values: list[list[Any]] = []
+    for row in rows:
+        if len(row) != len(names):
+            raise TypeError("insert_rows: every row must give the same fields")
+        line = [
+            row[name] if conv is None else conv(row[name])
+            for name, conv in zip(names, convert, strict=True)
+        ]
+        line.extend(f() for f in fill)
+        values.append(line)
+    await conn.execute_many(plan.sql, values)

@@ -1,0 +1,78 @@
+"""kit.bulk.insert_rows writes what Tortoise's bulk_create writes, on SQLite and
+PostgreSQL, in the open transaction, with Tortoise's errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from tortoise.exceptions import IntegrityError
+
+from mall.kit import bulk, clock, tx
+from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder, SeckillSession
+from tests.factories import make_members
+
+WON = datetime(2026, 2, 28, 16, 30, 0, 123456, tzinfo=UTC)
+
+
+async def _item() -> SeckillItem:
+    session = await SeckillSession.create(name="s", starts_at=WON, ends_at=WON.replace(hour=23))
+    return await SeckillItem.create(session=session, title="t", stock=10)
+
+
+def _columns(row: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in row.items() if k not in {"id", "reservation_id"}}
+
+
+async def test_rows_equal_bulk_create_rows_defaults_and_clock_included() -> None:
+    a, b = await make_members(2)
+    item = await _item()
+    with clock.frozen_at(WON):
+        await SeckillOrder.bulk_create(
+            [
+                SeckillOrder(reservation_id="orm-1", item_id=item.id, member_id=a.id,
+                             status=OrderStatus.CONFIRMED, won_at=WON),
+                SeckillOrder(reservation_id="orm-2", item_id=item.id, member_id=b.id,
+                             points_price=5, status=OrderStatus.PENDING_PAYMENT,
+                             pay_deadline=WON, won_at=WON),
+            ]
+        )  # fmt: skip
+        await bulk.insert_rows(
+            SeckillOrder,
+            [
+                {"reservation_id": "raw-1", "item_id": item.id, "member_id": a.id,
+                 "status": OrderStatus.CONFIRMED, "won_at": WON, "pay_deadline": None,
+                 "points_price": 0},
+                {"reservation_id": "raw-2", "item_id": item.id, "member_id": b.id,
+                 "status": OrderStatus.PENDING_PAYMENT, "won_at": WON, "pay_deadline": WON,
+                 "points_price": 5},
+            ],
+        )  # fmt: skip
+    orm = await SeckillOrder.filter(reservation_id__startswith="orm").order_by("id").values()
+    raw = await SeckillOrder.filter(reservation_id__startswith="raw").order_by("id").values()
+    assert [_columns(r) for r in raw] == [_columns(r) for r in orm]
+    assert raw[1]["status"] == OrderStatus.PENDING_PAYMENT
+    assert raw[0]["created_at"] == WON and raw[0]["stock_returned"] is False
+    # text order is time order on SQLite: a filter by time finds the raw rows too
+    assert await SeckillOrder.filter(won_at__gte=WON).count() == 4
+
+
+async def test_in_a_transaction_a_duplicate_raises_integrity_error_and_rolls_back() -> None:
+    (a,) = await make_members(1)
+    item = await _item()
+    row = {"reservation_id": "dup", "item_id": item.id, "member_id": a.id,
+           "status": OrderStatus.CONFIRMED, "won_at": WON}  # fmt: skip
+    with pytest.raises(IntegrityError):
+        async with tx.transaction():
+            await bulk.insert_rows(SeckillOrder, [row, {**row, "reservation_id": "other"}])
+            await bulk.insert_rows(SeckillOrder, [row])
+    assert await SeckillOrder.all().count() == 0
+
+
+async def test_a_required_field_left_out_or_an_unknown_one_is_refused() -> None:
+    with pytest.raises(TypeError, match="won_at"):
+        await bulk.insert_rows(SeckillOrder, [{"reservation_id": "x", "item_id": 1,
+                                               "member_id": 1, "status": "confirmed"}])  # fmt: skip
+    with pytest.raises(TypeError, match="nope"):
+        await bulk.insert_rows(SeckillOrder, [{"nope": 1}])
+    await bulk.insert_rows(SeckillOrder, [])  # nothing to do
