@@ -46,7 +46,7 @@ def _enum_value(value: Any) -> Any:
 
 def _converter(field: Field[Any]) -> Callable[[Any], Any] | None:
     if isinstance(field, JSONField):
-        return lambda value: field.to_db_value(value, None)
+        return lambda value: field.to_db_value(value, field.model)
     if getattr(field, "enum_type", None) is not None:
         return _enum_value
     return None
