@@ -410,6 +410,13 @@ def script(package: str, name: str, *, library: tuple[str, str] | None = None) -
     return found
 
 
+# a queued call: the script (None for a plain command), the command sent, the script's
+# keys and args (for the EVAL fallback), the caller's future
+_Call: TypeAlias = tuple[
+    AsyncScript | None, tuple[Any, ...], list[Any], list[Any], "asyncio.Future[Any]"
+]
+
+
 class AutoPipeline:
     """Send the script calls made in one event-loop tick as one pipeline round trip
     (what ioredis calls auto-pipelining). Under a burst, hundreds of requests wait on
@@ -421,7 +428,7 @@ class AutoPipeline:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
-        self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Call] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -429,13 +436,23 @@ class AutoPipeline:
         check_one_slot(keys)  # one caller's mistake must not fail the whole batch
         if not layout_guard.fresh_ok(self.client):
             await layout_guard.check(self.client)
+        return await self._queue(lua, ("EVALSHA", lua.sha, len(keys), *keys, *args), keys, args)
+
+    async def call(self, *command: Any) -> Any:
+        """A plain one-key command (e.g. `"HGET", key, field`) in the same round trip as
+        the tick's other calls: a hot read beside the scripts."""
+        return await self._queue(None, command, [], [])
+
+    def _queue(
+        self, lua: AsyncScript | None, command: tuple[Any, ...], keys: list[Any], args: list[Any]
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((lua, keys, args, future))
+        self._pending.append((lua, command, keys, args, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         batch, self._pending, self._scheduled = self._pending, [], False
@@ -443,15 +460,13 @@ class AutoPipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(
-        self, batch: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]]
-    ) -> None:
+    async def _send(self, batch: list[_Call]) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for lua, keys, args, _future in batch:
+            for _lua, command, _keys, _args, _future in batch:
                 # (redis-py blocks pipe.evalsha on a cluster in case the keys span slots;
                 # run() has checked they do not)
-                pipe.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)
+                pipe.execute_command(*command)
             results = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
             for *_rest, future in batch:
@@ -460,10 +475,10 @@ class AutoPipeline:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (lua, keys, args, future), result in zip(batch, results, strict=True):
+        for (lua, _command, keys, args, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, NoScriptError):  # after a Redis restart: EVAL once
+            if lua is not None and isinstance(result, NoScriptError):  # after a restart: EVAL
                 try:
                     future.set_result(await lua(keys=keys, args=args))
                 except Exception as exc:

@@ -101,3 +101,27 @@ async def test_auto_pipeline_reloads_scripts_after_a_script_flush() -> None:
         *(pipeline.run(take, [f"touch:{{m:{m}}}:202502"], [3, 60, "0"]) for m in range(12))
     )
     assert [int(r) for r in results] == [1] * 12
+
+
+async def test_auto_pipeline_sends_plain_commands_with_the_scripts_in_one_round_trip() -> None:
+    take = script("mall.touch", "take")
+    await get_redis().hset("{m:7}:idem", mapping={"a": "won-1", "b": "won-2"})
+    pipeline = auto_pipeline()
+    sent: list[int] = []
+    execute = type(get_redis().pipeline()).execute
+
+    async def counting(self: object, *args: object, **kwargs: object) -> object:
+        sent.append(1)
+        return await execute(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(get_redis().pipeline()), "execute", counting)
+        results = await asyncio.gather(
+            pipeline.call("HGET", "{m:7}:idem", "a"),
+            pipeline.run(take, ["touch:{m:7}:202503"], [3, 60, "0"]),
+            pipeline.call("HGET", "{m:7}:idem", "b"),
+            pipeline.call("HGET", "{m:7}:idem", "missing"),
+        )
+    assert results[0] == "won-1" and int(results[1]) == 1
+    assert results[2:] == ["won-2", None]
+    assert sent == [1]

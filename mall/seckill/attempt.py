@@ -26,7 +26,7 @@ from mall.errors import TOKEN_EXPIRED, ErrorCode, MallError
 from mall.i18n import _, get_locale, translate
 from mall.kit import clock
 from mall.kit import stock as kit
-from mall.redis import auto_pipeline, get_redis
+from mall.redis import auto_pipeline
 from mall.seckill import stock
 from mall.seckill.schemas import AttemptOut, AttemptResult
 from mall.seckill.stock import SECKILL_ITEM_NOT_FOUND, key
@@ -159,7 +159,7 @@ async def attempt(
     if until is not None:
         if until > time.monotonic():
             if idem:
-                prior = await get_redis().hget(key(item_id, "idem"), idem)
+                prior = await auto_pipeline().call("HGET", key(item_id, "idem"), idem)
                 if prior:
                     return Attempt("won", str(prior))
             return SOLD_OUT
