@@ -26,7 +26,6 @@ How a draw is decided (and disclosed):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -44,6 +43,7 @@ from mall.errors import ErrorCode
 from mall.i18n import _, translate
 from mall.kit import clock
 from mall.kit import stock as kit
+from mall.kit.cache import Refreshing
 from mall.members import service as members_service
 from mall.redis import auto_pipeline, get_redis
 
@@ -273,15 +273,12 @@ async def decide(
 # member -> birthday: set once and never changed, so a known one never goes stale
 _birthdays: dict[int, date] = {}
 _BIRTHDAYS_MAX = 200_000
-# series -> (monotonic expiry, prize id -> what the answer shows)
-_prizes: dict[int, tuple[float, dict[int, PrizeWon]]] = {}
-_prize_locks: dict[int, asyncio.Lock] = {}
 
 
 def forget_local_state() -> None:
     """Drop what this process remembers (tests; after ops change prizes)."""
     _birthdays.clear()
-    _prizes.clear()
+    _prizes.forget()
     stock.forget_local_state()
 
 
@@ -311,21 +308,22 @@ def prize_won(prize: BlindBoxPrize) -> PrizeWon:
     )
 
 
+async def _load_prizes(series_id: int) -> dict[int, PrizeWon]:
+    return {p.id: prize_won(p) for p in await BlindBoxPrize.filter(series_id=series_id)}
+
+
+# series -> prize id -> what the answer shows: read at most every PRIZE_CACHE_SECONDS per
+# process, never by a burst's requests
+_prizes: Refreshing[int, dict[int, PrizeWon]] = Refreshing(_load_prizes, PRIZE_CACHE_SECONDS)
+
+
 async def shown_prize(series_id: int, prize_id: int, tier: str) -> PrizeWon:
-    """What the answer shows of a prize, from a cache of a few seconds per series."""
-    found = _prizes.get(series_id)
-    if found is None or found[0] < time.monotonic() or prize_id not in found[1]:
-        lock = _prize_locks.setdefault(series_id, asyncio.Lock())
-        async with lock:  # one read for a burst of first draws
-            found = _prizes.get(series_id)
-            if found is None or found[0] < time.monotonic() or prize_id not in found[1]:
-                rows = await BlindBoxPrize.filter(series_id=series_id)
-                found = (
-                    time.monotonic() + PRIZE_CACHE_SECONDS,
-                    {p.id: prize_won(p) for p in rows},
-                )
-                _prizes[series_id] = found
-    shown = found[1].get(prize_id)
+    """What the answer shows of a prize, from the series' copy (read again at once for a
+    prize it does not know yet)."""
+    prizes = await _prizes.get(series_id)
+    if prize_id not in prizes:
+        prizes = await _prizes.reload(series_id)
+    shown = prizes.get(prize_id)
     if shown is None:  # deleted since the decision: the consumer releases the draw
         shown = PrizeWon(
             id=prize_id, name="", image="", kind="item", tier=tier, value_fen=0,

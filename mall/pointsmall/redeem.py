@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from mall.errors import IDEMPOTENCY_KEY_REUSED, ErrorCode
 from mall.i18n import _
 from mall.kit import clock
 from mall.kit import stock as kit
+from mall.kit.cache import Refreshing
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import stock
@@ -98,41 +98,38 @@ class Terms:
     cash_price_fen: int = 0
 
 
-_terms: dict[int, tuple[float, Terms | None]] = {}
+async def _load_terms(item_id: int) -> Terms | None:
+    item = await PointsMallItem.get_or_none(id=item_id)
+    if item is None:
+        return None
+    return Terms(
+        item.id,
+        item.name,
+        item.kind,
+        item.status,
+        item.level_required,
+        item.min_points_balance,
+        item.limit_period,
+        item.cash_price_fen,
+    )
+
+
+# read at most every TERMS_CACHE_SECONDS per process, never by a burst's requests (the
+# Lua decides on Redis's copy, so a stale copy cannot sell off-shelf stock)
+_terms: Refreshing[int, Terms | None] = Refreshing(_load_terms, TERMS_CACHE_SECONDS)
 
 
 def forget_terms(item_id: int | None = None) -> None:
     """An item changed in this process (ops), or tests: read it again next time."""
-    if item_id is None:
-        _terms.clear()
-    else:
-        _terms.pop(item_id, None)
+    _terms.forget(item_id)
 
 
 async def terms(item_id: int) -> Terms:
-    """The item's terms, from the database at most every TERMS_CACHE_SECONDS per process
-    (the Lua decides on Redis's copy, so a stale cache cannot sell off-shelf stock)."""
-    now = time.monotonic()
-    found = _terms.get(item_id)
-    if found is None or found[0] <= now:
-        item = await PointsMallItem.get_or_none(id=item_id)
-        value = None
-        if item is not None:
-            value = Terms(
-                item.id,
-                item.name,
-                item.kind,
-                item.status,
-                item.level_required,
-                item.min_points_balance,
-                item.limit_period,
-                item.cash_price_fen,
-            )
-        found = (now + TERMS_CACHE_SECONDS, value)
-        _terms[item_id] = found
-    if found[1] is None or found[1].status in ("draft", "archived"):
+    """The item's terms (a per-process copy, `kit.cache.Refreshing`)."""
+    found = await _terms.get(item_id)
+    if found is None or found.status in ("draft", "archived"):
         raise ITEM_NOT_FOUND()
-    return found[1]
+    return found
 
 
 # --- the answer -------------------------------------------------------------------------

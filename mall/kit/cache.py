@@ -1,0 +1,83 @@
+"""Per-process copies of rarely changed rows that hot paths read on every request (an
+item's terms, a series' prizes).
+
+A plain expiring copy makes a burst wait on the database whenever it expires: every
+request that finds it stale reads (hundreds of reads at once) or queues behind one read.
+`Refreshing` loads a key once at a time, and once a value is known, a request that
+finds it expired still gets it while one background task loads the next; so under a
+burst the database is read once per key per `seconds`, by nobody's request but the
+first. A copy is at most `seconds` plus one load old; what must never be stale is
+decided elsewhere (the Lua decides on Redis's copy)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+log = logging.getLogger("mall.kit.cache")
+
+
+class Refreshing(Generic[K, V]):
+    def __init__(
+        self, load: Callable[[K], Awaitable[V]], seconds: float, *, max_size: int = 4096
+    ) -> None:
+        self._load = load
+        self._seconds = seconds
+        self._max_size = max_size
+        self._values: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Task[V]] = {}
+
+    async def get(self, key: K) -> V:
+        """The value of `key`: loaded now when unknown, else the copy (reloaded in the
+        background once it has expired)."""
+        found = self._values.get(key)
+        if found is None:
+            return await self.reload(key)
+        if found[0] <= time.monotonic() and self._pending(key) is None:
+            self._start(key).add_done_callback(_log_failure)
+        return found[1]
+
+    async def reload(self, key: K) -> V:
+        """Load `key` now (joining a load under way) and return what it read."""
+        task = self._pending(key) or self._start(key)
+        return await asyncio.shield(task)
+
+    def forget(self, key: K | None = None) -> None:
+        """Drop one key's copy, or all (ops changed the rows; tests)."""
+        if key is None:
+            self._values.clear()
+            self._loading.clear()
+        else:
+            self._values.pop(key, None)
+            self._loading.pop(key, None)
+
+    def _pending(self, key: K) -> asyncio.Task[V] | None:
+        task = self._loading.get(key)
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
+
+    def _start(self, key: K) -> asyncio.Task[V]:
+        task = asyncio.get_running_loop().create_task(self._fetch(key))
+        self._loading[key] = task
+        return task
+
+    async def _fetch(self, key: K) -> V:
+        value = await self._load(key)
+        if self._loading.get(key) is not asyncio.current_task():
+            return value  # forgotten meanwhile: answer the caller, keep nothing
+        if key not in self._values and len(self._values) >= self._max_size:
+            self._values.clear()
+        self._values[key] = (time.monotonic() + self._seconds, value)
+        return value
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("background reload failed; the last copy is kept: %r", exc)
