@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,7 +79,7 @@ class RequestContext:
             elif name == b"x-request-id":
                 rid = _client_request_id(value)
         i18n.set_locale(i18n.negotiate(accept))
-        rid = rid or uuid.uuid4().hex
+        rid = rid or os.urandom(16).hex()  # (uuid4's randomness, without the UUID object)
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
         started = time.perf_counter()
@@ -98,8 +98,22 @@ class RequestContext:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            counter = _counters.get((method, template, status))
+            if counter is None:
+                counter = _counters[method, template, status] = REQUESTS.labels(
+                    method, template, str(status)
+                )
+            timer = _timers.get((method, template))
+            if timer is None:
+                timer = _timers[method, template] = LATENCY.labels(method, template)
+            counter.inc()
+            timer.observe(time.perf_counter() - started)
+
+
+# the metrics' children by label values (bounded like the labels): `labels()` takes a
+# lock and builds a key on every call, a hot path's request need not
+_counters: dict[tuple[str, str, int], Any] = {}
+_timers: dict[tuple[str, str], Any] = {}
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
