@@ -256,6 +256,14 @@ def check_one_slot(keys: Sequence[Any]) -> None:
     """Refuse keys that a Redis Cluster would refuse together (CROSSSLOT)."""
     if len(keys) < 2:
         return
+    first = keys[0]
+    if isinstance(first, str) and first.startswith("{"):
+        # the hot layout, `{tag}:part`: a key with the same leading `{tag}` has that tag
+        end = first.find("}", 1)
+        if end > 1:  # (`{}` is no tag: the whole key is hashed)
+            prefix = first[: end + 1]
+            if all(isinstance(k, str) and k.startswith(prefix) for k in keys[1:]):
+                return
     tag = _tag(keys[0])
     if tag is not None and all(_tag(k) == tag for k in keys[1:]):
         return  # the usual case, one hash tag: no CRC needed (hot path)

@@ -73,6 +73,9 @@ def test_keys_of_one_call_must_share_a_slot() -> None:
         check_one_slot(["{sk:1}:stock", "{sk:2}:stock"])
     with pytest.raises(CrossSlotKeys):
         check_one_slot(["sk:1:stock", "sk:1:buyers"])  # no hash tag: two slots
+    with pytest.raises(CrossSlotKeys):
+        check_one_slot(["{}x}:a", "{}x}:b"])  # `{}` is no tag: the whole keys are hashed
+    check_one_slot(["{sk:1}:stock", "x{sk:1}:buyers", b"{sk:1}:wins"])  # one tag, any form
 
 
 async def test_a_script_call_across_slots_is_refused_before_redis() -> None:
