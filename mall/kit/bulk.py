@@ -66,6 +66,15 @@ def _filler(field: Field[Any]) -> Callable[[], Any]:
     raise TypeError(f"{field.model.__name__}.{field.model_field_name} must be given")
 
 
+def _encoded(field: Field[Any]) -> Callable[[], Any]:
+    """The filler of a field left out, its value encoded as a given one would be (a JSON
+    field's default list or dict)."""
+    fill, convert = _filler(field), _converter(field)
+    if convert is None:
+        return fill
+    return lambda: convert(fill())
+
+
 def _plan(model: type[Model], names: tuple[str, ...], dialect: str) -> _Plan:
     key = (model, names, dialect)
     found = _plans.get(key)
@@ -90,7 +99,7 @@ def _plan(model: type[Model], names: tuple[str, ...], dialect: str) -> _Plan:
     found = _Plan(
         sql=f'INSERT INTO "{meta.db_table}" ({quoted}) VALUES ({marks})',
         convert=tuple(_converter(meta.fields_map[n]) for n in names),
-        fill=tuple(_filler(meta.fields_map[n]) for n in rest),
+        fill=tuple(_encoded(meta.fields_map[n]) for n in rest),
     )
     _plans[key] = found
     return found

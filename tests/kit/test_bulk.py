@@ -76,3 +76,11 @@ async def test_a_required_field_left_out_or_an_unknown_one_is_refused() -> None:
     with pytest.raises(TypeError, match="nope"):
         await bulk.insert_rows(SeckillOrder, [{"nope": 1}])
     await bulk.insert_rows(SeckillOrder, [])  # nothing to do
+
+
+async def test_a_json_field_left_out_gets_its_default_encoded() -> None:
+    from mall.members.models import Member
+
+    await bulk.insert_rows(Member, [{"openid": "o_bulk", "nickname": "bulk"}])
+    member = await Member.get(openid="o_bulk")
+    assert member.tags == []
