@@ -26,6 +26,7 @@ from tortoise.transactions import in_transaction
 
 from mall.errors import MallError
 from mall.kit import clock
+from mall.kit.bulk import insert_rows
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.points.errors import NOT_ENOUGH_POINTS, POINTS_AMOUNT_INVALID
@@ -385,13 +386,29 @@ def _chunks(rows: list[_Row]) -> Iterable[list[_Row]]:
         yield rows[start : start + _CHUNK]
 
 
-async def _execute(conn: BaseDBAsyncClient, sql: str, values: list[Any]) -> int:
-    """Run an UPDATE written with `?` placeholders; the rows it changed."""
+def _dialect_sql(conn: BaseDBAsyncClient, sql: str) -> str:
+    """`sql` written with `?` placeholders, as the connection's driver takes them."""
     if conn.capabilities.dialect == "postgres":
         parts = sql.split("?")
         sql = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
-    moved, _rows = await conn.execute_query(sql, values)
+    return sql
+
+
+async def _execute(conn: BaseDBAsyncClient, sql: str, values: list[Any]) -> int:
+    """Run an UPDATE written with `?` placeholders; the rows it changed."""
+    moved, _rows = await conn.execute_query(_dialect_sql(conn, sql), values)
     return int(moved)
+
+
+async def _select(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> Sequence[Any]:
+    """Run a SELECT written with `?` placeholders; its rows as the driver gives them
+    (sqlite3.Row / asyncpg Record: by position), no model instance or conversion per row."""
+    _n, rows = await conn.execute_query(_dialect_sql(conn, sql), list(values))
+    return rows
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +420,35 @@ class SpendRequest:
     idempotency_key: str
     reason: str
     reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpentEntry:
+    """The entry `spend_many` answers with: the `PointsEntry` it wrote for a request, or
+    the one already under the request's key (a replay), as that entry's fields read
+    without a model instance (`created_at` and the rest are in the ledger)."""
+
+    id: int
+    member_id: int
+    delta: int
+    balance_after: int
+    kind: str
+    reason: str
+    reference: str
+    idempotency_key: str
+
+
+# the order of SpentEntry's fields, as selected from points_entry
+_ENTRY_COLUMNS = "id, member_id, delta, balance_after, kind, reason, reference, idempotency_key"
+
+
+@dataclass(slots=True)
+class _Lot:
+    """An open lot of a locked member: what it had, and what the batch leaves in it."""
+
+    id: int
+    before: int
+    remaining: int
 
 
 @dataclass(slots=True)
@@ -418,17 +464,19 @@ class _Planned:
     uses: list[tuple[int, int]]  # (lot id, points taken)
 
 
-async def spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | MallError]:
+async def spend_many(requests: Sequence[SpendRequest]) -> list[SpentEntry | MallError]:
     """`spend` for each request, in order, written set-based: the result of each in its
-    slot (the entry, or the MallError `spend` would raise for it, which changes nothing
+    slot (its entry, or the MallError `spend` would raise for it, which changes nothing
     for that request alone). Runs in the caller's transaction when there is one (as a
     savepoint), else in its own.
 
     Statements: one locking SELECT of the batch's members (id order, so consumers never
-    deadlock), one SELECT of existing keys, one of the members' open lots; then each
-    member's balance by a conditional update (`points_balance >= total`) and each lot
-    taken from by one (`remaining = expected`), up to `_CHUNK` rows to a statement; one
-    insert of the entries, one SELECT of them (ids) and one insert of the lot uses."""
+    deadlock), one SELECT of existing keys, one of the members' open lots in spend order;
+    then each member's balance by a conditional update (`points_balance >= total`) and
+    each lot taken from by one (`remaining = expected`), up to `_CHUNK` rows to a
+    statement; one insert of the entries, one SELECT of their ids and one insert of the
+    lot uses. The consumers call it with hundreds of requests a batch: rows are read and
+    written as tuples and plain values, never as model instances."""
     if not requests:
         return []
     for attempt in range(3):
@@ -443,10 +491,19 @@ async def spend_many(requests: Sequence[SpendRequest]) -> list[PointsEntry | Mal
     raise AssertionError("unreachable")
 
 
+# `_spend_order` in SQL (soonest expiry first, never-expiring last, then id), the same on
+# SQLite, whose datetimes are UTC text in time order (kit.dbtime), as on PostgreSQL: the
+# expiry itself is never read
+_OPEN_LOTS_IN_SPEND_ORDER = (
+    "SELECT id, member_id, remaining FROM points_lot WHERE member_id IN ({}) AND remaining > 0 "
+    "ORDER BY (CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END), expires_at, id"
+)
+
+
 async def _spend_many(
     requests: Sequence[SpendRequest], conn: BaseDBAsyncClient
-) -> list[PointsEntry | MallError]:
-    results: list[PointsEntry | MallError | None] = [None] * len(requests)
+) -> list[SpentEntry | MallError]:
+    results: list[SpentEntry | MallError | None] = [None] * len(requests)
     keys: list[str | None] = []
     for i, r in enumerate(requests):
         try:
@@ -457,24 +514,32 @@ async def _spend_many(
             continue
         keys.append(_key(r.idempotency_key))
     member_ids = sorted({r.member_id for r, k in zip(requests, keys, strict=True) if k})
-    # the lock first, then the keys: a twin that held the lock has committed its entry
-    members = (
-        await Member.filter(id__in=member_ids)
-        .order_by("id")
-        .select_for_update()
-        .only("id", "points_balance")
-    )
-    balance = {m.id: m.points_balance for m in members}
-    wanted = sorted({k for k in keys if k})
-    existing = {e.idempotency_key: e for e in await PointsEntry.filter(idempotency_key__in=wanted)}
-    open_lots: dict[int, list[PointsLot]] = {}
-    if balance:
-        lots = await PointsLot.filter(member_id__in=list(balance), remaining__gt=0).only(
-            "id", "member_id", "remaining", "expires_at"
+    balance: dict[int, int] = {}
+    existing: dict[str, SpentEntry] = {}
+    open_lots: dict[int, list[_Lot]] = {}
+    if member_ids:
+        # the lock first, then the keys: a twin that held the lock has committed its entry
+        lock = " FOR UPDATE" if conn.capabilities.support_for_update else ""
+        rows = await _select(
+            conn,
+            f"SELECT id, points_balance FROM member WHERE id IN ({_marks(member_ids)}) "
+            f"ORDER BY id{lock}",
+            member_ids,
         )
-        for lot in _spend_order(lots):
-            open_lots.setdefault(lot.member_id, []).append(lot)
-    lot_before = {lot.id: lot.remaining for ls in open_lots.values() for lot in ls}
+        balance = {member_id: points for member_id, points in rows}
+        wanted = sorted({k for k in keys if k})
+        rows = await _select(
+            conn,
+            f"SELECT {_ENTRY_COLUMNS} FROM points_entry "
+            f"WHERE idempotency_key IN ({_marks(wanted)})",
+            wanted,
+        )
+        existing = {row[7]: SpentEntry(*row) for row in rows}
+    if balance:
+        locked = list(balance)
+        rows = await _select(conn, _OPEN_LOTS_IN_SPEND_ORDER.format(_marks(locked)), locked)
+        for lot_id, member_id, remaining in rows:
+            open_lots.setdefault(member_id, []).append(_Lot(lot_id, remaining, remaining))
     planned: dict[str, _Planned] = {}
     slots: dict[int, str] = {}  # request index -> key of the entry it gets
     for i, (r, key) in enumerate(zip(requests, keys, strict=True)):
@@ -511,7 +576,7 @@ async def _spend_many(
         )
         slots[i] = key
     if planned:
-        made = await _write_planned(conn, list(planned.values()), lot_before, open_lots)
+        made = await _write_planned(conn, list(planned.values()), open_lots)
         for i, key in slots.items():
             results[i] = made[key]
     done = [r for r in results if r is not None]
@@ -521,11 +586,8 @@ async def _spend_many(
 
 
 async def _write_planned(
-    conn: BaseDBAsyncClient,
-    planned: list[_Planned],
-    lot_before: dict[int, int],
-    open_lots: dict[int, list[PointsLot]],
-) -> dict[str, PointsEntry]:
+    conn: BaseDBAsyncClient, planned: list[_Planned], open_lots: dict[int, list[_Lot]]
+) -> dict[str, SpentEntry]:
     """The writes of `spend_many`: balances, lots, entries, lot uses. Members locked."""
     totals: dict[int, int] = {}
     for p in planned:
@@ -537,68 +599,83 @@ async def _write_planned(
     for chunk in _chunks(by_member):
         cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in chunk)
         pairs = [v for member_id, total in chunk for v in (member_id, total)]
-        ids = ", ".join("?" for _ in chunk)
         moved = await _execute(
             conn,
             f"UPDATE member SET points_balance = points_balance - (CASE id {cases} END) "
-            f"WHERE id IN ({ids}) AND points_balance >= (CASE id {cases} END)",
+            f"WHERE id IN ({_marks(chunk)}) AND points_balance >= (CASE id {cases} END)",
             [*pairs, *(m for m, _t in chunk), *pairs],
         )
         if moved != len(chunk):
             raise RuntimeError("a member's balance changed under a member lock")
     # each lot taken from by a conditional update (`remaining = expected`), the same way
     changed = [
-        (lot.id, lot_before[lot.id], lot.remaining)
+        lot
         for member_id in sorted(totals)
         for lot in open_lots.get(member_id, [])
-        if lot.remaining != lot_before[lot.id]
+        if lot.remaining != lot.before
     ]
     for part in _chunks(changed):
-        sets = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
-        expected = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
-        ids = ", ".join("?" for _ in part)
+        cases = " ".join("WHEN ? THEN CAST(? AS BIGINT)" for _ in part)
         moved = await _execute(
             conn,
-            f"UPDATE points_lot SET remaining = (CASE id {sets} END) "
-            f"WHERE id IN ({ids}) AND remaining = (CASE id {expected} END)",
+            f"UPDATE points_lot SET remaining = (CASE id {cases} END) "
+            f"WHERE id IN ({_marks(part)}) AND remaining = (CASE id {cases} END)",
             [
-                *(v for lot_id, _was, now in part for v in (lot_id, now)),
-                *(lot_id for lot_id, _was, _now in part),
-                *(v for lot_id, was, _now in part for v in (lot_id, was)),
+                *(v for lot in part for v in (lot.id, lot.remaining)),
+                *(lot.id for lot in part),
+                *(v for lot in part for v in (lot.id, lot.before)),
             ],
         )
         if moved != len(part):
             raise RuntimeError("a points lot changed under a member lock")
     now = clock.now()
-    await PointsEntry.bulk_create(
+    await insert_rows(
+        PointsEntry,
         [
-            PointsEntry(
-                member_id=p.member_id,
-                delta=-p.points,
-                balance_after=p.balance_after,
-                kind=SPEND,
-                reason=p.reason[:128],
-                reference=p.reference[:128],
-                idempotency_key=p.key,
-                growth_delta=0,
-                created_at=now,
-            )
+            {
+                "member_id": p.member_id,
+                "delta": -p.points,
+                "balance_after": p.balance_after,
+                "kind": SPEND,
+                "reason": p.reason[:128],
+                "reference": p.reference[:128],
+                "idempotency_key": p.key,
+                "reverses_id": None,
+                "growth_delta": 0,
+                "created_at": now,
+            }
             for p in planned
-        ]
+        ],
     )
-    # bulk inserts do not return ids on every backend: read the entries back by key
-    made = {
-        e.idempotency_key: e
-        for e in await PointsEntry.filter(idempotency_key__in=[p.key for p in planned])
-    }
-    await PointsLotUse.bulk_create(
+    # the insert does not return ids: read them back by key
+    keys = [p.key for p in planned]
+    rows = await _select(
+        conn,
+        f"SELECT idempotency_key, id FROM points_entry WHERE idempotency_key IN ({_marks(keys)})",
+        keys,
+    )
+    ids: dict[str, int] = {key: entry_id for key, entry_id in rows}
+    await insert_rows(
+        PointsLotUse,
         [
-            PointsLotUse(entry_id=made[p.key].id, lot_id=lot_id, points=take)
+            {"entry_id": ids[p.key], "lot_id": lot_id, "points": take, "by_entry_id": None}
             for p in planned
             for lot_id, take in p.uses
-        ]
+        ],
     )
-    return made
+    return {
+        p.key: SpentEntry(
+            ids[p.key],
+            p.member_id,
+            -p.points,
+            p.balance_after,
+            SPEND,
+            p.reason[:128],
+            p.reference[:128],
+            p.key,
+        )
+        for p in planned
+    }
 
 
 async def get_balance(member_id: int) -> int:

@@ -51,6 +51,7 @@ from mall.points.holds import release_expired_holds as release_expired_holds
 from mall.points.holds import reverse as reverse
 from mall.points.holds import void as void
 from mall.points.ledger import SpendRequest as SpendRequest
+from mall.points.ledger import SpentEntry as SpentEntry
 from mall.points.ledger import _earn, _existing, _key, _take
 from mall.points.ledger import earn as earn
 from mall.points.ledger import expire_lapsed_lots as expire_lapsed_lots

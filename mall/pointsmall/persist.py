@@ -102,7 +102,7 @@ class _Again(Exception):
 # --- one batch --------------------------------------------------------------------------
 
 
-def _check_threshold(item: PointsMallItem, e: Entry, spent: points_service.PointsEntry) -> None:
+def _check_threshold(item: PointsMallItem, e: Entry, spent: points_service.SpentEntry) -> None:
     # the threshold is on the balance at the moment of the spend, which the entry states
     before = spent.balance_after + e.points
     if item.min_points_balance and before < item.min_points_balance:
@@ -142,7 +142,7 @@ async def _take_stock(item: PointsMallItem, quantity: int) -> None:
 
 
 async def _write(
-    item: PointsMallItem, e: Entry, spent: points_service.PointsEntry
+    item: PointsMallItem, e: Entry, spent: points_service.SpentEntry
 ) -> PointsMallRedemption:
     """The redemption's writes after its spend; called inside its savepoint (a MallError
     undoes them)."""
@@ -164,7 +164,7 @@ async def _write(
 
 
 async def _write_at_once(
-    item: PointsMallItem, spent: list[tuple[Entry, points_service.PointsEntry]]
+    item: PointsMallItem, spent: list[tuple[Entry, points_service.SpentEntry]]
 ) -> dict[str, PointsMallRedemption] | None:
     """The rows of an item without coupons in one insert, the stock guard once for all
     (`stock >= total`), in a savepoint; None when either refuses (then one by one finds
@@ -210,7 +210,7 @@ async def _pass(
             for e in entries
         ]
     )
-    spent: list[tuple[Entry, points_service.PointsEntry]] = []
+    spent: list[tuple[Entry, points_service.SpentEntry]] = []
     for e, result in zip(entries, results, strict=True):
         if not isinstance(result, MallError):
             spent.append((e, result))

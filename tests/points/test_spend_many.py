@@ -5,7 +5,7 @@ several lots leave exactly the balances, entries, lot remainders and lot uses th
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -28,14 +28,16 @@ async def _world(name: str, rng: random.Random) -> list[int]:
     for m in range(MEMBERS):
         member = await new_member()
         for n in range(rng.randint(0, 4)):
-            days = rng.choice([None, 3, 10, 40, 40])
-            await service.earn(
+            days = rng.choice([None, 3, 10, 40, 40, "never"])
+            earned = await service.earn(
                 member.id,
                 rng.randint(1, 60),
                 idempotency_key=f"{name}:earn:{m}:{n}",
                 reason="t",
-                expires_at=None if days is None else clock.now() + timedelta(days=days),
+                expires_at=clock.now() + timedelta(days=days) if isinstance(days, int) else None,
             )
+            if days == "never":  # None above is the rules' expiry
+                await PointsLot.filter(entry_id=earned.id).update(expires_at=None)
         ids.append(member.id)
     return ids
 
@@ -89,11 +91,29 @@ def _norm(name: str, key: str) -> str:
     return key.removeprefix(name)[:60]
 
 
-def _answer(name: str, result: PointsEntry | MallError) -> tuple[Any, ...]:
+def _answer(name: str, result: PointsEntry | service.SpentEntry | MallError) -> tuple[Any, ...]:
     if isinstance(result, MallError):
         return ("error", result.code, sorted(result.params.items()))
     key = _norm(name, result.idempotency_key)
-    return ("entry", key, result.delta, result.balance_after)
+    return ("entry", key, result.delta, result.balance_after, result.kind, result.reason)
+
+
+async def _assert_as_stored(answers: list[service.SpentEntry | MallError]) -> None:
+    """Each entry `spend_many` answers with is the row under its id, field for field."""
+    for answer in answers:
+        if isinstance(answer, MallError):
+            continue
+        stored = await PointsEntry.get(id=answer.id)
+        assert answer == service.SpentEntry(
+            stored.id,
+            stored.member_id,
+            stored.delta,
+            stored.balance_after,
+            stored.kind,
+            stored.reason,
+            stored.reference,
+            stored.idempotency_key,
+        )
 
 
 @pytest.mark.clock
@@ -112,7 +132,7 @@ async def test_spend_many_equals_spend_in_order(seed: int, monkeypatch: pytest.M
         except MallError:
             pass
         requests = _requests(f"{seed}:{name}", worlds[name], rng)
-        answers = []
+        answers: list[Any] = []
         if name == "one":
             for r in requests:
                 try:
@@ -134,6 +154,7 @@ async def test_spend_many_equals_spend_in_order(seed: int, monkeypatch: pytest.M
         else:
             answers = list(await service.spend_many(requests))
     told_many = [_answer(f"{seed}:many", a) for a in answers]
+    await _assert_as_stored(answers)
     assert told_many == told_one
     assert await _state(f"{seed}:many", worlds["many"]) == await _state(
         f"{seed}:one", worlds["one"]
@@ -152,11 +173,11 @@ async def test_a_member_twice_short_the_second_time_and_a_replay() -> None:
         service.SpendRequest(member.id, 99, "s1", "r"),  # the same key: s1's entry
     ]
     first = await service.spend_many(requests)
-    assert isinstance(first[0], PointsEntry) and first[0].balance_after == 20
+    assert isinstance(first[0], service.SpentEntry) and first[0].balance_after == 20
     assert isinstance(first[1], MallError) and first[1].code == "NOT_ENOUGH_POINTS"
     assert first[1].params == {"balance": 20, "cost": 30}
-    assert isinstance(first[2], PointsEntry) and first[2].balance_after == 0
-    assert isinstance(first[3], PointsEntry) and first[3].id == first[0].id
+    assert isinstance(first[2], service.SpentEntry) and first[2].balance_after == 0
+    assert isinstance(first[3], service.SpentEntry) and first[3].id == first[0].id
     assert await service.get_balance(member.id) == 0
     # replayed: the entries already written come back, nothing moves
     again = await service.spend_many(requests)
@@ -171,8 +192,43 @@ async def test_a_caller_rolling_back_undoes_the_batch() -> None:
     with pytest.raises(RuntimeError):
         async with tx.transaction():
             [entry] = await service.spend_many([service.SpendRequest(member.id, 15, "s", "r")])
-            assert isinstance(entry, PointsEntry)
+            assert isinstance(entry, service.SpentEntry)
             raise RuntimeError("the caller's batch failed")
     assert await service.get_balance(member.id) == 40
     assert not await PointsEntry.filter(idempotency_key="s").exists()
     assert await service.spend_many([]) == []
+
+
+@pytest.mark.clock
+async def test_lots_taken_in_spend_order_whatever_the_offset_and_precision() -> None:
+    # the batch orders the lots in SQL; `spend` sorts them in Python (`_spend_order`):
+    # expiries at a whole second and a fraction of it, given at +08:00, equal, and none
+    clock.set_now(datetime(2025, 1, 1, 4, 0, tzinfo=UTC))
+    shanghai = timezone(timedelta(hours=8))
+    t0 = datetime(2025, 1, 10, tzinfo=UTC)
+    expiries = [
+        None,
+        t0 + timedelta(microseconds=1),
+        t0,
+        (t0 + timedelta(milliseconds=500)).astimezone(shanghai),
+        (t0 - timedelta(seconds=1)).astimezone(shanghai),  # text at +08:00 sorts last
+        t0,  # the same as an earlier lot: id order
+        None,
+        t0 + timedelta(days=400),
+    ]
+    member = await new_member()
+    for n, expires_at in enumerate(expiries):
+        earned = await service.earn(
+            member.id, n + 1, idempotency_key=f"e{n}", reason="t", expires_at=expires_at
+        )
+        if expires_at is None:  # never expires (`earn` would give the rules' expiry)
+            await PointsLot.filter(entry_id=earned.id).update(expires_at=None)
+    lots = await PointsLot.filter(member_id=member.id)
+    expected = [lot.id for lot in ledger._spend_order(lots)]
+    total = sum(range(1, len(expiries) + 1))
+    [entry] = await service.spend_many([service.SpendRequest(member.id, total, "s", "r")])
+    assert isinstance(entry, service.SpentEntry)
+    uses = await PointsLotUse.filter(entry_id=entry.id).order_by("id").values_list("lot_id")
+    assert [lot_id for (lot_id,) in uses] == expected
+    assert expected != sorted(expected)  # the order is not just the ids'
+    await assert_ledger_ok()
