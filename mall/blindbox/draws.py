@@ -331,7 +331,7 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     retried one draw to a transaction, so one bad entry holds up only itself (it is left
     pending: claimed again later; the reconciler shows it)."""
     wanted = [f["rid"] for _eid, f in entries if f]
-    known = set(await BlindBoxDraw.filter(draw_id__in=wanted).values_list("draw_id", flat=True))
+    known = {row[0] for row in await bulk.select_in(BlindBoxDraw, "draw_id", wanted, ["draw_id"])}
     # a member's own draws in the order they were decided
     ordered = sorted(
         entries, key=lambda e: (int(e[1].get("member") or 0), int(e[1].get("seq") or 0))

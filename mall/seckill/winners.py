@@ -279,8 +279,11 @@ async def _resolve(item_id: int, win: Win) -> Persisted | None:
 
 async def _found(rids: list[str]) -> list[Persisted]:
     """The orders under these reservation ids, as light records."""
-    found = await SeckillOrder.filter(reservation_id__in=rids).values_list(
-        "reservation_id", "item_id", "member_id", "status", "release_reason", "stock_returned"
+    found = await bulk.select_in(
+        SeckillOrder,
+        "reservation_id",
+        rids,
+        ["reservation_id", "item_id", "member_id", "status", "release_reason", "stock_returned"],
     )
     return [
         Persisted(rid, item, member, OrderStatus(status), reason, bool(returned))
