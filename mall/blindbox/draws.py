@@ -17,6 +17,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -41,7 +42,7 @@ from mall.config import get_settings
 from mall.coupons import service as coupons_service
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
-from mall.kit import jobs, tx
+from mall.kit import bulk, jobs, tx
 from mall.kit import stock as kit
 from mall.kit.pagination import cursor_page
 from mall.points import service as points_service
@@ -115,6 +116,22 @@ def _row_fields(series_id: int, f: dict[str, str], prize: BlindBoxPrize) -> dict
     }
 
 
+@dataclass(slots=True)
+class Released:
+    """A draw released as it was written: what its give-back reads (a light record, not a
+    model instance per draw)."""
+
+    draw_id: str
+    seq: int
+    series_id: int
+    member_id: int
+    prize_id: int
+    business_day: date
+    pity_before: int
+    release_reason: str
+    stock_returned: bool
+
+
 class _Again(Exception):
     """A pass refused a draw after spending its points: run the pass again without it."""
 
@@ -140,16 +157,16 @@ async def _take_units(prize: BlindBoxPrize, n: int) -> bool:
     return bool(taken)
 
 
-async def _grant_coupon(row: BlindBoxDraw, prize: BlindBoxPrize) -> None:
+async def _grant_coupon(fields: dict[str, Any], prize: BlindBoxPrize) -> None:
     # last in the draw's savepoint: its Redis win is given back if the savepoint or the
     # batch does not commit (coupons' own rollback hook)
     try:
         if prize.coupon_template_id is None:
             raise coupons_service.TEMPLATE_NOT_FOUND()
         coupon = await coupons_service.grant(
-            row.member_id,
+            fields["member_id"],
             prize.coupon_template_id,
-            grant_key=f"blindbox:{row.draw_id}",
+            grant_key=f"blindbox:{fields['draw_id']}",
             source="blind_box",
         )
     except MallError as exc:
@@ -157,9 +174,13 @@ async def _grant_coupon(row: BlindBoxDraw, prize: BlindBoxPrize) -> None:
             raise
         log.warning("coupon prize %s cannot issue (%s)", prize.id, exc.code)
         raise _Released(RELEASED_PRIZE_UNAVAILABLE) from None
-    row.fulfilment_status = "done"
-    row.coupon_id = coupon.id
-    await row.save(update_fields=["fulfilment_status", "coupon_id"])
+    await BlindBoxDraw.filter(draw_id=fields["draw_id"]).update(
+        fulfilment_status="done", coupon_id=coupon.id
+    )
+
+
+def _confirmed(fields: dict[str, Any]) -> dict[str, Any]:
+    return {**fields, "status": DrawStatus.CONFIRMED}
 
 
 async def _write_one(fields: dict[str, Any], prize: BlindBoxPrize) -> None:
@@ -167,9 +188,9 @@ async def _write_one(fields: dict[str, Any], prize: BlindBoxPrize) -> None:
     async with tx.transaction():
         if not await _take_units(prize, 1):
             raise _Released(RELEASED_OVERSELL_GUARD)
-        row = await BlindBoxDraw.create(**fields, status=DrawStatus.CONFIRMED)
+        await bulk.insert_rows(BlindBoxDraw, [_confirmed(fields)])
         if prize.kind == "coupon":
-            await _grant_coupon(row, prize)
+            await _grant_coupon(fields, prize)
 
 
 async def _write_at_once(spent: list[tuple[dict[str, Any], BlindBoxPrize]]) -> bool:
@@ -184,9 +205,7 @@ async def _write_at_once(spent: list[tuple[dict[str, Any], BlindBoxPrize]]) -> b
             for prize_id in sorted(counts):
                 if not await _take_units(prizes[prize_id], counts[prize_id]):
                     raise _Released(RELEASED_OVERSELL_GUARD)
-            await BlindBoxDraw.bulk_create(
-                [BlindBoxDraw(**fields, status=DrawStatus.CONFIRMED) for fields, _p in spent]
-            )
+            await bulk.insert_rows(BlindBoxDraw, [_confirmed(fields) for fields, _p in spent])
     except (_Released, IntegrityError):
         return False
     return True
@@ -228,7 +247,7 @@ async def _pass(
 
 async def _persist(
     series_id: int, entries: list[dict[str, str]], prizes: dict[int, BlindBoxPrize]
-) -> list[BlindBoxDraw]:
+) -> list[Released]:
     """Stream entries (none written before) into rows, in the current transaction;
     returns the `released` rows. An entry naming a prize deleted since gets no row (none
     can name it): its unit is given back at once."""
@@ -254,25 +273,41 @@ async def _persist(
         except _Again:
             continue
         break
-    released: list[BlindBoxDraw] = []
+    released: list[Released] = []
+    rows: list[dict[str, Any]] = []
     for fields, _prize in todo:
         reason = refused.get(fields["draw_id"])
         if reason is None:
             continue
-        released.append(
-            await BlindBoxDraw.create(
+        # the guard's unit never existed: nothing to give back
+        returned = reason == RELEASED_OVERSELL_GUARD
+        rows.append(
+            {
                 **fields,
-                status=DrawStatus.RELEASED,
-                release_reason=reason,
-                fulfilment_status="none",
-                # the guard's unit never existed: nothing to give back
-                stock_returned=reason == RELEASED_OVERSELL_GUARD,
+                "status": DrawStatus.RELEASED,
+                "release_reason": reason,
+                "fulfilment_status": "none",
+                "stock_returned": returned,
+            }
+        )
+        released.append(
+            Released(
+                fields["draw_id"],
+                fields["seq"],
+                fields["series_id"],
+                fields["member_id"],
+                fields["prize_id"],
+                fields["business_day"],
+                fields["pity_before"],
+                reason,
+                returned,
             )
         )
+    await bulk.insert_rows(BlindBoxDraw, rows)
     return released
 
 
-async def finish_release(draw: BlindBoxDraw) -> None:
+async def finish_release(draw: BlindBoxDraw | Released) -> None:
     """After the commit: a released draw's unit back to Redis, once."""
     if draw.release_reason == RELEASED_OVERSELL_GUARD:
         log.error(
@@ -284,7 +319,9 @@ async def finish_release(draw: BlindBoxDraw) -> None:
         )
         return
     await stock.give_back(draw)
-    await BlindBoxDraw.filter(id=draw.id, stock_returned=False).update(stock_returned=True)
+    await BlindBoxDraw.filter(draw_id=draw.draw_id, stock_returned=False).update(
+        stock_returned=True
+    )
     draw.stock_returned = True
 
 
@@ -294,14 +331,14 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     retried one draw to a transaction, so one bad entry holds up only itself (it is left
     pending: claimed again later; the reconciler shows it)."""
     wanted = [f["rid"] for _eid, f in entries if f]
-    known = set(await BlindBoxDraw.filter(draw_id__in=wanted).values_list("draw_id", flat=True))
+    known = {row[0] for row in await bulk.select_in(BlindBoxDraw, "draw_id", wanted, ["draw_id"])}
     # a member's own draws in the order they were decided
     ordered = sorted(
         entries, key=lambda e: (int(e[1].get("member") or 0), int(e[1].get("seq") or 0))
     )
     fresh = [(entry_id, f) for entry_id, f in ordered if f and f["rid"] not in known]
     done = [entry_id for entry_id, f in ordered if not f or f["rid"] in known]
-    released: list[BlindBoxDraw] = []
+    released: list[Released] = []
     try:
         released += await _persist_in_transaction(series_id, [f for _e, f in fresh])
         done += [entry_id for entry_id, _f in fresh]
@@ -332,9 +369,7 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     return done
 
 
-async def _persist_in_transaction(
-    series_id: int, entries: list[dict[str, str]]
-) -> list[BlindBoxDraw]:
+async def _persist_in_transaction(series_id: int, entries: list[dict[str, str]]) -> list[Released]:
     if not entries:
         return []
     async with tx.transaction():

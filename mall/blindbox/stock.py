@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from tortoise.functions import Count
 
@@ -237,7 +237,26 @@ async def drop(series_id: int) -> None:
 # --- give back ----------------------------------------------------------------------
 
 
-async def give_back(draw: BlindBoxDraw) -> bool:
+class Drawn(Protocol):
+    """What a give-back reads of a released draw (a row, or the consumer's record)."""
+
+    @property
+    def draw_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def series_id(self) -> int: ...
+    @property
+    def member_id(self) -> int: ...
+    @property
+    def prize_id(self) -> int: ...
+    @property
+    def business_day(self) -> date: ...
+    @property
+    def pity_before(self) -> int: ...
+
+
+async def give_back(draw: Drawn) -> bool:
     """A released draw's prize unit and its count toward the day's cap go back, once per
     reservation (`kit.give_back`); its guarantee counter is restored too when it was the
     member's latest draw in the series (`lua/release.lua`), so later draws keep what they

@@ -125,3 +125,36 @@ async def insert_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> 
         line.extend(f() for f in fill)
         values.append(line)
     await conn.execute_many(plan.sql, values)
+
+
+_IN_CHUNK = 1000  # well under SQLite's and PostgreSQL's limits on parameters
+
+
+async def select_in(
+    model: type[Model], key: str, values: Sequence[Any], columns: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """`columns` (field names) of `model`'s rows whose `key` is one of `values`, as tuples
+    of what the driver returns (no model instance, and no query built value by value as
+    `filter(key__in=...)` does): booleans may come back as 0/1 and enums as their value,
+    so convert what you compare. In the open transaction, when there is one."""
+    if not values:
+        return []
+    meta = model._meta
+    projection = meta.fields_db_projection
+    unknown = [n for n in (key, *columns) if n not in projection]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column for {unknown}")
+    conn = model._choose_db()
+    quoted = ", ".join(f'"{projection[n]}"' for n in columns)
+    head = f'SELECT {quoted} FROM "{meta.db_table}" WHERE "{projection[key]}" IN '
+    postgres = conn.capabilities.dialect == "postgres"
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[start : start + _IN_CHUNK])
+        if postgres:
+            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        else:
+            marks = ", ".join("?" for _ in chunk)
+        _count, rows = await conn.execute_query(f"{head}({marks})", chunk)
+        found.extend(tuple(row) for row in rows)
+    return found

@@ -23,7 +23,7 @@ from tortoise.transactions import in_transaction
 from mall.config import get_settings
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
-from mall.kit import clock, jobs, tx
+from mall.kit import bulk, clock, jobs, tx
 from mall.kit import stock as kit
 from mall.members import service as members_service
 from mall.points import service as points_service
@@ -71,26 +71,48 @@ class Win:
             datetime.fromtimestamp(int(fields["ts"]) / 1000, tz=UTC),
         )
 
-    def order(self, item_id: int, status: OrderStatus | None = None, **more: Any) -> SeckillOrder:
-        """The unsaved order: held (confirmed, or pending payment for a cash price) unless
-        `status` says otherwise."""
-        if status is None and self.cash > 0:
-            status = OrderStatus.PENDING_PAYMENT
-            seconds = get_settings().seckill_payment_seconds
-            more["pay_deadline"] = clock.now() + timedelta(seconds=seconds)
-        return SeckillOrder(
-            reservation_id=self.reservation_id,
-            item_id=item_id,
-            member_id=self.member_id,
-            points_price=self.points,
-            cash_price_fen=self.cash,
-            won_at=self.won_at,
-            status=status or OrderStatus.CONFIRMED,
-            **more,
-        )
+    def row(
+        self, item_id: int, status: OrderStatus, pay_deadline: datetime | None
+    ) -> dict[str, Any]:
+        """The order's row for `kit.bulk.insert_rows` (no model instance per win)."""
+        return {
+            "reservation_id": self.reservation_id,
+            "item_id": item_id,
+            "member_id": self.member_id,
+            "points_price": self.points,
+            "cash_price_fen": self.cash,
+            "won_at": self.won_at,
+            "status": status,
+            "pay_deadline": pay_deadline,
+        }
 
 
-async def _hold(item_id: int, win: Win, *, guard: bool) -> SeckillOrder:
+@dataclass(slots=True)
+class Persisted:
+    """What the consumer needs of an order it wrote or found: its status and whether a
+    released unit is back (a light record, not a model instance per win)."""
+
+    reservation_id: str
+    item_id: int
+    member_id: int
+    status: OrderStatus
+    release_reason: str = ""
+    stock_returned: bool = False
+
+
+def _held(item_id: int, win: Win, deadline: datetime | None) -> dict[str, Any]:
+    """The row of a held win: confirmed, or pending payment until `deadline` for a cash
+    price."""
+    if win.cash > 0:
+        return win.row(item_id, OrderStatus.PENDING_PAYMENT, deadline)
+    return win.row(item_id, OrderStatus.CONFIRMED, None)
+
+
+def _pay_deadline() -> datetime:
+    return clock.now() + timedelta(seconds=get_settings().seckill_payment_seconds)
+
+
+async def _hold(item_id: int, win: Win, *, guard: bool) -> Persisted:
     """Inside a savepoint: the unit (when `guard`: the database's `sold < stock`), the
     points, the order; `_Lost` when the database refuses the win."""
     if guard:
@@ -110,12 +132,23 @@ async def _hold(item_id: int, win: Win, *, guard: bool) -> SeckillOrder:
             if exc.code != points_service.NOT_ENOUGH_POINTS.code:
                 raise
             raise _Lost(LOST_NOT_ENOUGH_POINTS) from None
-    order = win.order(item_id)
-    await order.save()
-    return order
+    row = _held(item_id, win, _pay_deadline() if win.cash > 0 else None)
+    await bulk.insert_rows(SeckillOrder, [row])
+    return _persisted(row)
 
 
-async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder], list[Win]]:
+def _persisted(row: dict[str, Any]) -> Persisted:
+    return Persisted(
+        row["reservation_id"],
+        row["item_id"],
+        row["member_id"],
+        row["status"],
+        row.get("release_reason", ""),
+        row.get("stock_returned", False),
+    )
+
+
+async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, Persisted], list[Win]]:
     """One transaction for `wins` (none persisted before): their orders by reservation
     id, and the wins left unresolved (an order under the same id appeared meanwhile, or
     the member is gone).
@@ -127,7 +160,7 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder]
     Redis handed out), win by win in a savepoint each (`sold < stock`, the spend, the
     order), so exactly the wins beyond the stock are refused. Units taken at once but
     not held in the end are put back in the same transaction."""
-    made: dict[str, SeckillOrder] = {}
+    made: dict[str, Persisted] = {}
     unresolved: list[Win] = []
     lost: list[tuple[Win, str]] = []
     n = len(wins)
@@ -139,7 +172,10 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder]
         )
         if at_once:
             held = await _spend_points(wins, lost, unresolved)
-            await _insert_orders(item_id, held, made, unresolved)
+            if held:
+                deadline = _pay_deadline()  # one for the batch's cash-priced wins
+                rows = [_held(item_id, w, deadline) for w in held]
+                await _insert_orders(held, rows, made, unresolved)
         else:
             # in the stream's order, so the latest wins are the ones refused
             for win in wins:
@@ -150,21 +186,15 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, SeckillOrder]
                     lost.append((win, refused.reason))
                 except (IntegrityError, MallError):
                     unresolved.append(win)
-        for win, reason in lost:
-            # the guard's unit never existed: nothing to give back
-            order = win.order(
-                item_id,
-                OrderStatus.RELEASED,
-                release_reason=reason,
-                stock_returned=reason == LOST_OVERSELL_GUARD,
-            )
-            try:
-                async with tx.transaction():
-                    await order.save()
-            except IntegrityError:
-                unresolved.append(win)
-            else:
-                made[win.reservation_id] = order
+        if lost:
+            rows = []
+            for win, reason in lost:
+                row = win.row(item_id, OrderStatus.RELEASED, None)
+                row["release_reason"] = reason
+                # the guard's unit never existed: nothing to give back
+                row["stock_returned"] = reason == LOST_OVERSELL_GUARD
+                rows.append(row)
+            await _insert_orders([w for w, _r in lost], rows, made, unresolved)
         if at_once and (unheld := n - sum(o.status in HOLDING for o in made.values())):
             await SeckillItem.filter(id=item_id).update(sold=F("sold") - unheld)
     return made, unresolved
@@ -205,40 +235,39 @@ async def _spend_points(
 
 
 async def _insert_orders(
-    item_id: int, wins: list[Win], made: dict[str, SeckillOrder], unresolved: list[Win]
+    wins: list[Win],
+    rows: list[dict[str, Any]],
+    made: dict[str, Persisted],
+    unresolved: list[Win],
 ) -> None:
-    """The held orders of `wins` in one insert; should it fail (an order under the same
-    id appeared meanwhile, or a free win's member is gone), one by one in a savepoint
-    each, which finds the culprits (left unresolved)."""
-    if not wins:
-        return
-    orders = [w.order(item_id) for w in wins]
+    """The orders `rows` of `wins` in one insert; should it fail (an order under the same
+    id appeared meanwhile, or a member is gone), one by one in a savepoint each, which
+    finds the culprits (left unresolved)."""
     try:
         async with tx.transaction():
-            await SeckillOrder.bulk_create(orders)
+            await bulk.insert_rows(SeckillOrder, rows)
     except IntegrityError:
         pass
     else:
-        made.update((o.reservation_id, o) for o in orders)
+        made.update((row["reservation_id"], _persisted(row)) for row in rows)
         return
-    for win in wins:
-        order = win.order(item_id)
+    for win, row in zip(wins, rows, strict=True):
         try:
             async with tx.transaction():
-                await order.save()
+                await bulk.insert_rows(SeckillOrder, [row])
         except IntegrityError:
             unresolved.append(win)
         else:
-            made[win.reservation_id] = order
+            made[win.reservation_id] = _persisted(row)
 
 
-async def _resolve(item_id: int, win: Win) -> SeckillOrder | None:
+async def _resolve(item_id: int, win: Win) -> Persisted | None:
     """After the commit, a win the transaction could not write: its order written by
     someone else, or None when the member no longer exists (the unit goes back);
     otherwise it stays pending (raises)."""
-    found = await SeckillOrder.get_or_none(reservation_id=win.reservation_id)
-    if found is not None:
-        return found
+    found = await _found([win.reservation_id])
+    if found:
+        return found[0]
     try:
         await members_service.get_member(win.member_id)
     except MallError:
@@ -248,13 +277,27 @@ async def _resolve(item_id: int, win: Win) -> SeckillOrder | None:
     raise RuntimeError(f"seckill win {win.reservation_id} could not be persisted")
 
 
+async def _found(rids: list[str]) -> list[Persisted]:
+    """The orders under these reservation ids, as light records."""
+    found = await bulk.select_in(
+        SeckillOrder,
+        "reservation_id",
+        rids,
+        ["reservation_id", "item_id", "member_id", "status", "release_reason", "stock_returned"],
+    )
+    return [
+        Persisted(rid, item, member, OrderStatus(status), reason, bool(returned))
+        for rid, item, member, status, reason, returned in found
+    ]
+
+
 async def persist_wins(item_id: int, wins: list[Win]) -> list[Win]:
     """Turn wins into orders, once per reservation id, in one transaction; returns the
     wins done (persisted now or before). After the commit, the units of released orders
     go back to Redis (once, `give_back`), and a unit the database refused sets the Redis
     stock to 0. A win that cannot be resolved is left out (stays pending)."""
     rids = [w.reservation_id for w in wins]
-    orders = {o.reservation_id: o for o in await SeckillOrder.filter(reservation_id__in=rids)}
+    orders = {o.reservation_id: o for o in await _found(rids)}
     fresh = [w for w in wins if w.reservation_id not in orders]
     unresolved: list[Win] = []
     if fresh:
@@ -289,10 +332,12 @@ async def persist_wins(item_id: int, wins: list[Win]) -> list[Win]:
     return done
 
 
-async def give_back(order: SeckillOrder) -> None:
+async def give_back(order: SeckillOrder | Persisted) -> None:
     """Hand a released/expired order's unit back to the Redis stock (once per reservation)."""
     await stock.give_back_unit(order.item_id, order.reservation_id, order.member_id)
-    await SeckillOrder.filter(id=order.id, stock_returned=False).update(stock_returned=True)
+    await SeckillOrder.filter(reservation_id=order.reservation_id, stock_returned=False).update(
+        stock_returned=True
+    )
     order.stock_returned = True
 
 

@@ -4,9 +4,14 @@ without leaving anything in the member's points history, and the others still la
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
 from mall.blindbox import service
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, DrawStatus
 from mall.blindbox.tasks import check_blindbox
+from mall.kit import clock
 from mall.points import service as points_service
 from mall.points.models import PointsEntry
 from tests.blindbox.conftest import MakeMember, MakeSeries, prize
@@ -68,3 +73,48 @@ async def test_a_guard_refusal_after_the_spend_leaves_no_points_entry(
         assert await _spends(row.member_id) == 0
         assert await points_service.get_balance(row.member_id) == 100
     assert (await BlindBoxPrize.get(series_id=series.id)).drawn == 2
+
+
+@pytest.mark.clock
+async def test_a_batch_writes_every_column_as_the_orm_did(
+    make_series: MakeSeries, make_member: MakeMember
+) -> None:
+    """The draws are inserted as plain rows: defaults, the clock's created_at, the
+    table as JSON, the released draw's reason and fulfilment."""
+    moment = datetime(2028, 2, 29, 15, 59, 59, 500000, tzinfo=UTC)  # 23:59:59.5 in Shanghai
+    clock.set_now(moment)
+    series = await make_series([prize("plush", 1, stock=20)])
+    rich = await make_member(points=100)
+    broke = await make_member(points=0)
+    told = [
+        await service.draw(rich.id, series.id, "r1"),
+        await service.draw(broke.id, series.id, "b1"),
+    ]
+    clock.set_now(moment + timedelta(seconds=1))  # persisted on the next day
+    assert await service.drain() == 2
+    plush = await BlindBoxPrize.get(series_id=series.id)
+    rows = {r["member_id"]: r for r in await BlindBoxDraw.filter(series_id=series.id).values()}
+    for member, decision in zip((rich, broke), told, strict=True):
+        row = rows[member.id]
+        assert row["draw_id"] == decision.draw_id and row["seq"] == decision.seq
+        assert row["created_at"] == moment + timedelta(seconds=1)
+        assert row["business_day"] == date(2028, 2, 29)  # the day it was drawn
+        assert (row["prize_id"], row["prize_name"], row["tier"]) == (plush.id, "plush", "common")
+        assert (row["value_fen"], row["points_cost"], row["guaranteed"]) == (990, 100, False)
+        assert row["probability_table"] == {
+            "mode": "normal",
+            "tier": None,
+            "total": 1,
+            "prizes": [[plush.id, "common", 1]],
+        }
+        assert row["points_entry_key"] == f"blindbox:{decision.draw_id}"
+        assert row["mall_order_id"] is None and row["coupon_id"] is None
+    paid, short = rows[rich.id], rows[broke.id]
+    assert (paid["status"], paid["fulfilment_status"]) == (DrawStatus.CONFIRMED, "pending")
+    assert (paid["release_reason"], paid["stock_returned"]) == ("", False)
+    assert (short["status"], short["fulfilment_status"]) == (DrawStatus.RELEASED, "none")
+    assert short["release_reason"] == "not_enough_points"
+    assert short["stock_returned"] is True  # given back after the commit
+    assert plush.drawn == 1
+    report = await check_blindbox()
+    assert report.ok, report.lines

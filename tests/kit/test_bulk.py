@@ -84,3 +84,29 @@ async def test_a_json_field_left_out_gets_its_default_encoded() -> None:
     await bulk.insert_rows(Member, [{"openid": "o_bulk", "nickname": "bulk"}])
     member = await Member.get(openid="o_bulk")
     assert member.tags == []
+
+
+async def test_select_in_reads_the_columns_of_the_rows_named() -> None:
+    a, b = await make_members(2)
+    item = await _item()
+    rows = [
+        {"reservation_id": f"r-{i}", "item_id": item.id, "member_id": (a.id, b.id)[i % 2],
+         "status": OrderStatus.CONFIRMED if i % 3 else OrderStatus.RELEASED, "won_at": WON}
+        for i in range(2500)
+    ]  # fmt: skip
+    await bulk.insert_rows(SeckillOrder, rows)
+    wanted = [f"r-{i}" for i in range(0, 2500, 2)] + ["r-none"]  # more than one chunk
+    found = await bulk.select_in(
+        SeckillOrder, "reservation_id", wanted, ["reservation_id", "member_id", "status"]
+    )
+    assert sorted(found) == sorted(
+        (r["reservation_id"], r["member_id"], r["status"].value) for r in rows[::2]
+    )
+    async with tx.transaction():  # the transaction's own rows
+        await bulk.insert_rows(SeckillOrder, [{**rows[0], "reservation_id": "in-tx"}])
+        assert await bulk.select_in(SeckillOrder, "reservation_id", ["in-tx"], ["item_id"]) == [
+            (item.id,)
+        ]
+    assert await bulk.select_in(SeckillOrder, "reservation_id", [], ["id"]) == []
+    with pytest.raises(TypeError, match="nope"):
+        await bulk.select_in(SeckillOrder, "nope", ["x"], ["id"])

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from mall.config import get_settings
+from mall.kit import clock
+from mall.members.models import Member
 from mall.points import service as points_service
 from mall.redis import get_redis
 from mall.seckill import service, winners
@@ -194,3 +200,55 @@ async def test_a_drained_burst_of_several_hundred_wins_reconciles(make_item: Mak
         await _assert_reconciled(item_id)
     report = await service.reconcile()
     assert all(c.ok for c in report), [c.line() for c in report]
+
+
+@pytest.mark.clock
+async def test_a_batch_writes_every_column_as_the_orm_did(make_item: MakeItem) -> None:
+    """The orders are inserted as plain rows: defaults, the clock's created_at and
+    updated_at, the cash wins' payment deadline, the released win's reason."""
+    moment = datetime(2028, 2, 29, 15, 59, 58, 250000, tzinfo=UTC)  # Shanghai midnight nears
+    clock.set_now(moment)
+    cash_item = await make_item(stock=10, cash_price_fen=990, points_price=20)
+    members = await make_member_ids(3)
+    for m in members[:2]:
+        await points_service.earn(m, 20, idempotency_key=f"t:{m}", reason="test")
+    await _win_all(cash_item.id, members)
+    entries = await service.read_entries(cash_item.id, "c", count=10, claim_idle_ms=60_000)
+    clock.set_now(moment + timedelta(seconds=3))
+    assert len(await winners.persist_batch(cash_item.id, entries)) == 3
+    deadline = moment + timedelta(seconds=3 + get_settings().seckill_payment_seconds)
+    rows = {r["member_id"]: r for r in await SeckillOrder.filter(item_id=cash_item.id).values()}
+    for (_entry_id, fields), m in zip(entries, members, strict=True):
+        row = rows[m]
+        assert row["reservation_id"] == fields["rid"]
+        assert row["won_at"] == datetime.fromtimestamp(int(fields["ts"]) / 1000, tz=UTC)
+        assert row["created_at"] == row["updated_at"] == moment + timedelta(seconds=3)
+        assert (row["points_price"], row["cash_price_fen"]) == (20, 990)
+        assert row["mall_order_id"] is None
+    for m in members[:2]:
+        assert rows[m]["status"] == OrderStatus.PENDING_PAYMENT
+        assert rows[m]["pay_deadline"] == deadline
+        assert (rows[m]["release_reason"], rows[m]["stock_returned"]) == ("", False)
+    short = rows[members[2]]
+    assert short["status"] == OrderStatus.RELEASED and short["pay_deadline"] is None
+    assert short["release_reason"] == "not_enough_points"
+    assert short["stock_returned"] is True  # given back after the commit
+    assert (await SeckillItem.get(id=cash_item.id)).sold == 2
+    await _assert_reconciled(cash_item.id)
+
+
+async def test_a_free_win_whose_member_is_gone_leaves_the_rest_of_the_batch_whole(
+    make_item: MakeItem,
+) -> None:
+    item = await make_item(stock=10)
+    members = await make_member_ids(3)
+    rids = await _win_all(item.id, members)
+    await Member.filter(id=members[1]).delete()
+    assert await service.process_pending_once("c") == 3  # the gone member's win is done
+    orders = await SeckillOrder.filter(item_id=item.id).values_list("reservation_id", "status")
+    assert sorted(orders) == sorted(
+        [(rids[0], OrderStatus.CONFIRMED), (rids[2], OrderStatus.CONFIRMED)]
+    )
+    assert (await SeckillItem.get(id=item.id)).sold == 2  # the batch's unit for it put back
+    assert await _stock(item.id) == 8  # and its Redis unit
+    assert await get_redis().sismember(key(item.id, "returned"), rids[1])
