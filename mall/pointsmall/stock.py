@@ -211,22 +211,44 @@ async def held_by(member_id: int, items: Sequence[PointsMallItem]) -> dict[int, 
 # --- settle, give back ----------------------------------------------------------------
 
 
-async def settle(item_id: int, resv: str, pending: Pending, *, give_back: bool) -> kit.Reply:
-    """The consumer wrote the reservation: it leaves `res`; a released one (the database
-    refused it) gives its units and limits back first, once per reservation id."""
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A written reservation to settle: `give_back` when the database released it and
+    its units go back to Redis."""
+
+    resv: str
+    pending: Pending
+    give_back: bool
+
+
+async def settle_many(item_id: int, settles: Sequence[Settle]) -> list[kit.Reply]:
+    """The consumer wrote these reservations of one item: each leaves `res`; a released
+    one (the database refused it) gives its units and limits back first, once per
+    reservation id. One script call for all (every key under the item's tag: one slot),
+    in order, as if settled one by one; a reply each (`ok` with the units left, `dup`,
+    `cold`)."""
+    if not settles:
+        return []
     keys = item_keys(item_id)
-    raw = await kit.script(_PKG, "release")(
-        keys=[
-            keys.meta,
-            keys.stock,
-            keys.returned,
-            keys.res,
-            keys.buyers,
-            pending.period_key or keys.period,
-        ],
-        args=[resv, "1" if give_back else "0", pending.member_id, pending.quantity],
-    )
-    return kit.parse(raw)
+    lua_keys = [keys.meta, keys.stock, keys.returned, keys.res, keys.buyers]
+    periods: dict[str, int] = {}  # period counter -> its index in KEYS (Lua: from 1)
+    args: list[Any] = []
+    for s in settles:
+        period = s.pending.period_key or keys.period
+        index = periods.get(period)
+        if index is None:
+            lua_keys.append(period)
+            index = periods[period] = len(lua_keys)
+        args += (
+            s.resv,
+            "1" if s.give_back else "0",
+            s.pending.member_id,
+            s.pending.quantity,
+            index,
+        )
+    raw = await kit.script(_PKG, "release")(keys=lua_keys, args=args)
+    replies = kit.parse(raw, 1).values[0].split(",")
+    return [kit.Reply(status, tuple(rest)) for status, *rest in (r.split(":") for r in replies)]
 
 
 async def give_back(keys: ItemKeys, redemption: PointsMallRedemption) -> kit.Reply:
