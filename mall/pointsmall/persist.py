@@ -283,16 +283,9 @@ async def _batch(item: PointsMallItem, entries: list[Entry]) -> dict[str, Writte
     refused: dict[str, str] = {}  # reservation id -> release reason
     gone: set[str] = set()
     if item.level_required > 0:
-        levels: dict[int, int | None] = {}
-        for member_id in sorted({e.member_id for e in entries}):
-            try:
-                levels[member_id] = (await members_service.get_member(member_id)).level
-            except MallError as exc:
-                if exc.code != members_service.MEMBER_NOT_FOUND.code:
-                    raise
-                levels[member_id] = None
+        levels = await members_service.levels(sorted({e.member_id for e in entries}))
         for e in entries:
-            level = levels[e.member_id]
+            level = levels.get(e.member_id)
             if level is None:
                 gone.add(e.rid)
             elif level < item.level_required:
