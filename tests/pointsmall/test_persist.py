@@ -117,6 +117,23 @@ async def test_settle_many_gives_back_once_in_order(
     assert await stock.settle_many(item["id"], []) == []
 
 
+async def test_settle_many_takes_a_batch_larger_than_lua_unpacks_at_once(
+    make_item: MakeItem, new_member: NewMember
+) -> None:
+    item = await make_item(total_stock=10, points_price=100)
+    member_id = (await new_member(points=1000))[0]
+    rid = (await pm_service.redeem(member_id, item["id"], 1, None, "k")).reservation_id
+    keys = item_keys(item["id"])
+    info = parse_pending(str(await get_redis().hget(keys.res, rid)))
+    fake = [f"{item['id']}-x{i}" for i in range(2500)]
+    await get_redis().hset(keys.res, mapping=dict.fromkeys(fake, "1|1|100|0|"))
+    settles = [Settle(r, info, give_back=False) for r in fake]
+    replies = await stock.settle_many(item["id"], [*settles, Settle(rid, info, give_back=True)])
+    assert len(replies) == 2501 and {str(r) for r in replies[:-1]} == {"ok|"}
+    assert str(replies[-1]) == "ok|10"
+    assert await get_redis().hlen(keys.res) == 0
+
+
 def test_voucher_codes_use_the_whole_alphabet_evenly() -> None:
     codes = [persist._voucher_code() for _ in range(4000)]
     assert all(re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", c) for c in codes)
