@@ -13,10 +13,12 @@ the batch spent, the spends and savepoints are rolled back and run again without
 member sees its points). A redemption the database refuses becomes a `released` record
 with a reason code (the refusal's code in lower case: `not_enough_points`,
 `level_too_low`, `points_threshold_not_met`, `coupon_sold_out`, ...), and after the
-commit its units go back to Redis, once (`stock.settle`). Entries are acknowledged only
-after they are settled, so a crash anywhere replays them and the unique reservation id
-dedupes. The stream reading, claiming and acknowledging is the kit's
-(`mall.kit.stock.StreamConsumer`)."""
+commit its units go back to Redis, once: the batch's entries are settled in one script
+call (`stock.settle_many`, every key under the item's hash tag). Entries are
+acknowledged only after they are settled, so a crash anywhere replays them and the
+unique reservation id dedupes. Rows go in with `kit.bulk.insert_rows` (no model
+instance per row); what the consumer needs afterwards is a `Written` record. The
+stream reading, claiming and acknowledging is the kit's (`mall.kit.stock.StreamConsumer`)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from mall.coupons import service as coupons_service
 from mall.errors import MallError
 from mall.kit import jobs, tx
 from mall.kit import stock as kit
+from mall.kit.bulk import insert_rows
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import cash, stock
@@ -45,7 +48,7 @@ from mall.pointsmall.redeem import (
     OUT_OF_STOCK,
     POINTS_THRESHOLD_NOT_MET,
 )
-from mall.pointsmall.stock import Pending, item_keys
+from mall.pointsmall.stock import Pending, Settle, item_keys
 
 log = logging.getLogger("mall.pointsmall")
 
@@ -55,8 +58,13 @@ _VOUCHER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 _GUARD_CODES = (OUT_OF_STOCK.code, ACTIVITY_FULL.code)
 
 
+# a random byte -> a character: 256 is a multiple of 32, so each character is as likely
+_VOUCHER_BYTES = bytes(ord(_VOUCHER_ALPHABET[b % 32]) for b in range(256))
+
+
 def _voucher_code() -> str:
-    raw = "".join(secrets.choice(_VOUCHER_ALPHABET) for _ in range(12))
+    # one read of the system's randomness for the 12 characters (a burst writes thousands)
+    raw = secrets.token_bytes(12).translate(_VOUCHER_BYTES).decode()
     return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
 
 
@@ -95,6 +103,15 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a redemption was written as (its row's status and release reason): all the
+    consumer needs after the commit, without a model instance per row."""
+
+    status: str
+    release_reason: str = ""
+
+
 class _Again(Exception):
     """A pass of a batch refused redemptions after their points were spent: roll it back."""
 
@@ -113,23 +130,36 @@ def _template_id(item: PointsMallItem) -> int | None:
     return item.coupon_template_id if item.kind == "voucher" else None
 
 
-def _row(item: PointsMallItem, e: Entry, coupon_ids: list[int] | None) -> PointsMallRedemption:
-    """The redemption (unsaved) of an entry whose points are spent."""
-    return PointsMallRedemption(
-        reservation_id=e.rid,
-        item_id=item.id,
-        member_id=e.member_id,
-        item_name=item.name,
-        kind=item.kind,
-        quantity=e.quantity,
-        points_spent=e.points,
-        status=_STATUS_AFTER_REDEEM.get(item.kind, "issued"),
-        spend_key=_spend_key(e),
-        period_label=e.label,
-        voucher_code=_voucher_code() if item.kind == "voucher" and not _template_id(item) else None,
-        coupon_ids=coupon_ids,
-        address=e.address,
-    )
+def _kept(item: PointsMallItem) -> Written:
+    """What a redemption of `item` whose points are spent is written as."""
+    return Written(_STATUS_AFTER_REDEEM.get(item.kind, "issued"))
+
+
+def _row(
+    item: PointsMallItem, e: Entry, coupon_ids: list[int] | None, kept: Written, codes: bool
+) -> dict[str, Any]:
+    """The redemption row (for `insert_rows`) of an entry whose points are spent; `codes`:
+    the item's redemptions carry a voucher code (`_codes`)."""
+    return {
+        "reservation_id": e.rid,
+        "item_id": item.id,
+        "member_id": e.member_id,
+        "item_name": item.name,
+        "kind": item.kind,
+        "quantity": e.quantity,
+        "points_spent": e.points,
+        "status": kept.status,
+        "spend_key": _spend_key(e),
+        "period_label": e.label,
+        "voucher_code": _voucher_code() if codes else None,
+        "coupon_ids": coupon_ids,
+        "address": e.address,
+    }
+
+
+def _codes(item: PointsMallItem) -> bool:
+    """A voucher without a coupons template: each redemption gets a voucher code."""
+    return item.kind == "voucher" and not _template_id(item)
 
 
 async def _take_stock(item: PointsMallItem, quantity: int) -> None:
@@ -141,9 +171,7 @@ async def _take_stock(item: PointsMallItem, quantity: int) -> None:
         raise ACTIVITY_FULL() if item.kind == "activity" else OUT_OF_STOCK()
 
 
-async def _write(
-    item: PointsMallItem, e: Entry, spent: points_service.SpentEntry
-) -> PointsMallRedemption:
+async def _write(item: PointsMallItem, e: Entry, spent: points_service.SpentEntry) -> Written:
     """The redemption's writes after its spend; called inside its savepoint (a MallError
     undoes them)."""
     _check_threshold(item, e, spent)
@@ -157,27 +185,28 @@ async def _write(
                 e.member_id, template_id, grant_key=f"pointsmall:{e.rid}:{i}", source="points_mall"
             )
             coupon_ids.append(coupon.id)
-    redemption = _row(item, e, coupon_ids)
-    await redemption.save()
+    kept = _kept(item)
+    await insert_rows(PointsMallRedemption, [_row(item, e, coupon_ids, kept, _codes(item))])
     await _take_stock(item, e.quantity)
-    return redemption
+    return kept
 
 
 async def _write_at_once(
     item: PointsMallItem, spent: list[tuple[Entry, points_service.SpentEntry]]
-) -> dict[str, PointsMallRedemption] | None:
+) -> dict[str, Written] | None:
     """The rows of an item without coupons in one insert, the stock guard once for all
     (`stock >= total`), in a savepoint; None when either refuses (then one by one finds
     which)."""
+    kept, codes = _kept(item), _codes(item)
     try:
         async with tx.transaction():
             await _take_stock(item, sum(e.quantity for e, _s in spent))
-            await PointsMallRedemption.bulk_create([_row(item, e, None) for e, _s in spent])
+            await insert_rows(
+                PointsMallRedemption, [_row(item, e, None, kept, codes) for e, _s in spent]
+            )
     except (MallError, IntegrityError):
         return None
-    # bulk inserts do not return ids on every backend: read the rows back
-    rows = await PointsMallRedemption.filter(reservation_id__in=[e.rid for e, _s in spent])
-    return {r.reservation_id: r for r in rows}
+    return {e.rid: kept for e, _s in spent}
 
 
 def _spend_key(e: Entry) -> str:
@@ -190,7 +219,7 @@ async def _pass(
     refused: dict[str, str],
     gone: set[str],
     after_spend: dict[str, str],
-) -> dict[str, PointsMallRedemption]:
+) -> dict[str, Written]:
     """One try at the batch (in the caller's savepoint): the points of every entry in one
     `spend_many`, then the rest of each redemption in its own savepoint (an item without
     coupons: every row in one insert under one stock guard, unless it refuses). A refusal of the
@@ -229,7 +258,7 @@ async def _pass(
         at_once = await _write_at_once(item, spent)
         if at_once is not None:
             return at_once
-    written: dict[str, PointsMallRedemption] = {}
+    written: dict[str, Written] = {}
     again = False
     for e, entry in spent:
         try:
@@ -243,9 +272,7 @@ async def _pass(
     return written
 
 
-async def _batch(
-    item: PointsMallItem, entries: list[Entry]
-) -> dict[str, PointsMallRedemption | None]:
+async def _batch(item: PointsMallItem, entries: list[Entry]) -> dict[str, Written | None]:
     """Write `entries` (none written before) in the current transaction: each its
     redemption, its `released` record, or None (the member no longer exists: nothing to
     record, the units go back).
@@ -256,27 +283,20 @@ async def _batch(
     refused: dict[str, str] = {}  # reservation id -> release reason
     gone: set[str] = set()
     if item.level_required > 0:
-        levels: dict[int, int | None] = {}
-        for member_id in sorted({e.member_id for e in entries}):
-            try:
-                levels[member_id] = (await members_service.get_member(member_id)).level
-            except MallError as exc:
-                if exc.code != members_service.MEMBER_NOT_FOUND.code:
-                    raise
-                levels[member_id] = None
+        levels = await members_service.levels(sorted({e.member_id for e in entries}))
         for e in entries:
-            level = levels[e.member_id]
+            level = levels.get(e.member_id)
             if level is None:
                 gone.add(e.rid)
             elif level < item.level_required:
                 refused[e.rid] = LEVEL_TOO_LOW.code.lower()
     # points + cash: each in its own savepoint, the points held until the cash is paid
-    written_cash: dict[str, PointsMallRedemption] = {}
+    written_cash: dict[str, Written] = {}
     for e in entries:
         if e.cash and e.rid not in refused and e.rid not in gone:
             try:
                 async with tx.transaction():
-                    written_cash[e.rid] = await cash.write_pending(
+                    pending = await cash.write_pending(
                         item,
                         reservation_id=e.rid,
                         member_id=e.member_id,
@@ -286,6 +306,7 @@ async def _batch(
                         label=e.label,
                         address=e.address,
                     )
+                written_cash[e.rid] = Written(pending.status, pending.release_reason)
             except MallError as exc:
                 if exc.code == members_service.MEMBER_NOT_FOUND.code:
                     gone.add(e.rid)
@@ -305,8 +326,9 @@ async def _batch(
         except _Again:
             continue
         break
-    out: dict[str, PointsMallRedemption | None] = {}
+    out: dict[str, Written | None] = {}
     written.update(written_cash)
+    released: list[dict[str, Any]] = []
     for e in entries:
         if e.rid in written:
             out[e.rid] = written[e.rid]
@@ -314,39 +336,46 @@ async def _batch(
             log.warning("pointsmall item %s: member %s no longer exists", item.id, e.member_id)
             out[e.rid] = None
         else:
-            out[e.rid] = await _released(item, e, refused_now[e.rid])
+            reason = refused_now[e.rid]
+            released.append(_released(item, e, reason))
+            out[e.rid] = Written("released", reason)
+    await insert_rows(PointsMallRedemption, released)  # in one insert, in entry order
     return out
 
 
-async def _released(item: PointsMallItem, e: Entry, reason: str) -> PointsMallRedemption:
-    return await PointsMallRedemption.create(
-        reservation_id=e.rid,
-        item_id=item.id,
-        member_id=e.member_id,
-        item_name=item.name,
-        kind=item.kind,
-        quantity=e.quantity,
-        points_spent=0,
-        status="released",
-        release_reason=reason,
-        spend_key="",
-        period_label=e.label,
-        address=None,  # nothing to ship: no copy of the address is kept
-    )
+def _released(item: PointsMallItem, e: Entry, reason: str) -> dict[str, Any]:
+    """The `released` record (for `insert_rows`) of an entry the database refused."""
+    return {
+        "reservation_id": e.rid,
+        "item_id": item.id,
+        "member_id": e.member_id,
+        "item_name": item.name,
+        "kind": item.kind,
+        "quantity": e.quantity,
+        "points_spent": 0,
+        "status": "released",
+        "release_reason": reason,
+        "spend_key": "",
+        "period_label": e.label,
+        "address": None,  # nothing to ship: no copy of the address is kept
+    }
 
 
-async def persist_batch(
-    item_id: int, entries: list[Entry]
-) -> dict[str, PointsMallRedemption | None]:
+async def persist_batch(item_id: int, entries: list[Entry]) -> dict[str, Written | None]:
     """Write the entries of one item: one transaction for the batch (one per entry if
-    the batch fails as a whole). Returns what each settled to; an entry left out stays
-    pending in the stream and is tried again."""
+    the batch fails as a whole). Returns what each was written as (None: the member is
+    gone, nothing written); an entry left out stays pending in the stream and is tried
+    again."""
     item = await PointsMallItem.get_or_none(id=item_id)
     if item is None:
         log.error("pointsmall item %s is gone; %s entries left pending", item_id, len(entries))
         return {}
-    found = await PointsMallRedemption.filter(reservation_id__in=[e.rid for e in entries])
-    results: dict[str, PointsMallRedemption | None] = {r.reservation_id: r for r in found}
+    found: list[Any] = await PointsMallRedemption.filter(
+        reservation_id__in=[e.rid for e in entries]
+    ).values_list("reservation_id", "status", "release_reason")
+    results: dict[str, Written | None] = {
+        str(rid): Written(str(status), str(reason)) for rid, status, reason in found
+    }
     todo = [e for e in entries if e.rid not in results]
     if not todo:
         return results
@@ -370,10 +399,10 @@ async def persist_batch(
     return results
 
 
-async def _settle(item_id: int, e: Entry, written: PointsMallRedemption | None) -> None:
+def _settle(item_id: int, e: Entry, written: Written | None) -> Settle:
+    """How an entry written as `written` is settled in Redis."""
     if written is None:  # the member is gone: no record, the units go back
-        await stock.settle(item_id, e.rid, e.pending(item_id), give_back=True)
-        return
+        return Settle(e.rid, e.pending(item_id), give_back=True)
     give_back = written.status == "released" and written.release_reason.upper() not in _GUARD_CODES
     if written.status == "released" and not give_back:
         log.error(
@@ -382,24 +411,21 @@ async def _settle(item_id: int, e: Entry, written: PointsMallRedemption | None) 
             item_id,
             e.rid,
         )
-    await stock.settle(item_id, e.rid, e.pending(item_id), give_back=give_back)
+    return Settle(e.rid, e.pending(item_id), give_back=give_back)
 
 
 # --- the stream ------------------------------------------------------------------------
 
 
 async def _persist_entries(item_id: int, raw: list[kit.Entry]) -> list[str]:
-    """The kit consumer's batch: written (or released) in one transaction, then each
-    settled in Redis; the ids of the entries done (acknowledged by the kit after)."""
+    """The kit consumer's batch: written (or released) in one transaction, then settled
+    in Redis in one call; the ids of the entries done (acknowledged by the kit after)."""
     entries = [e for entry_id, fields in raw if (e := _entry(entry_id, fields)) is not None]
     results = await persist_batch(item_id, entries)
-    done: list[str] = []
-    for e in entries:
-        if e.rid not in results:
-            continue  # left pending: claimed again after the idle time
-        await _settle(item_id, e, results[e.rid])
-        done.append(e.entry_id)
-    return done
+    # an entry left out of `results` stays pending: claimed again after the idle time
+    written = [e for e in entries if e.rid in results]
+    await stock.settle_many(item_id, [_settle(item_id, e, results[e.rid]) for e in written])
+    return [e.entry_id for e in written]
 
 
 CONSUMER = kit.StreamConsumer(

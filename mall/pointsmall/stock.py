@@ -211,22 +211,56 @@ async def held_by(member_id: int, items: Sequence[PointsMallItem]) -> dict[int, 
 # --- settle, give back ----------------------------------------------------------------
 
 
-async def settle(item_id: int, resv: str, pending: Pending, *, give_back: bool) -> kit.Reply:
-    """The consumer wrote the reservation: it leaves `res`; a released one (the database
-    refused it) gives its units and limits back first, once per reservation id."""
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A written reservation to settle: `give_back` when the database released it and
+    its units go back to Redis."""
+
+    resv: str
+    pending: Pending
+    give_back: bool
+
+
+async def settle_many(item_id: int, settles: Sequence[Settle]) -> list[kit.Reply]:
+    """The consumer wrote these reservations of one item: each leaves `res`; a released
+    one (the database refused it) gives its units and limits back first, once per
+    reservation id. One script call for all (every key under the item's tag: one slot);
+    a reply each, in order (`ok` with the units left, '' for one kept; `dup`; `cold`).
+    The kept ones travel as their ids alone (most of a batch: one HDEL does them); the
+    given back ones are given back in order (a reservation is kept or given back, never
+    both)."""
+    if not settles:
+        return []
     keys = item_keys(item_id)
-    raw = await kit.script(_PKG, "release")(
-        keys=[
-            keys.meta,
-            keys.stock,
-            keys.returned,
-            keys.res,
-            keys.buyers,
-            pending.period_key or keys.period,
-        ],
-        args=[resv, "1" if give_back else "0", pending.member_id, pending.quantity],
-    )
-    return kit.parse(raw)
+    lua_keys = [keys.meta, keys.stock, keys.returned, keys.res, keys.buyers]
+    periods: dict[str, int] = {}  # period counter -> its index in KEYS (Lua: from 1)
+    kept: list[str] = []
+    given: list[Any] = []
+    for s in settles:
+        if not s.give_back:
+            kept.append(s.resv)
+            continue
+        period = s.pending.period_key or keys.period
+        index = periods.get(period)
+        if index is None:
+            lua_keys.append(period)
+            index = periods[period] = len(lua_keys)
+        given += (s.resv, s.pending.member_id, s.pending.quantity, index)
+    raw = await kit.script(_PKG, "release")(keys=lua_keys, args=[len(kept), *kept, *given])
+    if not given:
+        return [_KEPT] * len(settles)
+    replies = iter(kit.parse(raw, 1).values[0].split(","))
+    out: list[kit.Reply] = []
+    for s in settles:
+        if s.give_back:
+            status, *rest = next(replies).split(":")
+            out.append(kit.Reply(status, tuple(rest)))
+        else:
+            out.append(_KEPT)
+    return out
+
+
+_KEPT = kit.Reply(kit.OK, ("",))  # a kept reservation's settle: it left `res`
 
 
 async def give_back(keys: ItemKeys, redemption: PointsMallRedemption) -> kit.Reply:

@@ -123,7 +123,8 @@ async def test_burst_with_consumers_running_never_oversells_nor_spends_twice(
         await asyncio.gather(*consumers)
     await drain()
     told = [r for r in responses if r.status_code == 202]
-    assert len(told) == 30  # every unit decided once
+    # every unit decided; one released while the burst still ran was decided again
+    assert len(told) >= 30
     assert {r.json()["error"]["code"] for r in responses if r.status_code != 202} == {
         "OUT_OF_STOCK"
     }
@@ -137,8 +138,9 @@ async def test_burst_with_consumers_running_never_oversells_nor_spends_twice(
         mine = [r for r in kept if r.member_id == member_id]
         assert len(mine) <= 2
         assert await points_service.get_balance(member_id) == 100 - 50 * len(mine)
-    # released units went back: the stock and the database agree
-    assert await redis_stock(item["id"]) == len(released)
+    # released units went back (those decided again are out again): the stock and the
+    # database agree
+    assert await redis_stock(item["id"]) == len(released) - (len(told) - 30) == 30 - len(kept)
     assert await db_stock(item["id"]) == 30 - len(kept)
     await _checks_pass()
 

@@ -1,15 +1,32 @@
--- A pending redemption is settled: its reservation leaves `res`; when the database
--- refused it (released), its units and limits go back first, once per reservation id
--- (the kit's give-back-once: the `returned` set). The helpers of mall.kit.stock come first.
-local META, STOCK, RETURNED, RES, BUYERS, PERIOD = 1, 2, 3, 4, 5, 6
--- KEYS: meta, stock, returned, res, buyers, the period counter it counted in
--- ARGV: 1 reservation id, 2 '1' to give the units back, 3 member, 4 qty
--- Replies: ok|units left ('' if none given) | dup (given back before) | cold
-redis.call('HDEL', KEYS[RES], ARGV[1])
-if ARGV[2] ~= '1' then return reply('ok', '') end
-if is_cold(META) then return reply('cold') end
-if not first_time(RETURNED, ARGV[1]) then return reply('dup') end
-local n = tonumber(ARGV[4])
-count_down(BUYERS, ARGV[3], n)
-if redis.call('EXISTS', KEYS[PERIOD]) == 1 then count_down(PERIOD, ARGV[3], n) end
-return reply('ok', put_units(STOCK, '', n) or '')
+-- Pending redemptions of one item are settled, many in one call (a batch of the
+-- consumer): each reservation leaves `res`; one the database refused (released) gives
+-- its units and limits back first, once per reservation id (the kit's give-back-once:
+-- the `returned` set). The helpers of mall.kit.stock come first.
+local META, STOCK, RETURNED, RES, BUYERS = 1, 2, 3, 4, 5
+-- KEYS: meta, stock, returned, res, buyers, then the period counters the reservations
+--   given back counted in (all under the item's hash tag)
+-- ARGV: 1 the number k of reservations kept (nothing to give back), 2..k+1 their ids,
+--   then per reservation given back 4 values: its id, member, qty, the index in KEYS of
+--   its period counter
+-- Reply: ok|<one per reservation given back, in order, joined by ','>: ok:<units left>
+--   | dup (given back before) | cold
+local kept = tonumber(ARGV[1])
+for i = 2, kept + 1, 1000 do  -- (unpack has a limit)
+  redis.call('HDEL', KEYS[RES], unpack(ARGV, i, math.min(i + 999, kept + 1)))
+end
+
+local function give_back(resv, member, qty, period)
+  redis.call('HDEL', KEYS[RES], resv)
+  if is_cold(META) then return 'cold' end
+  if not first_time(RETURNED, resv) then return 'dup' end
+  local n = tonumber(qty)
+  count_down(BUYERS, member, n)
+  if redis.call('EXISTS', KEYS[period]) == 1 then count_down(period, member, n) end
+  return 'ok:' .. (put_units(STOCK, '', n) or '')
+end
+
+local out = {}
+for i = kept + 2, #ARGV, 4 do
+  out[#out + 1] = give_back(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]))
+end
+return reply('ok', table.concat(out, ','))
