@@ -17,7 +17,9 @@ takes them as they are)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -37,6 +39,15 @@ class _Plan:
     fill: tuple[Callable[[], Any], ...]
 
 
+# one moment for every row and column of an insert_rows call (created_at == updated_at,
+# as a save makes them); outside a call, the clock's
+_call_now: ContextVar[datetime | None] = ContextVar("mall_bulk_now", default=None)
+
+
+def _now() -> datetime:
+    return _call_now.get() or clock.now()
+
+
 _plans: dict[tuple[type[Model], tuple[str, ...], str], _Plan] = {}
 
 
@@ -54,7 +65,7 @@ def _converter(field: Field[Any]) -> Callable[[Any], Any] | None:
 
 def _filler(field: Field[Any]) -> Callable[[], Any]:
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-        return clock.now
+        return _now
     default = field.default
     if default is not None:
         if callable(default):
@@ -115,15 +126,19 @@ async def insert_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> 
     plan = _plan(model, names, conn.capabilities.dialect)
     convert, fill = plan.convert, plan.fill
     values: list[list[Any]] = []
-    for row in rows:
-        if len(row) != len(names):
-            raise TypeError("insert_rows: every row must give the same fields")
-        line = [
-            row[name] if conv is None else conv(row[name])
-            for name, conv in zip(names, convert, strict=True)
-        ]
-        line.extend(f() for f in fill)
-        values.append(line)
+    token = _call_now.set(clock.now())
+    try:
+        for row in rows:
+            if len(row) != len(names):
+                raise TypeError("insert_rows: every row must give the same fields")
+            line = [
+                row[name] if conv is None else conv(row[name])
+                for name, conv in zip(names, convert, strict=True)
+            ]
+            line.extend(f() for f in fill)
+            values.append(line)
+    finally:
+        _call_now.reset(token)
     await conn.execute_many(plan.sql, values)
 
 

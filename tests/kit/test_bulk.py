@@ -110,3 +110,12 @@ async def test_select_in_reads_the_columns_of_the_rows_named() -> None:
     assert await bulk.select_in(SeckillOrder, "reservation_id", [], ["id"]) == []
     with pytest.raises(TypeError, match="nope"):
         await bulk.select_in(SeckillOrder, "nope", ["x"], ["id"])
+
+
+async def test_created_and_updated_at_are_one_moment_per_call() -> None:
+    (a,) = await make_members(1)
+    item = await _item()
+    row = {"item_id": item.id, "member_id": a.id, "status": OrderStatus.CONFIRMED, "won_at": WON}
+    await bulk.insert_rows(SeckillOrder, [{**row, "reservation_id": f"t-{i}"} for i in range(50)])
+    stamps = await SeckillOrder.all().values_list("created_at", "updated_at")
+    assert len({stamp for pair in stamps for stamp in pair}) == 1
