@@ -12,6 +12,7 @@ after the commit, so the stream holds only the told-but-not-persisted backlog.""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -404,6 +405,12 @@ async def process_pending_once(
     """One pass over every warm series' stream, a batch each; returns how many entries
     were done."""
     return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
+
+
+async def run_consumer(stop: asyncio.Event) -> None:
+    """Persist draws until `stop` (the `mall worker` consumer): the kit's loop, full
+    batches back to back, else a pass every `linger_seconds`."""
+    await CONSUMER.run(stop)
 
 
 async def drain(consumer: str = "local", *, claim_idle_ms: int | None = None) -> int:

@@ -46,6 +46,7 @@ from mall.blindbox.draws import list_draws as list_draws
 from mall.blindbox.draws import my_draws as my_draws
 from mall.blindbox.draws import prize_order_cancelled as prize_order_cancelled
 from mall.blindbox.draws import process_pending_once as process_pending_once
+from mall.blindbox.draws import run_consumer as run_consumer
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize, BlindBoxSeries, DrawStatus
 from mall.blindbox.schemas import (
     AdminPrizeOut,

@@ -4,11 +4,7 @@ blindbox`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import secrets
-import socket
 
 from mall.blindbox import service
 from mall.config import get_settings
@@ -21,12 +17,7 @@ log = logging.getLogger("mall.blindbox")
 async def run_consumer(stop: asyncio.Event) -> None:
     """Persist draws until `stop`; a unique consumer name per process, so a dead one's
     pending entries are claimed by the others after the idle time."""
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    while not stop.is_set():
-        if await service.process_pending_once(name):
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=0.1)
+    await service.run_consumer(stop)
 
 
 async def check_blindbox() -> CheckReport:

@@ -109,3 +109,28 @@ async def test_a_missing_group_is_created() -> None:
     assert await _consumer(Domain()).process_once("a") == 0
     await get_redis().xadd(STREAM.key(7), {"rid": "7-0"})
     assert await _consumer(Domain()).process_once("a") == 1
+
+
+async def test_run_reads_full_batches_back_to_back_and_lets_a_trickle_gather() -> None:
+    import asyncio
+
+    domain = Domain()
+    consumer = kit.StreamConsumer(
+        STREAM, domain.persist_batch, lambda: 60_000, count=50, linger_seconds=0.3
+    )
+    await _push(7, 120)  # a backlog: 50, 50, then 20
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if sum(len(r) for _i, r in domain.batches) == 120:
+            break
+    assert [len(r) for _i, r in domain.batches] == [50, 50, 20]  # no wait between them
+    # a trickle while the consumer lingers: gathered into one batch, not one pass each
+    for i in range(5):
+        await _push(7, 1, start=1000 + i)
+    await asyncio.sleep(0.45)
+    stop.set()
+    await running
+    assert [len(r) for _i, r in domain.batches][3:] == [5]
+    assert await STREAM.backlog(7) == 0
