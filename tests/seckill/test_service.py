@@ -218,13 +218,13 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
 
 
 async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
-    item = await make_item(stock=450)
-    members = await make_member_ids(450)
+    item = await make_item(stock=1200)
+    members = await make_member_ids(1200)
     results = await asyncio.gather(*(service.attempt(item.id, m) for m in members))
     wins = {r.reservation_id for r in results if r.result == "won"}
     doomed = asyncio.create_task(service.drain("doomed"))
-    # the first batch (of 200) committed; the next ones on their way
-    while await SeckillOrder.all().count() < 200:  # noqa: ASYNC110 - polling the database
+    # the first batch (of 500) committed; the next ones on their way
+    while await SeckillOrder.all().count() < 500:  # noqa: ASYNC110 - polling the database
         await asyncio.sleep(0)
     # kill it wherever it is (mid-transaction, between commit and ack...); Python 3.11's
     # wait_for (used by redis-py) can swallow one cancel, so repeat until it is gone
@@ -233,10 +233,10 @@ async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
         await asyncio.sleep(0)
     assert doomed.cancelled()
     persisted_before = await SeckillOrder.all().count()
-    assert persisted_before < 450
+    assert persisted_before < 1200
     await service.drain("rescuer", claim_idle_ms=0)
     orders = await SeckillOrder.filter(item_id=item.id)
-    assert len(orders) == 450 and {o.reservation_id for o in orders} == wins
+    assert len(orders) == 1200 and {o.reservation_id for o in orders} == wins
     await _assert_reconciled(item.id)
 
 
