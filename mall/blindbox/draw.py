@@ -43,7 +43,7 @@ from mall.errors import ErrorCode
 from mall.i18n import _, translate
 from mall.kit import clock
 from mall.kit import stock as kit
-from mall.kit.cache import Refreshing
+from mall.kit.cache import Batching, Refreshing
 from mall.members import service as members_service
 from mall.redis import auto_pipeline, get_redis
 
@@ -282,12 +282,20 @@ def forget_local_state() -> None:
     stock.forget_local_state()
 
 
+_NO_MEMBER = date.min  # (what a read of a member that does not exist answers)
+_birthday_reads: Batching[int, date | None] = Batching(members_service.birthdays)
+
+
 async def age_of(member_id: int, today: date) -> int:
     """The member's age in years today; -1 with no birthday on file. One database read
-    per member per process; no birthday yet is read again next time."""
+    per member per process (shared by the reads of one tick); no birthday yet is read
+    again next time."""
     birthday = _birthdays.get(member_id)
     if birthday is None:
-        birthday = (await members_service.get_member(member_id)).birthday
+        # a burst's first draws read their members' birthdays together
+        birthday = await _birthday_reads.get(member_id, _NO_MEMBER)
+        if birthday is _NO_MEMBER:
+            raise members_service.MEMBER_NOT_FOUND()
         if birthday is None:
             return -1
         if len(_birthdays) >= _BIRTHDAYS_MAX:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -81,3 +81,48 @@ class Refreshing(Generic[K, V]):
 def _log_failure(task: asyncio.Task[object]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("background reload failed; the last copy is kept: %r", exc)
+
+
+_MISSING: Any = object()
+
+
+class Batching(Generic[K, V]):
+    """Reads asked for in one event-loop tick, sent as one: `load_many(keys)` returns
+    what it found by key (a key it leaves out answers `missing`). A burst's first
+    requests each need a row of their own (a member's birthday): hundreds of reads at once
+    become a few queries."""
+
+    def __init__(self, load_many: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
+        self._load_many = load_many
+        self._waiting: dict[K, list[asyncio.Future[V]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: K, missing: V) -> V:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[V] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.setdefault(key, []).append(future)
+        found = await future
+        return missing if found is _MISSING else found
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        task = asyncio.get_running_loop().create_task(self._load(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, batch: dict[K, list[asyncio.Future[V]]]) -> None:
+        try:
+            found = await self._load_many(list(batch))
+        except Exception as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for key, futures in batch.items():
+            value = found.get(key, _MISSING)
+            for future in futures:
+                if not future.done():
+                    future.set_result(value)

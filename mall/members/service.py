@@ -269,6 +269,13 @@ async def levels(member_ids: list[int]) -> dict[int, int]:
     return {int(member_id): int(level) for member_id, level in rows}
 
 
+async def birthdays(member_ids: list[int]) -> dict[int, date | None]:
+    """The birthday (None: not on file) of each member that exists, in one query (the
+    first draws of a burst); a missing member is left out."""
+    rows: list[Any] = await Member.filter(id__in=member_ids).values_list("id", "birthday")
+    return {int(member_id): birthday for member_id, birthday in rows}
+
+
 async def bind_phone(member: Member, code: str) -> Member:
     info = await wechat.get_phone_number(
         code, openid=None if member.openid.startswith("dev_") else member.openid

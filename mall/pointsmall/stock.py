@@ -22,8 +22,8 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import partial
+from datetime import date, datetime
+from functools import lru_cache, partial
 from typing import Any
 
 from tortoise.functions import Sum
@@ -106,13 +106,19 @@ def period_label(period: str, moment: datetime) -> str:
 def period_ttl(period: str, moment: datetime) -> int:
     """Seconds until the period ends, plus a day so late confirms still find it."""
     day = moment.astimezone(clock.SHANGHAI).date()
+    return int((_period_end(period, day) - moment).total_seconds()) + 86400
+
+
+@lru_cache(maxsize=64)
+def _period_end(period: str, day: date) -> datetime:
+    """When the business period of `day` ends (every redeem asks: one computation a day)."""
     if period == "week":
         _start, end = clock.local_week_bounds_utc(day)
     elif period == "month":
         _start, end = clock.local_month_bounds_utc(day)
     else:
         _start, end = clock.local_day_bounds_utc(day)
-    return int((end - moment).total_seconds()) + 86400
+    return end
 
 
 @dataclass(frozen=True, slots=True)

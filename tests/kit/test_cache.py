@@ -99,3 +99,30 @@ async def test_a_failed_background_load_keeps_the_copy_and_logs(
     assert await cache.get(1) == "1:v1"
     with pytest.raises(RuntimeError):
         await cache.reload(1)
+
+
+async def test_batching_sends_the_reads_of_one_tick_as_one() -> None:
+    from mall.kit.cache import Batching
+
+    calls: list[list[int]] = []
+
+    async def load_many(keys: list[int]) -> dict[int, str]:
+        calls.append(sorted(keys))
+        return {k: f"row-{k}" for k in keys if k != 13}
+
+    reads: Batching[int, str] = Batching(load_many)
+    answers = await asyncio.gather(*(reads.get(k, "none") for k in [1, 2, 3, 2, 13]))
+    assert answers == ["row-1", "row-2", "row-3", "row-2", "none"]
+    assert calls == [[1, 2, 3, 13]]  # one read, each key once
+    assert await reads.get(4, "none") == "row-4" and calls[-1] == [4]
+
+
+async def test_batching_fails_every_read_of_a_failed_load() -> None:
+    from mall.kit.cache import Batching
+
+    async def load_many(keys: list[int]) -> dict[int, str]:
+        raise RuntimeError("database down")
+
+    reads: Batching[int, str] = Batching(load_many)
+    results = await asyncio.gather(reads.get(1, ""), reads.get(2, ""), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)

@@ -304,3 +304,16 @@ async def test_the_reconcile_job_repairs_a_drift_that_persists(make_item: MakeIt
     await job.run()
     assert int(await get_redis().get(key(item.id, "stock"))) == 9
     await _assert_reconciled(item.id)
+
+
+@pytest.mark.nodb
+def test_a_win_answer_is_the_bytes_pydantic_writes_in_every_locale() -> None:
+    from mall.i18n import set_locale
+    from mall.seckill.attempt import Attempt, answer_json
+
+    for locale in ("zh_CN", "en"):
+        set_locale(locale)
+        for rid in ("12-0a1b2c3d4e5f6a7b", "9-x", 'odd"id\\', "é-1"):
+            answer = Attempt("won", rid)
+            assert answer_json(answer) == answer.out().model_dump_json().encode(), rid
+    set_locale("zh_CN")
