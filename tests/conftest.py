@@ -139,6 +139,19 @@ async def _truncate_all() -> None:
         )
 
 
+def _forget_process_copies() -> None:
+    """The hot paths' per-process copies of rows (an item's terms, a series' prizes, what
+    is sold out): ids start again after the truncation, so a copy of the last test's row
+    would answer for this test's."""
+    from mall.blindbox import service as blindbox_service
+    from mall.pointsmall import service as pointsmall_service
+    from mall.seckill import service as seckill_service
+
+    pointsmall_service.forget_terms()
+    blindbox_service.forget_local_state()
+    seckill_service.forget_local_state()
+
+
 @pytest.fixture(autouse=True)
 async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     if "database" not in request.fixturenames and not request.node.get_closest_marker("db"):
@@ -148,6 +161,7 @@ async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     await _truncate_all()
     await mall_redis.get_redis().flushdb()  # on a cluster: every master
+    _forget_process_copies()
     _start_clock(request)
     yield
     clock.reset()
