@@ -135,11 +135,8 @@ def _kept(item: PointsMallItem) -> Written:
     return Written(_STATUS_AFTER_REDEEM.get(item.kind, "issued"))
 
 
-def _row(
-    item: PointsMallItem, e: Entry, coupon_ids: list[int] | None, kept: Written, codes: bool
-) -> dict[str, Any]:
-    """The redemption row (for `insert_rows`) of an entry whose points are spent; `codes`:
-    the item's redemptions carry a voucher code (`_codes`)."""
+def _identity(item: PointsMallItem, e: Entry) -> dict[str, Any]:
+    """The columns every redemption row has, kept or released."""
     return {
         "reservation_id": e.rid,
         "item_id": item.id,
@@ -147,6 +144,16 @@ def _row(
         "item_name": item.name,
         "kind": item.kind,
         "quantity": e.quantity,
+    }
+
+
+def _row(
+    item: PointsMallItem, e: Entry, coupon_ids: list[int] | None, kept: Written, codes: bool
+) -> dict[str, Any]:
+    """The redemption row (for `insert_rows`) of an entry whose points are spent; `codes`:
+    the item's redemptions carry a voucher code (`_codes`)."""
+    return {
+        **_identity(item, e),
         "points_spent": e.points,
         "status": kept.status,
         "spend_key": _spend_key(e),
@@ -346,12 +353,7 @@ async def _batch(item: PointsMallItem, entries: list[Entry]) -> dict[str, Writte
 def _released(item: PointsMallItem, e: Entry, reason: str) -> dict[str, Any]:
     """The `released` record (for `insert_rows`) of an entry the database refused."""
     return {
-        "reservation_id": e.rid,
-        "item_id": item.id,
-        "member_id": e.member_id,
-        "item_name": item.name,
-        "kind": item.kind,
-        "quantity": e.quantity,
+        **_identity(item, e),
         "points_spent": 0,
         "status": "released",
         "release_reason": reason,
