@@ -23,6 +23,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.fields.base import Field
 from tortoise.fields.data import JSONField
 from tortoise.models import Model
@@ -162,14 +163,19 @@ async def select_in(
     conn = model._choose_db()
     quoted = ", ".join(f'"{projection[n]}"' for n in columns)
     head = f'SELECT {quoted} FROM "{meta.db_table}" WHERE "{projection[key]}" IN '
-    postgres = conn.capabilities.dialect == "postgres"
     found: list[tuple[Any, ...]] = []
     for start in range(0, len(values), _IN_CHUNK):
         chunk = list(values[start : start + _IN_CHUNK])
-        if postgres:
-            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
-        else:
-            marks = ", ".join("?" for _ in chunk)
-        _count, rows = await conn.execute_query(f"{head}({marks})", chunk)
+        sql = driver_sql(conn, f"{head}({', '.join('?' * len(chunk))})")
+        _count, rows = await conn.execute_query(sql, chunk)
         found.extend(tuple(row) for row in rows)
     return found
+
+
+def driver_sql(conn: BaseDBAsyncClient, sql: str) -> str:
+    """`sql` written with `?` placeholders, as the connection's driver takes them (`$1`,
+    `$2` ... on PostgreSQL)."""
+    if conn.capabilities.dialect == "postgres":
+        parts = sql.split("?")
+        sql = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    return sql

@@ -16,6 +16,7 @@ import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from tortoise.transactions import in_transaction
 
 from mall.errors import MallError
 from mall.kit import clock
-from mall.kit.bulk import insert_rows
+from mall.kit.bulk import driver_sql, insert_rows, select_in
 from mall.members import service as members_service
 from mall.members.models import Member
 from mall.points.errors import NOT_ENOUGH_POINTS, POINTS_AMOUNT_INVALID
@@ -386,24 +387,16 @@ def _chunks(rows: list[_Row]) -> Iterable[list[_Row]]:
         yield rows[start : start + _CHUNK]
 
 
-def _dialect_sql(conn: BaseDBAsyncClient, sql: str) -> str:
-    """`sql` written with `?` placeholders, as the connection's driver takes them."""
-    if conn.capabilities.dialect == "postgres":
-        parts = sql.split("?")
-        sql = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
-    return sql
-
-
 async def _execute(conn: BaseDBAsyncClient, sql: str, values: list[Any]) -> int:
     """Run an UPDATE written with `?` placeholders; the rows it changed."""
-    moved, _rows = await conn.execute_query(_dialect_sql(conn, sql), values)
+    moved, _rows = await conn.execute_query(driver_sql(conn, sql), values)
     return int(moved)
 
 
 async def _select(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> Sequence[Any]:
     """Run a SELECT written with `?` placeholders; its rows as the driver gives them
     (sqlite3.Row / asyncpg Record: by position), no model instance or conversion per row."""
-    _n, rows = await conn.execute_query(_dialect_sql(conn, sql), list(values))
+    _n, rows = await conn.execute_query(driver_sql(conn, sql), list(values))
     return rows
 
 
@@ -438,8 +431,8 @@ class SpentEntry:
     idempotency_key: str
 
 
-# the order of SpentEntry's fields, as selected from points_entry
-_ENTRY_COLUMNS = "id, member_id, delta, balance_after, kind, reason, reference, idempotency_key"
+# SpentEntry's fields, in order, as selected from points_entry
+_ENTRY_COLUMNS = [f.name for f in dataclass_fields(SpentEntry)]
 
 
 @dataclass(slots=True)
@@ -528,12 +521,7 @@ async def _spend_many(
         )
         balance = {member_id: points for member_id, points in rows}
         wanted = sorted({k for k in keys if k})
-        rows = await _select(
-            conn,
-            f"SELECT {_ENTRY_COLUMNS} FROM points_entry "
-            f"WHERE idempotency_key IN ({_marks(wanted)})",
-            wanted,
-        )
+        rows = await select_in(PointsEntry, "idempotency_key", wanted, _ENTRY_COLUMNS)
         existing = {row[7]: SpentEntry(*row) for row in rows}
     if balance:
         locked = list(balance)
@@ -649,11 +637,7 @@ async def _write_planned(
     )
     # the insert does not return ids: read them back by key
     keys = [p.key for p in planned]
-    rows = await _select(
-        conn,
-        f"SELECT idempotency_key, id FROM points_entry WHERE idempotency_key IN ({_marks(keys)})",
-        keys,
-    )
+    rows = await select_in(PointsEntry, "idempotency_key", keys, ["idempotency_key", "id"])
     ids: dict[str, int] = {key: entry_id for key, entry_id in rows}
     await insert_rows(
         PointsLotUse,

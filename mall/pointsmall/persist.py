@@ -37,7 +37,7 @@ from mall.coupons import service as coupons_service
 from mall.errors import MallError
 from mall.kit import jobs, tx
 from mall.kit import stock as kit
-from mall.kit.bulk import insert_rows
+from mall.kit.bulk import insert_rows, select_in
 from mall.members import service as members_service
 from mall.points import service as points_service
 from mall.pointsmall import cash, stock
@@ -372,9 +372,12 @@ async def persist_batch(item_id: int, entries: list[Entry]) -> dict[str, Written
     if item is None:
         log.error("pointsmall item %s is gone; %s entries left pending", item_id, len(entries))
         return {}
-    found: list[Any] = await PointsMallRedemption.filter(
-        reservation_id__in=[e.rid for e in entries]
-    ).values_list("reservation_id", "status", "release_reason")
+    found = await select_in(
+        PointsMallRedemption,
+        "reservation_id",
+        [e.rid for e in entries],
+        ["reservation_id", "status", "release_reason"],
+    )
     results: dict[str, Written | None] = {
         str(rid): Written(str(status), str(reason)) for rid, status, reason in found
     }

@@ -393,11 +393,11 @@ async def read_entries(
 
 
 async def process_pending_once(
-    consumer: str = "local", *, count: int = 200, claim_idle_ms: int | None = None
+    consumer: str = "local", *, count: int | None = None, claim_idle_ms: int | None = None
 ) -> int:
     """One pass over every warm item's stream, a batch (one transaction) of up to `count`
-    wins per item; returns how many entries were handled. Entries pending longer than
-    `claim_idle_ms` on another (dead) consumer are claimed."""
+    wins per item (default: the consumer's batch); returns how many entries were handled.
+    Entries pending longer than `claim_idle_ms` on another (dead) consumer are claimed."""
     return await CONSUMER.process_once(consumer, count=count, claim_idle_ms=claim_idle_ms)
 
 
