@@ -82,7 +82,8 @@ async def browser_context() -> AsyncIterator[Any]:
             locale="zh-CN",
             timezone_id="Asia/Shanghai",
         )
-        context.set_default_timeout(10_000)
+        # a cold CI machine's first page (Chromium, every module) can take seconds
+        context.set_default_timeout(20_000)
         try:
             yield context
         finally:
@@ -99,11 +100,17 @@ class Console:
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", self._console)
+        page.on("response", self._response)
 
     def _console(self, message: Any) -> None:
         # a 4xx answer the page handles is logged by Chromium as a failed resource load
         if message.type == "error" and "Failed to load resource" not in message.text:
             self.errors.append(f"console: {message.text}")
+
+    def _response(self, response: Any) -> None:
+        # Chromium's log names no status; a 5xx is never an answer a page should get
+        if response.status >= 500:
+            self.errors.append(f"response: {response.status} {response.request.method} {response.url}")
 
     async def open(self, hash_path: str = "") -> None:
         await self.page.goto(f"{self.base_url}/admin{'#/' + hash_path if hash_path else ''}")
