@@ -110,7 +110,9 @@ class Console:
     def _response(self, response: Any) -> None:
         # Chromium's log names no status; a 5xx is never an answer a page should get
         if response.status >= 500:
-            self.errors.append(f"response: {response.status} {response.request.method} {response.url}")
+            self.errors.append(
+                f"response: {response.status} {response.request.method} {response.url}"
+            )
 
     async def open(self, hash_path: str = "") -> None:
         await self.page.goto(f"{self.base_url}/admin{'#/' + hash_path if hash_path else ''}")
