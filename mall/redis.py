@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, TypeAlias
 
 import redis as redis_sync
+from hiredis import pack_command
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
@@ -30,6 +31,7 @@ from redis.exceptions import (
     MaxConnectionsError,
     NoScriptError,
     RedisError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -470,12 +472,15 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for _lua, command, _keys, _args, _future in batch:
-                # (redis-py blocks pipe.evalsha on a cluster in case the keys span slots;
-                # run() has checked they do not)
-                pipe.execute_command(*command)
-            results = await pipe.execute(raise_on_error=False)
+            if isinstance(self.client, RedisCluster):
+                pipe = self.client.pipeline(transaction=False)
+                for _lua, command, _keys, _args, _future in batch:
+                    # (redis-py blocks pipe.evalsha on a cluster in case the keys span
+                    # slots; run() has checked they do not)
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+            else:
+                results = await self._exchange([command for _l, command, *_rest in batch])
         except BaseException as exc:
             for *_rest, future in batch:
                 if not future.done():
@@ -495,6 +500,40 @@ class AutoPipeline:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One node: the batch written at once and its replies read in order, on one
+        pooled connection; an error reply stands in for its call's result. What
+        redis-py's pipeline does for this, less its per-call Python: the commands are
+        packed by hiredis (C) and the replies read straight from the connection. A
+        dropped connection is retried the way the client's pipeline retries it."""
+        client = self.client
+        assert isinstance(client, Redis)
+        pool = client.connection_pool
+        payload = b"".join([pack_command(command) for command in commands])
+        callbacks = client.response_callbacks
+        conn = await pool.get_connection()
+
+        async def exchange() -> list[Any]:
+            await conn.send_packed_command(payload)
+            replies: list[Any] = []
+            for command in commands:
+                try:
+                    reply = await conn.read_response()
+                except ResponseError as error:
+                    replies.append(error)
+                    continue
+                callback = callbacks.get(command[0])
+                replies.append(reply if callback is None else callback(reply))
+            return replies
+
+        async def dropped(error: Exception) -> None:
+            await conn.disconnect()
+
+        try:
+            return await conn.retry.call_with_retry(exchange, dropped)
+        finally:
+            await pool.release(conn)
 
 
 _pipelines: dict[int, AutoPipeline] = {}

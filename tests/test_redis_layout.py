@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 import mall
 from mall import redis as mall_redis
@@ -110,15 +112,16 @@ async def test_auto_pipeline_sends_plain_commands_with_the_scripts_in_one_round_
     take = script("mall.touch", "take")
     await get_redis().hset("{m:7}:idem", mapping={"a": "won-1", "b": "won-2"})
     pipeline = auto_pipeline()
+    await pipeline.call("HGET", "{m:7}:idem", "a")  # (a connection made and checked)
     sent: list[int] = []
-    execute = type(get_redis().pipeline()).execute
+    write = AbstractConnection.send_packed_command
 
-    async def counting(self: object, *args: object, **kwargs: object) -> object:
+    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
         sent.append(1)
-        return await execute(self, *args, **kwargs)  # type: ignore[arg-type]
+        await write(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(type(get_redis().pipeline()), "execute", counting)
+        patch.setattr(AbstractConnection, "send_packed_command", counting)
         results = await asyncio.gather(
             pipeline.call("HGET", "{m:7}:idem", "a"),
             pipeline.run(take, ["touch:{m:7}:202503"], [3, 60, "0"]),
@@ -128,3 +131,13 @@ async def test_auto_pipeline_sends_plain_commands_with_the_scripts_in_one_round_
     assert results[0] == "won-1" and int(results[1]) == 1
     assert results[2:] == ["won-2", None]
     assert sent == [1]
+
+
+async def test_auto_pipeline_answers_after_redis_dropped_its_connections() -> None:
+    pipeline = auto_pipeline()
+    await get_redis().set("{m:8}:k", "v")
+    assert await pipeline.call("GET", "{m:8}:k") == "v"  # a pooled connection now
+    # Redis drops every client connection (a restart, a proxy's idle cut)
+    await get_redis().execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no")
+    results = await asyncio.gather(*(pipeline.call("GET", "{m:8}:k") for _ in range(3)))
+    assert results == ["v"] * 3
