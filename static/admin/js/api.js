@@ -79,6 +79,8 @@ function renew() {
         });
         if (!response.ok) return false;
         const answer = await response.json();
+        // a logout (or a login) while this was under way: its answer is not this tab's
+        if (session.refreshToken !== refreshToken) return false;
         session.setTokens(answer.token, answer.refresh_token);
         return true;
       } catch (_) {
