@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -126,6 +126,20 @@ def _client_request_id(raw: bytes) -> str | None:
     return text if _REQUEST_ID.fullmatch(text) else None
 
 
+class MallApp(FastAPI):
+    """FastAPI with `outer` middleware around its whole stack, its own error and body
+    size layers included (`add_middleware` puts them inside): a hot route answered by
+    the fast path pays for no layer it does not use. Outermost first."""
+
+    outer: Sequence[Callable[[ASGIApp], ASGIApp]] = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for wrap in reversed(self.outer):
+            app = wrap(app)
+        return app
+
+
 def create_app(settings: Settings | None = None, *, manage_resources: bool = True) -> FastAPI:
     """Build the app. With `manage_resources=False` the caller (tests) owns DB and Redis."""
     settings = set_settings(settings or get_settings())
@@ -158,7 +172,7 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
                 await mall_redis.close()
                 await db.close_db()
 
-    app = FastAPI(
+    app = MallApp(
         title="mall",
         version=__version__,
         description=(
@@ -174,15 +188,16 @@ def create_app(settings: Settings | None = None, *, manage_resources: bool = Tru
     from mall.pointsmall.router import FAST_ROUTES as POINTSMALL_FAST_ROUTES
     from mall.seckill.router import FAST_ROUTES as SECKILL_FAST_ROUTES
 
-    # the hot routes answered before routing; inside RequestContext: locale, id and
-    # metrics apply
-    app.add_middleware(
-        FastPath, routes=[*SECKILL_FAST_ROUTES, *POINTSMALL_FAST_ROUTES, *BLINDBOX_FAST_ROUTES]
-    )
-    # outside the fast path, so its (empty) body is bounded too; inside RequestContext,
-    # so a 413 is localized and counted
-    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
-    app.add_middleware(RequestContext)
+    limits = body_limits(settings)
+    fast_routes = [*SECKILL_FAST_ROUTES, *POINTSMALL_FAST_ROUTES, *BLINDBOX_FAST_ROUTES]
+    # outermost, RequestContext (locale, id, metrics), then the body limit (a 413 is
+    # localized and counted; the fast path's empty bodies are bounded too), then the hot
+    # routes answered before FastAPI's own layers and routing
+    app.outer = [
+        RequestContext,
+        lambda inner: BodyLimit(inner, limit_for=limits),
+        lambda inner: FastPath(inner, routes=fast_routes),
+    ]
     errors.install(app)
     docs_ui.install(app)  # /docs and /redoc from vendored assets, no CDN
 

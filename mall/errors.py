@@ -216,7 +216,8 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error request_id=%s path=%s", rid, request.url.path)
         body = MallError(INTERNAL_ERROR).body()
         body["error"]["request_id"] = rid
-        return JSONResponse(body, status_code=500, headers={"X-Request-ID": rid})
+        # (the X-Request-ID header: app.RequestContext, outside this handler's layer)
+        return JSONResponse(body, status_code=500)
 
 
 class _QuietLog:
