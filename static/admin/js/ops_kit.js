@@ -11,9 +11,14 @@ export function pagedTable(columns, load, { role, rowAttrs, empty } = {}) {
   const more = h("button", { type: "button", class: "btn btn-small", "data-action": "more", hidden: true }, t("load_more"));
   let rows = [];
   let cursor = null;
+  // a reload starts a generation: answers of an older one (other filters) arrive late
+  // sometimes, and must not replace the newer list
+  let generation = 0;
   const draw = () => clear(box).append(table(columns, rows, { rowAttrs, empty }), more);
   const fetchPage = async (reset) => {
+    const mine = reset ? ++generation : generation;
     const page = await load(reset ? undefined : cursor);
+    if (mine !== generation) return;
     rows = reset ? page.items : rows.concat(page.items);
     cursor = page.next_cursor;
     more.hidden = !cursor;
