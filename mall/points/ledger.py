@@ -522,7 +522,7 @@ async def _spend_many(
         balance = {member_id: points for member_id, points in rows}
         wanted = sorted({k for k in keys if k})
         rows = await select_in(PointsEntry, "idempotency_key", wanted, _ENTRY_COLUMNS)
-        existing = {row[7]: SpentEntry(*row) for row in rows}
+        existing = {e.idempotency_key: e for e in (SpentEntry(*row) for row in rows)}
     if balance:
         locked = list(balance)
         rows = await _select(conn, _OPEN_LOTS_IN_SPEND_ORDER.format(_marks(locked)), locked)
