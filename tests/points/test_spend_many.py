@@ -232,3 +232,32 @@ async def test_lots_taken_in_spend_order_whatever_the_offset_and_precision() -> 
     assert [lot_id for (lot_id,) in uses] == expected
     assert expected != sorted(expected)  # the order is not just the ids'
     await assert_ledger_ok()
+
+
+@pytest.mark.parametrize("stale", ["balance", "lot"])
+async def test_a_write_that_finds_a_row_changed_under_the_lock_rolls_the_batch_back(
+    stale: str,
+) -> None:
+    # the conditional updates of `_write_planned` (`points_balance >= total`, `remaining
+    # = expected`) are the batch's last guard: a plan made from rows that changed since
+    # they were read moves fewer rows than it names, and nothing of the batch is kept
+    first, second = await new_member(), await new_member()
+    for m in (first, second):
+        await service.earn(m.id, 40, idempotency_key=f"e{m.id}", reason="t")
+    lots = {m.id: await PointsLot.get(member_id=m.id) for m in (first, second)}
+    planned = [
+        ledger._Planned(m.id, 10, 30, f"s{m.id}", "r", "", [(lots[m.id].id, 10)])
+        for m in (first, second)
+    ]
+    open_lots = {m.id: [ledger._Lot(lots[m.id].id, 40, 30)] for m in (first, second)}
+    if stale == "balance":  # the second member's balance fell below the batch's total
+        await Member.filter(id=second.id).update(points_balance=5)
+    else:  # the second member's lot no longer holds what the plan read
+        await PointsLot.filter(id=lots[second.id].id).update(remaining=39)
+    with pytest.raises(RuntimeError, match="changed under a member lock"):
+        async with tx.transaction() as conn:
+            await ledger._write_planned(conn, planned, open_lots)
+    # the first member's writes went with the batch
+    assert await service.get_balance(first.id) == 40
+    assert (await PointsLot.get(id=lots[first.id].id)).remaining == 40
+    assert not await PointsEntry.filter(idempotency_key__in=[p.key for p in planned]).exists()
