@@ -18,13 +18,21 @@ from mall.kit import clock
 
 _installed: set[str] = set()
 
+# the last datetime converted and its text: `insert_rows` gives every row of a batch the
+# same `created_at` object, so a consumer's batch converts it once, not once per row
+_last: tuple[datetime, str] | None = None
+
 
 def to_text(value: datetime) -> str:
     """SQLite's text of a datetime: an aware one in UTC, `YYYY-MM-DD HH:MM:SS[.ffffff]+00:00`
     (`+` sorts before `.`, so a whole second still sorts before its fractions)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ")
+    global _last
+    last = _last
+    if last is not None and last[0] is value:  # datetimes are immutable
+        return last[1]
+    text = (value.astimezone(UTC) if value.tzinfo is not None else value).isoformat(" ")
+    _last = (value, text)
+    return text
 
 
 def _clock_now() -> datetime:

@@ -82,7 +82,11 @@ def test_sqlite_text_of_a_datetime_is_utc_and_sorts_in_time_order() -> None:
         _utc(2026, 11, 30, 18, 41, 0, 500000),
     ]
     texts = [dbtime.to_text(m) for m in moments]
+    assert len(set(texts)) == len(moments)
     assert sorted(texts) == [dbtime.to_text(m) for m in sorted(moments)]
+    # the last conversion is kept for the same object only (a batch's one `created_at`)
+    for m, text in zip(moments * 2, texts * 2, strict=True):
+        assert dbtime.to_text(m) == dbtime.to_text(m) == text
 
 
 async def test_a_bound_in_shanghai_time_counts_the_early_hours_of_the_day() -> None:
