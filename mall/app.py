@@ -127,17 +127,27 @@ def _client_request_id(raw: bytes) -> str | None:
 
 
 class MallApp(FastAPI):
-    """FastAPI with `outer` middleware around its whole stack, its own error and body
-    size layers included (`add_middleware` puts them inside): a hot route answered by
-    the fast path pays for no layer it does not use. Outermost first."""
+    """FastAPI with `outer` middleware in front of the whole app, FastAPI's own error,
+    body size and telemetry layers included (`add_middleware` puts a layer inside them):
+    a hot route answered by the fast path pays for no layer it does not use, not even
+    the per-request check of FastAPI's native telemetry (whether an OpenTelemetry
+    provider is configured). The other routes reach FastAPI as before. Outermost first."""
 
     outer: Sequence[Callable[[ASGIApp], ASGIApp]] = ()
+    _front: ASGIApp | None = None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
-        for wrap in reversed(self.outer):
-            app = wrap(app)
-        return app
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        front = self._front
+        if front is None:
+            front = super().__call__
+            for wrap in reversed(self.outer):
+                front = wrap(front)
+            self._front = front
+        scope["app"] = self
+        await front(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, manage_resources: bool = True) -> FastAPI:

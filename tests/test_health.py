@@ -197,3 +197,31 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     for bad in (b"x" * 65, b"abc def", "abc\u00e9".encode("latin-1"), b"a,b"):
         r = await client.get("/healthz", headers={b"X-Request-ID": bad})
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), bad
+
+
+async def test_a_fast_route_is_answered_in_front_of_fastapis_own_layers(
+    app: Any, client: httpx.AsyncClient, member_headers: MemberLogin
+) -> None:
+    # FastAPI asks on every request whether an OpenTelemetry provider is configured; a
+    # hot route answered by the fast path does not pass there, the other routes do
+    asked: list[str] = []
+    telemetry = app._native_telemetry
+    enabled = telemetry.enabled
+
+    def counted() -> bool:
+        asked.append("asked")
+        return bool(enabled())
+
+    headers = await member_headers("fast")
+    telemetry.enabled = counted
+    try:
+        attempt = await client.post("/api/v1/seckill/items/999999/attempt", headers=headers)
+        assert attempt.status_code == 404, attempt.text
+        assert attempt.json()["error"]["code"] == "SECKILL_ITEM_NOT_FOUND"
+        assert attempt.headers["x-request-id"]  # the outer layers ran
+        assert asked == []
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.headers["x-request-id"]
+        assert asked == ["asked"]
+    finally:
+        del telemetry.enabled
