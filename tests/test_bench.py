@@ -101,6 +101,8 @@ def test_wrk_report_is_parsed() -> None:
     row = result.row(bare)
     assert "| 0.25 |" in row  # requests/s ratio to the bare app
     assert "| 2.00 |" in row  # p99 ratio
+    assert "| 0.67 |" in row  # the tail's shape: (1200 / 1.5) over (600 / 0.5)
+    assert row.count("|") == bench.TABLE_HEAD.splitlines()[1].count("|")
     assert "won: 30" in row
 
 
