@@ -441,10 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         if not _wait_ready(f"http://{HOST}:{bare_port}/", bare_app, 60):
             print("the bare app did not start", file=sys.stderr)
             return 1
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "mall.cli", "--data-dir", str(data), "worker"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        # the worker's log is kept: its warnings are summed up at the end (a batch that
+        # failed is retried after the claim idle time, which shows as a slow drain)
+        with open(data / "worker.log", "wb") as worker_log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "mall.cli", "--data-dir", str(data), "worker"],
+                env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         password = (data / "dev-admin-password.txt").read_text().strip()
         print(
             f"setting up {args.members} members, {len(args.connections)} flash sale(s), "
@@ -538,7 +541,24 @@ def main(argv: list[str] | None = None) -> int:
         _stop(worker)
         _stop(bare_app)
         _stop(server)
+        if worker is not None:
+            print(worker_warnings(data / "worker.log"))
         shutil.rmtree(data, ignore_errors=True)
+
+
+def worker_warnings(log_file: Path, shown: int = 10) -> str:
+    """The worker log's warnings and errors (a traceback's lines follow its error), as a
+    count and the first `shown` of them."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return "worker log: not found"
+    found = [line for line in lines if re.search(r" (WARNING|ERROR|CRITICAL) ", line)]
+    if not found:
+        return "worker log: no warnings or errors"
+    head = "\n".join(f"  {line[:300]}" for line in found[:shown])
+    first = min(shown, len(found))
+    return f"worker log: {len(found)} warnings or errors, the first {first}:\n{head}"
 
 
 def _report(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -146,3 +147,22 @@ def test_a_very_short_run(
     lag = next(line for line in lines if "winning item" in line and "| 2 |" in line)
     assert "NOT EMPTY" not in lag
     assert "seckill reconciliation: OK" in out
+
+
+def test_the_worker_logs_warnings_are_summed_up(tmp_path: Path) -> None:
+    log_file = tmp_path / "worker.log"
+    assert bench.worker_warnings(log_file) == "worker log: not found"
+    log_file.write_text(
+        "2026-12-01 09:35:54,523 INFO mall.seckill: seckill reconcile item 3 OK\n"
+        "2026-12-01 09:36:01,100 WARNING mall.pointsmall: pointsmall item 7: batch of 500 "
+        "failed (boom); one by one\n"
+        "2026-12-01 09:36:02,200 ERROR mall.kit.stock: pointsmall item 7: a batch of 500 "
+        "entries not persisted\n"
+        "Traceback (most recent call last):\n"
+    )
+    summary = bench.worker_warnings(log_file)
+    assert summary.startswith("worker log: 2 warnings or errors, the first 2:")
+    assert "batch of 500 failed" in summary and "not persisted" in summary
+    assert "reconcile" not in summary
+    log_file.write_text("2026-12-01 09:35:54,523 INFO mall.seckill: all good\n")
+    assert bench.worker_warnings(log_file) == "worker log: no warnings or errors"
