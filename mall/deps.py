@@ -11,7 +11,7 @@ from starlette.requests import HTTPConnection
 from mall.errors import FORBIDDEN, UNAUTHORIZED
 from mall.i18n import get_locale
 from mall.kit.clientip import client_ip
-from mall.kit.security import bearer_token, member_id
+from mall.kit.security import bearer_token
 from mall.members import service as members_service
 from mall.members.models import Member, Staff
 from mall.redis import RedisClient as AnyRedis
@@ -60,10 +60,11 @@ async def _admin_staff(staff: Staff = Depends(_current_staff)) -> Staff:
     return staff
 
 
-def _member_id(token: str | None = Depends(_bearer)) -> int:
+async def _member_id(token: str | None = Depends(_bearer)) -> int:
+    """The member id of a signed token, no member loaded (a deleted account's refused)."""
     if token is None:
         raise UNAUTHORIZED()
-    return member_id(token)
+    return (await members_service.member_of_token(token))[0]
 
 
 def _redis() -> AnyRedis:

@@ -144,9 +144,11 @@ def _forget_process_copies() -> None:
     is sold out): ids start again after the truncation, so a copy of the last test's row
     would answer for this test's."""
     from mall.blindbox import service as blindbox_service
+    from mall.members import service as members_service
     from mall.pointsmall import service as pointsmall_service
     from mall.seckill import service as seckill_service
 
+    members_service.forget_deleted()  # the deleted accounts' ids, as Redis had them
     pointsmall_service.forget_terms()
     blindbox_service.forget_local_state()
     seckill_service.forget_local_state()

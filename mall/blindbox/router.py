@@ -17,7 +17,7 @@ from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.fastpath import FastRoute, bearer_openapi, fits_id
 from mall.kit.pagination import Page
-from mall.kit.security import member_of_header
+from mall.members import service as members_service
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
 
@@ -87,7 +87,7 @@ async def draw(series_id: Id, request: Request) -> Response:
     `released`, nothing spent. A retry with the same `Idempotency-Key` returns the same
     draw. Redis unreachable: 503, nothing changed."""
     headers = request.headers
-    member_id = member_of_header(headers.get("authorization"))[0]
+    member_id = (await members_service.member_of_header(headers.get("authorization")))[0]
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
     out = await service.draw(member_id, series_id, key)
@@ -102,7 +102,7 @@ async def _fast_draw(
 ) -> bytes:
     """`draw` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
-    member_id = member_of_header(authorization)[0]
+    member_id = (await members_service.member_of_header(authorization))[0]
     return service.answer_json(await service.draw(member_id, int(found.group(1)), key))
 
 

@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mall.config import get_settings
-from mall.errors import TOKEN_EXPIRED, TOKEN_INVALID, UNAUTHORIZED
+from mall.errors import TOKEN_EXPIRED, TOKEN_INVALID
 from mall.kit import clock
 
 TokenType = Literal["member", "member_refresh", "staff", "staff_refresh"]
@@ -137,17 +137,3 @@ def member_token(token: str) -> tuple[int, dict[str, Any]]:
     found = int(payload["sub"])
     _verified[token] = (found, int(payload["exp"]), payload)
     return found, payload
-
-
-def member_id(token: str) -> int:
-    """The member id of a signed member token (see `member_token`)."""
-    return member_token(token)[0]
-
-
-def member_of_header(authorization: str | None) -> tuple[int, dict[str, Any]]:
-    """`member_token` of an `Authorization: Bearer` header, UNAUTHORIZED without one: for
-    the hot routes that read their headers by hand, and their fast paths (kit.fastpath)."""
-    token = bearer_token(authorization)
-    if token is None:
-        raise UNAUTHORIZED()
-    return member_token(token)

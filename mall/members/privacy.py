@@ -176,6 +176,12 @@ async def delete_account(
             **erased,
         )
     log.info("account of member %s deleted (by %s)", member_id, "staff" if staff else "member")
+    try:
+        await members_service.mark_deleted(member_id)
+    except Exception:
+        # the deletion stands (the database is the record); the routes that load no
+        # member take its tokens until they expire, and the consumers find it gone
+        log.exception("member %s deleted, but Redis was not told", member_id)
     return Deletion(member_id, now, False, erased)
 
 

@@ -26,16 +26,19 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from mall.config import get_settings
-from mall.errors import FORBIDDEN, NOT_FOUND, TOKEN_INVALID, ErrorCode
+from mall.errors import FORBIDDEN, NOT_FOUND, TOKEN_INVALID, UNAUTHORIZED, ErrorCode
 from mall.i18n import _
 from mall.kit import clock, ratelimit
+from mall.kit.cache import Refreshing
 from mall.kit.clientip import rate_key
 from mall.kit.security import (
     TokenType,
+    bearer_token,
     decode_token,
     hash_password,
     hash_password_async,
     issue_token,
+    member_token,
     needs_rehash,
     new_token_id,
     verify_password_async,
@@ -253,6 +256,66 @@ async def member_from_token(token: str) -> Member:
     if member is None or member.deleted_at is not None:  # a deleted account logs in no more
         raise TOKEN_INVALID()
     return member
+
+
+# --- deleted accounts, on the routes that load no member -------------------------------
+# The hot routes (their fast paths) and those that only need the member's id take a
+# signed member token as proof and load no member: a deleted account's access tokens
+# would work there until they expire. Each deletion is also written to Redis (a sorted
+# set: member id -> deletion time, kept for as long as an access token lives), which
+# every process reads at most a second late; those tokens are then refused.
+DELETED_KEY = "mall:members:deleted"
+DELETED_REFRESH_SECONDS = 1.0
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+async def _load_deleted(_key: int) -> frozenset[int]:
+    since = _ms(clock.now()) - get_settings().access_token_ttl_seconds * 1000
+    found: list[Any] = await get_redis().zrangebyscore(DELETED_KEY, since, "+inf")
+    return frozenset(int(member_id) for member_id in found)
+
+
+_deleted = Refreshing(_load_deleted, DELETED_REFRESH_SECONDS, max_size=1)
+
+
+async def mark_deleted(member_id: int) -> None:
+    """After an account's deletion committed: its access tokens are refused everywhere
+    (this process at once, the others within `DELETED_REFRESH_SECONDS`)."""
+    now = _ms(clock.now())
+    async with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zadd(DELETED_KEY, {str(member_id): now})
+        # deletions older than an access token's life can have no live token left
+        pipe.zremrangebyscore(
+            DELETED_KEY, "-inf", f"({now - get_settings().access_token_ttl_seconds * 1000}"
+        )
+        await pipe.execute()
+    _deleted.forget()
+
+
+async def member_of_token(token: str) -> tuple[int, dict[str, Any]]:
+    """`kit.security.member_token` (the id and claims of a signed member token, no member
+    loaded), TOKEN_INVALID for an account deleted since the token was issued."""
+    member_id, claims = member_token(token)
+    if member_id in await _deleted.get(0):
+        raise TOKEN_INVALID()
+    return member_id, claims
+
+
+async def member_of_header(authorization: str | None) -> tuple[int, dict[str, Any]]:
+    """`member_of_token` of an `Authorization: Bearer` header, UNAUTHORIZED without one
+    (the hot routes, which read their headers by hand)."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise UNAUTHORIZED()
+    return await member_of_token(token)
+
+
+def forget_deleted() -> None:
+    """Read the deleted accounts from Redis again on the next check (tests)."""
+    _deleted.forget()
 
 
 async def get_member(member_id: int) -> Member:

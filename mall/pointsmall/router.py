@@ -11,8 +11,8 @@ from mall.deps import CurrentMember, IdempotencyKey, MemberId
 from mall.kit import idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.fastpath import Decline, FastRoute, bearer_openapi, fits_id
-from mall.kit.security import member_of_header
 from mall.kit.text import SafeLine
+from mall.members import service as members_service
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
 from mall.pointsmall import payment, service
@@ -173,7 +173,7 @@ async def _fast_redeem(
     """`redeem` above, answered by kit.fastpath: same answers, errors and headers; a body
     that does not validate goes on to the route (its 422)."""
     idempotency.check_key(key)
-    member_id = member_of_header(authorization)[0]
+    member_id = (await members_service.member_of_header(authorization))[0]
     try:
         data = RedeemIn.model_validate_json(body)
     except ValidationError:

@@ -12,7 +12,7 @@ from mall.deps import CurrentMember, MemberId
 from mall.kit import idempotency
 from mall.kit.bounds import Id
 from mall.kit.fastpath import FastRoute, bearer_openapi, fits_id
-from mall.kit.security import member_of_header
+from mall.members import service as members_service
 from mall.orders import service as orders_service
 from mall.orders.schemas import OrderOut
 from mall.seckill import fair, payment, service
@@ -48,7 +48,7 @@ async def attempt(item_id: Id, request: Request) -> Response:
     The hot path: headers are read directly (no dependency tree) and the answer is
     serialized once, since most answers in a burst are the same `sold_out`."""
     headers = request.headers
-    member_id, claims = member_of_header(headers.get("authorization"))
+    member_id, claims = await members_service.member_of_header(headers.get("authorization"))
     key = headers.get("idempotency-key")
     idempotency.check_key(key)
     answer = await service.attempt(item_id, member_id, key, claims)
@@ -121,7 +121,7 @@ async def _fast_attempt(
 ) -> bytes:
     """`attempt` above, answered by kit.fastpath: same answers, errors and headers."""
     idempotency.check_key(key)
-    member_id, claims = member_of_header(authorization)
+    member_id, claims = await members_service.member_of_header(authorization)
     answer = await service.attempt(int(found.group(1)), member_id, key, claims)
     return service.answer_json(answer)
 

@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -16,8 +16,10 @@ from tortoise import Tortoise
 
 from mall.addresses.models import Address
 from mall.audit.models import AuditLog
+from mall.config import get_settings
 from mall.kit import clock, masking
 from mall.members import privacy
+from mall.members import service as members_service
 from mall.members.models import Member
 from mall.members.privacy import privacy_modules
 from mall.orders.models import Order
@@ -25,6 +27,7 @@ from mall.points import service as points_service
 from mall.points.models import ExternalOrder, PointsEntry
 from mall.pointsmall import persist
 from mall.pointsmall.models import PointsMallRedemption
+from mall.redis import get_redis
 from mall.referral import service as referral_service
 from mall.referral.models import Promoter
 from mall.segments import service as segments_service
@@ -505,3 +508,45 @@ def test_logs_never_carry_a_full_phone(caplog: pytest.LogCaptureFixture) -> None
     assert PHONE not in caplog.text
     assert "bound phone 138****8000 for member 7" in caplog.text
     assert "no order for phone 138****8000" in caplog.text
+
+
+@pytest.mark.clock
+async def test_a_deleted_accounts_token_is_refused_on_the_routes_that_load_no_member(
+    client: httpx.AsyncClient,
+) -> None:
+    login, other = await _login(client, "dora"), await _login(client, "eve")
+    headers, member_id = _bearer(login), login["member"]["id"]
+    # the hot routes (their fast paths) and a route that needs the member's id only:
+    # an unknown item, series or reservation answers 404 to a live token
+    routes = [
+        ("POST", "/api/v1/seckill/items/999999/attempt", None),
+        ("POST", "/api/v1/points-mall/items/999999/redeem", {}),
+        ("POST", "/api/v1/blind-boxes/999999/draw", None),
+        ("GET", "/api/v1/seckill/reservations/r-unknown", None),
+    ]
+
+    async def answers(h: dict[str, str]) -> list[tuple[int, str]]:
+        found = []
+        for method, path, body in routes:
+            r = await client.request(method, path, json=body, headers=h)
+            found.append((r.status_code, r.json()["error"]["code"]))
+        return found
+
+    live = await answers(headers)
+    assert [status for status, _code in live] == [404, 404, 404, 404], live
+    r = await client.post("/api/v1/me/deletion", json={"confirm": True}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert await answers(headers) == [(401, "TOKEN_INVALID")] * len(routes)
+    # another process reads the deletion from Redis (here: this one's copy forgotten)
+    members_service.forget_deleted()
+    assert await answers(headers) == [(401, "TOKEN_INVALID")] * len(routes)
+    # the other member is not touched
+    assert [status for status, _c in await answers(_bearer(other))] == [404, 404, 404, 404]
+    # kept for as long as an access token lives, then dropped by the next deletion
+    ttl = get_settings().access_token_ttl_seconds
+    redis = get_redis()
+    assert await redis.zscore(members_service.DELETED_KEY, str(member_id)) is not None
+    clock.advance(timedelta(seconds=ttl + 1))
+    await members_service.mark_deleted(other["member"]["id"])
+    assert await redis.zscore(members_service.DELETED_KEY, str(member_id)) is None
+    assert await redis.zscore(members_service.DELETED_KEY, str(other["member"]["id"])) is not None
