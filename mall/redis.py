@@ -473,12 +473,7 @@ class AutoPipeline:
     async def _send(self, batch: list[_Call]) -> None:
         try:
             if isinstance(self.client, RedisCluster):
-                pipe = self.client.pipeline(transaction=False)
-                for _lua, command, _keys, _args, _future in batch:
-                    # (redis-py blocks pipe.evalsha on a cluster in case the keys span
-                    # slots; run() has checked they do not)
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._cluster_exchange([command for _l, command, *_r in batch])
             else:
                 results = await self._exchange([command for _l, command, *_rest in batch])
         except BaseException as exc:
@@ -500,6 +495,35 @@ class AutoPipeline:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _cluster_exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """A cluster: redis-py's cluster pipeline, each node's calls on one of its
+        connections. A call whose connection dropped (a node restarted, a proxy's idle
+        cut) is sent again, as often as the client retries, the way the one-node
+        exchange retries, after the nodes' idle connections are closed (they reconnect
+        when next used); the pipeline itself, asked for every result, would hand the
+        dropped connection's error to the caller."""
+        client = self.client
+        assert isinstance(client, RedisCluster)
+        results: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        for _attempt in range(client.retry.get_retries() + 1):
+            pipe = client.pipeline(transaction=False)
+            for i in todo:
+                # (redis-py blocks pipe.evalsha on a cluster in case the keys span
+                # slots; run() has checked they do not)
+                pipe.execute_command(*commands[i])
+            for i, result in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+            dropped = (RedisConnectionError, RedisTimeoutError)
+            todo = [i for i in todo if isinstance(results[i], dropped)]
+            if not todo:
+                break
+            # the idle connections were most likely dropped with it: they reconnect
+            # when next used, so the retry does not meet another dead one
+            for node in client.get_nodes():
+                await node.disconnect_free_connections()
+        return results
 
     async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One node: the batch written at once and its replies read in order, on one
