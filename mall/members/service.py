@@ -17,11 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
@@ -279,6 +282,24 @@ async def _load_deleted(_key: int) -> frozenset[int]:
 
 
 _deleted = Refreshing(_load_deleted, DELETED_REFRESH_SECONDS, max_size=1)
+# Redis unreachable before this process read the set once: not asked again until then
+_unreadable_until = 0.0
+
+
+async def _deleted_ids() -> frozenset[int]:
+    """The accounts deleted within an access token's life. Redis unreachable before the
+    first read: none, for a second at a time (the routes that need no Redis keep
+    answering in an outage, as before deletions were written there; the hot routes need
+    Redis anyway). Once read, a failed reload keeps the last copy."""
+    global _unreadable_until
+    if _unreadable_until > time.monotonic():
+        return frozenset()
+    try:
+        return await _deleted.get(0)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _unreadable_until = time.monotonic() + DELETED_REFRESH_SECONDS
+        log.warning("deleted accounts not read (Redis: %s); none refused for now", exc)
+        return frozenset()
 
 
 async def mark_deleted(member_id: int) -> None:
@@ -299,7 +320,7 @@ async def member_of_token(token: str) -> tuple[int, dict[str, Any]]:
     """`kit.security.member_token` (the id and claims of a signed member token, no member
     loaded), TOKEN_INVALID for an account deleted since the token was issued."""
     member_id, claims = member_token(token)
-    if member_id in await _deleted.get(0):
+    if member_id in await _deleted_ids():
         raise TOKEN_INVALID()
     return member_id, claims
 
@@ -315,6 +336,8 @@ async def member_of_header(authorization: str | None) -> tuple[int, dict[str, An
 
 def forget_deleted() -> None:
     """Read the deleted accounts from Redis again on the next check (tests)."""
+    global _unreadable_until
+    _unreadable_until = 0.0
     _deleted.forget()
 
 
