@@ -67,6 +67,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     KeyLayoutUnknown,
 )
 
+# a call's connection dropped under it (sent again by the auto-pipeline on a cluster)
+_DROPPED = (RedisConnectionError, RedisTimeoutError)
+
 MAX_CONNECTIONS = 256  # per process (single node), per node of a cluster
 POOL_WAIT_SECONDS = 5.0
 
@@ -515,8 +518,7 @@ class AutoPipeline:
                 pipe.execute_command(*commands[i])
             for i, result in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
                 results[i] = result
-            dropped = (RedisConnectionError, RedisTimeoutError)
-            todo = [i for i in todo if isinstance(results[i], dropped)]
+            todo = [i for i in todo if isinstance(results[i], _DROPPED)]
             if not todo:
                 break
             # the idle connections were most likely dropped with it: they reconnect

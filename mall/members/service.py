@@ -275,8 +275,13 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _token_life_ms() -> int:
+    """How long an access token lives: a deletion older than that has no live token."""
+    return get_settings().access_token_ttl_seconds * 1000
+
+
 async def _load_deleted(_key: int) -> frozenset[int]:
-    since = _ms(clock.now()) - get_settings().access_token_ttl_seconds * 1000
+    since = _ms(clock.now()) - _token_life_ms()
     found: list[Any] = await get_redis().zrangebyscore(DELETED_KEY, since, "+inf")
     return frozenset(int(member_id) for member_id in found)
 
@@ -308,10 +313,7 @@ async def mark_deleted(member_id: int) -> None:
     now = _ms(clock.now())
     async with get_redis().pipeline(transaction=False) as pipe:
         pipe.zadd(DELETED_KEY, {str(member_id): now})
-        # deletions older than an access token's life can have no live token left
-        pipe.zremrangebyscore(
-            DELETED_KEY, "-inf", f"({now - get_settings().access_token_ttl_seconds * 1000}"
-        )
+        pipe.zremrangebyscore(DELETED_KEY, "-inf", f"({now - _token_life_ms()}")
         await pipe.execute()
     _deleted.forget()
 
