@@ -240,3 +240,22 @@ async def test_a_route_that_needs_no_redis_answers_a_member_in_a_redis_outage(
         )
         assert r.status_code == 200, r.text
         assert r.json() == []
+
+
+async def test_a_cluster_failover_is_an_outage_for_the_deleted_accounts_too(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a slot not covered (a failover in progress) is answered 503 like an outage; the
+    # deleted accounts unreadable then refuse none, as when Redis is down
+    from redis.exceptions import SlotNotCoveredError
+
+    from mall.members import service as members_service
+
+    async def failing(_key: int) -> frozenset[int]:
+        raise SlotNotCoveredError("slot 1234 is not covered")
+
+    monkeypatch.setattr(members_service._deleted, "_load", failing)
+    token = issue_token(1, "member", 600)
+    r = await client.get("/api/v1/seckill/bookings", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert r.json() == []

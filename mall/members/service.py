@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
@@ -48,7 +46,7 @@ from mall.kit.security import (
 )
 from mall.members.models import AuthSession, Member, Staff
 from mall.members.schemas import MemberOut, MeOut, TokenOut
-from mall.redis import get_redis, script
+from mall.redis import UNAVAILABLE, get_redis, script
 from mall.wechat import client as wechat
 
 log = logging.getLogger("mall.members")
@@ -292,16 +290,16 @@ _unreadable_until = 0.0
 
 
 async def _deleted_ids() -> frozenset[int]:
-    """The accounts deleted within an access token's life. Redis unreachable before the
-    first read: none, for a second at a time (the routes that need no Redis keep
-    answering in an outage, as before deletions were written there; the hot routes need
-    Redis anyway). Once read, a failed reload keeps the last copy."""
+    """The accounts deleted within an access token's life. Redis unable to serve before
+    the first read (down, or a cluster's failover): none, for a second at a time (the
+    routes that need no Redis keep answering, as before deletions were written there;
+    the hot routes need Redis anyway). Once read, a failed reload keeps the last copy."""
     global _unreadable_until
     if _unreadable_until > time.monotonic():
         return frozenset()
     try:
         return await _deleted.get(0)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except UNAVAILABLE as exc:  # what the routes answer 503 for: an outage, a failover
         _unreadable_until = time.monotonic() + DELETED_REFRESH_SECONDS
         log.warning("deleted accounts not read (Redis: %s); none refused for now", exc)
         return frozenset()
