@@ -23,6 +23,7 @@ from mall.redis import get_redis
 from mall.seckill import service as sk_service
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
 from mall.seckill.schemas import ItemIn, SessionIn
+from tests import schema_cache
 from tests.conftest import _truncate_all
 from tests.factories import make_member_ids
 
@@ -146,6 +147,7 @@ def test_mall_backup_and_restore_commands(tmp_path: Path) -> None:
             timeout=120,
         )
 
+    schema_cache.lay_sqlite(data / "mall.sqlite3")  # not about a first start
     made = mall("admin", "create", "--username", "keeper", "--password", "pw-123456789")
     assert made.returncode == 0, made.stderr
     done = mall("backup", str(tmp_path / "nightly"))

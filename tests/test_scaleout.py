@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import schema_cache
 from tests.process import MallProcess
 from tests.redis_cluster import RedisClusterHarness, cluster_binary
 
@@ -53,6 +54,7 @@ def test_metrics_sum_every_worker_of_a_node(tmp_path: Path, nodes: list[MallProc
     stale = data / "metrics" / "counter_1.db"  # a previous run's file is wiped on start
     stale.parent.mkdir()
     stale.write_bytes(b"\0" * 64)
+    schema_cache.lay_sqlite(data / "mall.sqlite3")  # not about a first start
     node = MallProcess(["--data-dir", str(data), "serve", "--workers", "2"], cwd=tmp_path)
     nodes.append(node)
     node.wait_ready()
@@ -109,6 +111,7 @@ def shared_database(tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: a fresh PostgreSQL database when
     MALL_TEST_DATABASE_URL is set (CI's PostgreSQL pass), else a SQLite file."""
     if not PG_URL:
+        schema_cache.lay_sqlite(tmp_path / "shared.sqlite3")
         yield f"sqlite://{tmp_path / 'shared.sqlite3'}?synchronous=NORMAL"
         return
     import asyncpg
@@ -119,11 +122,14 @@ def shared_database(tmp_path: Path) -> Iterator[str]:
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(PG_URL.replace("postgres://", "postgresql://", 1))
         try:
-            await conn.execute(sql)
+            if sql == "create":
+                await schema_cache.create_postgres_database(conn, name)
+            else:
+                await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin("create"))
     try:
         yield f"{base}/{name}"
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import schema_cache
 from tests.process import STOP_TIMEOUT, Service, children, wait_gone
 
 pytestmark = pytest.mark.nodb
@@ -94,6 +95,7 @@ def test_killed_service_takes_its_redis_along_and_restarts(
     tmp_path: Path, processes: list[Service]
 ) -> None:
     data_dir = tmp_path / "data"
+    schema_cache.lay_sqlite(data_dir / "mall.sqlite3")  # not about a first start
     first = Service(data_dir)
     processes.append(first)
     first.wait_ready()
@@ -166,6 +168,7 @@ def test_production_refuses_unsafe_settings_and_demo_data(command: str, tmp_path
 def test_serves_under_granian_and_stops_cleanly(tmp_path: Path, processes: list[Service]) -> None:
     """`--server granian` (the option beside uvicorn): the same app answers, and SIGTERM
     runs the lifespan's shutdown and leaves no child behind."""
+    schema_cache.lay_sqlite(tmp_path / "data" / "mall.sqlite3")  # not about a first start
     service = Service(tmp_path / "data", args=["--server", "granian", "--workers", "2"])
     processes.append(service)
     service.wait_ready()

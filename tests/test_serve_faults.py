@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import schema_cache
 from tests.process import Service, children, mall_env
 
 pytestmark = [
@@ -48,6 +49,7 @@ def run_mall(data_dir: Path, *argv: str, timeout: float = 60) -> subprocess.Comp
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated database with an admin, made once (a first migration costs seconds)."""
     data_dir = tmp_path_factory.mktemp("template") / "data"
+    schema_cache.lay_sqlite(data_dir / "mall.sqlite3")
     done = run_mall(
         data_dir, "admin", "create", "--username", "boss", "--password", ADMIN_PASSWORD,
         "--role", "admin",
