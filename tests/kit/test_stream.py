@@ -3,6 +3,7 @@ deleted only when done, the rest pending and claimed after the idle time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -112,8 +113,6 @@ async def test_a_missing_group_is_created() -> None:
 
 
 async def test_run_reads_full_batches_back_to_back_and_lets_a_trickle_gather() -> None:
-    import asyncio
-
     domain = Domain()
     consumer = kit.StreamConsumer(
         STREAM, domain.persist_batch, lambda: 60_000, count=50, linger_seconds=0.3
@@ -134,3 +133,40 @@ async def test_run_reads_full_batches_back_to_back_and_lets_a_trickle_gather() -
     await running
     assert [len(r) for _i, r in domain.batches][3:] == [5]
     assert await STREAM.backlog(7) == 0
+
+
+async def test_a_live_consumer_tries_its_own_pending_entries_again_soon() -> None:
+    """A batch that failed once (a deadlock, a dropped connection) is taken again by the
+    same consumer after `retry_seconds`, doubling while it fails, not after the claim
+    idle time (60 s here); fresh entries keep flowing meanwhile."""
+    await _push(1, 3)
+    domain = Domain()
+    domain.raises = RuntimeError("deadlock detected")
+    consumer = kit.StreamConsumer(
+        STREAM, domain.persist_batch, lambda: 60_000, count=50, retry_seconds=0.2
+    )
+    assert await consumer.process_once("a") == 0
+    await _push(1, 1, start=3)
+    domain.raises = None
+    assert await consumer.process_once("a") == 1  # the fresh one; the three wait
+    assert domain.batches[-1] == (1, ["1-3"])
+    assert await STREAM.backlog(1) == 3
+    await asyncio.sleep(0.25)
+    domain.raises = RuntimeError("deadlock again")
+    assert await consumer.process_once("a") == 0
+    assert domain.batches[-1] == (1, ["1-0", "1-1", "1-2"])  # its own, again
+    domain.raises = None
+    await asyncio.sleep(0.25)
+    assert await consumer.process_once("a") == 0  # the delay doubled: 0.4 s
+    await asyncio.sleep(0.2)
+    assert await consumer.process_once("a") == 3
+    assert await STREAM.backlog(1) == 0
+    assert (await get_redis().xpending(STREAM.key(1), "orders"))["pending"] == 0
+    # another consumer's pending entries are not taken before the idle time
+    await _push(1, 2, start=10)
+    domain.raises = RuntimeError("once more")
+    assert await consumer.process_once("b") == 0
+    domain.raises = None
+    await asyncio.sleep(0.25)
+    assert await consumer.process_once("a") == 0
+    assert await STREAM.backlog(1) == 2

@@ -16,7 +16,10 @@ Invariants:
   replay makes nothing twice.
 - An entry not reported done (or a batch whose `persist_batch` raised) stays pending on
   its consumer; after `claim_idle_ms` any consumer claims it (XAUTOCLAIM, read before new
-  entries), so a dead consumer's entries are persisted by the others.
+  entries), so a dead consumer's entries are persisted by the others. The live consumer
+  tries its own again sooner: after `retry_seconds`, doubling on each failure up to the
+  idle time, so a passing fault (a deadlock, a dropped connection) delays those members'
+  answers by a second, not by the idle time.
 - Redis unreachable (`jobs.unreachable`): the pass ends by raising; the runner backs off.
 - An entry deleted while pending comes back without fields: it is done, unseen by the
   domain.
@@ -31,8 +34,9 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -76,13 +80,28 @@ class Stream:
         return int(await get_redis().xlen(self.key(object_id)))
 
     async def read(
-        self, object_id: int, consumer: str, *, count: int, claim_idle_ms: int
+        self,
+        object_id: int,
+        consumer: str,
+        *,
+        count: int,
+        claim_idle_ms: int,
+        own_pending: bool = False,
     ) -> list[Entry]:
-        """Up to `count` entries for `consumer`: first those idle longer than
-        `claim_idle_ms` on another consumer (claimed), then new ones. They stay pending
-        until acknowledged. A missing group is created (and nothing read this time)."""
+        """Up to `count` entries for `consumer`: with `own_pending` first those pending on
+        it already, then those idle longer than `claim_idle_ms` on another consumer
+        (claimed), then new ones. They stay pending until acknowledged. A missing group
+        is created (and nothing read this time)."""
         redis = get_redis()
         stream = self.key(object_id)
+        entries: list[Entry] = []
+        if own_pending:
+            mine: Any = await redis.xreadgroup(self.group, consumer, {stream: "0"}, count=count)
+            for _stream, stream_entries in mine or []:
+                entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
+            count -= len(entries)
+            if count <= 0:
+                return entries
         try:
             claimed: Any = await redis.xautoclaim(
                 stream,
@@ -96,11 +115,12 @@ class Stream:
             if "NOGROUP" not in str(exc):
                 raise
             await self.ensure_group(object_id)
-            return []
-        entries: list[Entry] = [
+            return entries
+        claimed_entries: list[Entry] = [
             (entry_id, fields or {}) for entry_id, fields in claimed[1] if entry_id is not None
         ]
-        if len(entries) < len(claimed[1]):
+        entries += claimed_entries
+        if len(claimed_entries) < len(claimed[1]):
             entries += await self._deleted_pending(stream, consumer, count)
         # Redis 7 drops entries deleted while pending and names them: done, the same way
         entries += [(str(entry_id), {}) for entry_id in (claimed[2] if len(claimed) > 2 else [])]
@@ -150,6 +170,12 @@ class StreamConsumer:
     # between passes that found less than a full batch: what a decision waits at most
     # before its batch is read
     linger_seconds: float = 0.1
+    # entries left pending by this consumer are read again after this, doubling
+    retry_seconds: float = 1.0
+    # (consumer, object id) -> (when its pending entries are due again, the last delay)
+    _retries: dict[tuple[str, int], tuple[float, float]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     async def process_once(
         self, consumer: str = "local", *, count: int | None = None, claim_idle_ms: int | None = None
@@ -159,9 +185,22 @@ class StreamConsumer:
         idle = self.claim_idle_ms() if claim_idle_ms is None else claim_idle_ms
         handled = 0
         for object_id in await self.stream.active_ids():
-            entries = await self.stream.read(object_id, consumer, count=count, claim_idle_ms=idle)
-            if entries:
-                handled += await self._persist(object_id, entries)
+            retry = self._retries.get((consumer, object_id))
+            own = retry is not None and retry[0] <= time.monotonic()
+            entries = await self.stream.read(
+                object_id, consumer, count=count, claim_idle_ms=idle, own_pending=own
+            )
+            if not entries:
+                if own:  # nothing was pending after all (claimed by another consumer)
+                    self._retries.pop((consumer, object_id), None)
+                continue
+            done = await self._persist(object_id, entries)
+            handled += done
+            if done < len(entries):
+                delay = min(retry[1] * 2 if retry else self.retry_seconds, idle / 1000)
+                self._retries[(consumer, object_id)] = (time.monotonic() + delay, delay)
+            elif own:
+                self._retries.pop((consumer, object_id), None)
         return handled
 
     async def _persist(self, object_id: int, entries: list[Entry]) -> int:
