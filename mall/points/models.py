@@ -27,8 +27,9 @@ class PointsEntry(Model):
     """One change of a member's points. Never updated or deleted."""
 
     id = fields.BigIntField(primary_key=True)
+    # no index of its own: ("member_id", "id") below serves every lookup by member
     member: Any = fields.ForeignKeyField(
-        "models.Member", related_name=False, db_index=True, on_delete=fields.RESTRICT
+        "models.Member", related_name=False, on_delete=fields.RESTRICT
     )
     member_id: int
     delta = fields.BigIntField()
@@ -52,8 +53,9 @@ class PointsLot(Model):
     """Points earned together, with their own expiry — spent soonest-expiring first."""
 
     id = fields.BigIntField(primary_key=True)
+    # no index of its own: ("member_id", "remaining") below serves every lookup by member
     member: Any = fields.ForeignKeyField(
-        "models.Member", related_name=False, db_index=True, on_delete=fields.RESTRICT
+        "models.Member", related_name=False, on_delete=fields.RESTRICT
     )
     member_id: int
     entry_id = fields.BigIntField(db_index=True)
