@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -243,7 +244,7 @@ async def test_a_route_that_needs_no_redis_answers_a_member_in_a_redis_outage(
 
 
 async def test_a_cluster_failover_is_an_outage_for_the_deleted_accounts_too(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # a slot not covered (a failover in progress) is answered 503 like an outage; the
     # deleted accounts unreadable then refuse none, as when Redis is down
@@ -254,8 +255,22 @@ async def test_a_cluster_failover_is_an_outage_for_the_deleted_accounts_too(
     async def failing(_key: int) -> frozenset[int]:
         raise SlotNotCoveredError("slot 1234 is not covered")
 
+    load = members_service._deleted._load
     monkeypatch.setattr(members_service._deleted, "_load", failing)
     token = issue_token(1, "member", 600)
-    r = await client.get("/api/v1/seckill/bookings", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200, r.text
-    assert r.json() == []
+    headers = {"Authorization": f"Bearer {token}"}
+    with caplog.at_level(logging.INFO, logger="mall.members"):
+        for _ in range(3):  # a second apart: each one asks Redis again
+            monkeypatch.setattr(members_service, "_unreadable_until", 0.0)
+            r = await client.get("/api/v1/seckill/bookings", headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json() == []
+        monkeypatch.setattr(members_service._deleted, "_load", load)
+        monkeypatch.setattr(members_service, "_unreadable_until", 0.0)
+        for _ in range(2):
+            r = await client.get("/api/v1/seckill/bookings", headers=headers)
+            assert r.status_code == 200, r.text
+    said = [r.getMessage() for r in caplog.records if "deleted accounts" in r.getMessage()]
+    # one line when the outage starts and one when it ends, not one a second
+    assert len(said) == 2, said
+    assert said[0].startswith("deleted accounts not read") and "read again" in said[1]

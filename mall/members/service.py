@@ -287,6 +287,8 @@ async def _load_deleted(_key: int) -> frozenset[int]:
 _deleted = Refreshing(_load_deleted, DELETED_REFRESH_SECONDS, max_size=1)
 # Redis unreachable before this process read the set once: not asked again until then
 _unreadable_until = 0.0
+# one warning per outage, not one a second
+_unreadable_logged = False
 
 
 async def _deleted_ids() -> frozenset[int]:
@@ -294,15 +296,21 @@ async def _deleted_ids() -> frozenset[int]:
     the first read (down, or a cluster's failover): none, for a second at a time (the
     routes that need no Redis keep answering, as before deletions were written there;
     the hot routes need Redis anyway). Once read, a failed reload keeps the last copy."""
-    global _unreadable_until
+    global _unreadable_until, _unreadable_logged
     if _unreadable_until > time.monotonic():
         return frozenset()
     try:
-        return await _deleted.get(0)
+        found = await _deleted.get(0)
     except UNAVAILABLE as exc:  # what the routes answer 503 for: an outage, a failover
         _unreadable_until = time.monotonic() + DELETED_REFRESH_SECONDS
-        log.warning("deleted accounts not read (Redis: %s); none refused for now", exc)
+        if not _unreadable_logged:
+            _unreadable_logged = True
+            log.warning("deleted accounts not read (Redis: %s); none refused until read", exc)
         return frozenset()
+    if _unreadable_logged:
+        _unreadable_logged = False
+        log.info("deleted accounts read again; their tokens are refused")
+    return found
 
 
 async def mark_deleted(member_id: int) -> None:
@@ -336,8 +344,9 @@ async def member_of_header(authorization: str | None) -> tuple[int, dict[str, An
 
 def forget_deleted() -> None:
     """Read the deleted accounts from Redis again on the next check (tests)."""
-    global _unreadable_until
+    global _unreadable_until, _unreadable_logged
     _unreadable_until = 0.0
+    _unreadable_logged = False
     _deleted.forget()
 
 
