@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from datetime import timedelta
@@ -217,7 +218,11 @@ async def test_consumer_killed_after_reading_and_committing_but_before_ack(
     await _assert_reconciled(item.id)
 
 
-async def test_consumer_task_cancelled_mid_stream(make_item: MakeItem) -> None:
+async def test_consumer_task_cancelled_mid_stream(
+    make_item: MakeItem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batches of 500 (not the default's 2,000): the first commits, the rest are cut off
+    monkeypatch.setattr(winners, "CONSUMER", dataclasses.replace(winners.CONSUMER, count=500))
     item = await make_item(stock=1200)
     members = await make_member_ids(1200)
     results = await asyncio.gather(*(service.attempt(item.id, m) for m in members))
