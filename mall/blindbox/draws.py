@@ -329,8 +329,8 @@ async def finish_release(draw: BlindBoxDraw | Released) -> None:
 async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     """Persist a batch of one series' stream entries in one transaction (`_persist`);
     returns the entry ids done (to acknowledge). A batch that fails for another reason is
-    retried one draw to a transaction, so one bad entry holds up only itself (it is left
-    pending: claimed again later; the reconciler shows it)."""
+    retried in halves (`kit.in_halves`), so one bad entry holds up only itself (it is
+    left pending: tried again later; the reconciler shows it)."""
     wanted = [f["rid"] for _eid, f in entries if f]
     known = {row[0] for row in await bulk.select_in(BlindBoxDraw, "draw_id", wanted, ["draw_id"])}
     # a member's own draws in the order they were decided
@@ -346,16 +346,21 @@ async def persist_batch(series_id: int, entries: list[kit.Entry]) -> list[str]:
     except Exception as exc:
         if jobs.unreachable(exc):
             raise
-        log.exception("blind-box series %s: batch not persisted; one draw at a time", series_id)
-        for entry_id, f in fresh:
-            try:
-                released += await _persist_in_transaction(series_id, [f])
-            except Exception as one_exc:
-                if jobs.unreachable(one_exc):
-                    raise
-                log.exception("blind-box draw %s not persisted", f.get("rid"))
-                continue
-            done.append(entry_id)
+        log.warning(
+            "blind-box series %s: a batch of %d not persisted (%s); in halves",
+            series_id,
+            len(fresh),
+            exc,
+        )
+
+        async def write(part: list[tuple[str, dict[str, str]]]) -> None:
+            released.extend(await _persist_in_transaction(series_id, [f for _e, f in part]))
+            done.extend(entry_id for entry_id, _f in part)
+
+        def lost(one: tuple[str, dict[str, str]], why: Exception) -> None:
+            log.error("blind-box draw %s not persisted", one[1].get("rid"), exc_info=why)
+
+        await kit.in_halves(fresh, write, lost, exc)
     # the rows answer reads now: the pending answers go (the kit acknowledges the entries)
     finished = set(done)
     rids = [f["rid"] for entry_id, f in entries if f and entry_id in finished]

@@ -364,10 +364,10 @@ def _released(item: PointsMallItem, e: Entry, reason: str) -> dict[str, Any]:
 
 
 async def persist_batch(item_id: int, entries: list[Entry]) -> dict[str, Written | None]:
-    """Write the entries of one item: one transaction for the batch (one per entry if
-    the batch fails as a whole). Returns what each was written as (None: the member is
-    gone, nothing written); an entry left out stays pending in the stream and is tried
-    again."""
+    """Write the entries of one item: one transaction for the batch (for its halves, and
+    theirs, if the batch fails as a whole: `kit.in_halves`). Returns what each was
+    written as (None: the member is gone, nothing written); an entry left out stays
+    pending in the stream and is tried again."""
     item = await PointsMallItem.get_or_none(id=item_id)
     if item is None:
         log.error("pointsmall item %s is gone; %s entries left pending", item_id, len(entries))
@@ -393,14 +393,19 @@ async def persist_batch(item_id: int, entries: list[Entry]) -> dict[str, Written
         if jobs.unreachable(exc):
             raise
         log.warning(
-            "pointsmall item %s: batch of %s failed (%s); one by one", item_id, len(todo), exc
+            "pointsmall item %s: batch of %s failed (%s); in halves", item_id, len(todo), exc
         )
-    for e in todo:
-        try:
+
+        async def write(part: list[Entry]) -> None:
             async with tx.transaction():
-                results.update(await _batch(item, [e]))
-        except Exception:
-            log.exception("pointsmall item %s: reservation %s not persisted", item_id, e.rid)
+                results.update(await _batch(item, part))
+
+        def lost(e: Entry, why: Exception) -> None:
+            log.error(
+                "pointsmall item %s: reservation %s not persisted", item_id, e.rid, exc_info=why
+            )
+
+        await kit.in_halves(todo, write, lost, exc)
     return results
 
 

@@ -346,8 +346,8 @@ async def give_back(order: SeckillOrder | Persisted) -> None:
 
 async def persist_batch(item_id: int, entries: list[kit.Entry]) -> list[str]:
     """The consumer's batch: one transaction for all its wins (`persist_wins`). Should
-    that transaction fail, each win is tried in its own, so one bad entry holds up only
-    itself; entries not done stay pending (claimed again after the idle time)."""
+    that transaction fail, its halves are tried, and theirs (`kit.in_halves`), so one
+    bad entry holds up only itself; entries not done stay pending (tried again)."""
     wins: list[Win] = []
     seen: dict[str, list[str]] = {}  # reservation id -> its entry ids (one, normally)
     for entry_id, fields in entries:
@@ -364,15 +364,20 @@ async def persist_batch(item_id: int, entries: list[kit.Entry]) -> list[str]:
     except Exception as exc:
         if jobs.unreachable(exc) or len(wins) <= 1:
             raise
-        log.exception("seckill item %s: a batch of %d wins failed; win by win", item_id, len(wins))
+        log.warning(
+            "seckill item %s: a batch of %d wins failed (%s); in halves", item_id, len(wins), exc
+        )
         done = []
-        for win in wins:
-            try:
-                done += await persist_wins(item_id, [win])
-            except Exception as one:
-                if jobs.unreachable(one):
-                    raise
-                log.exception("seckill item %s: entry %s not persisted", item_id, win.entry_id)
+
+        async def write(part: list[Win]) -> None:
+            done.extend(await persist_wins(item_id, part))
+
+        def lost(win: Win, why: Exception) -> None:
+            log.error(
+                "seckill item %s: entry %s not persisted", item_id, win.entry_id, exc_info=why
+            )
+
+        await kit.in_halves(wins, write, lost, exc)
     return [entry_id for win in done for entry_id in seen[win.reservation_id]]
 
 

@@ -170,3 +170,40 @@ async def test_a_live_consumer_tries_its_own_pending_entries_again_soon() -> Non
     await asyncio.sleep(0.25)
     assert await consumer.process_once("a") == 0
     assert await STREAM.backlog(1) == 2
+
+
+@pytest.mark.nodb
+async def test_a_failed_batch_is_written_in_halves_down_to_the_bad_entry() -> None:
+    writes: list[list[int]] = []
+    written: list[int] = []
+    lost: list[int] = []
+    poison = {13}
+
+    async def write(part: list[int]) -> None:
+        writes.append(part)
+        if poison & set(part):
+            raise RuntimeError("this entry breaks every transaction it is in")
+        written.extend(part)
+
+    def note_lost(entry: int, _why: Exception) -> None:
+        lost.append(entry)
+
+    entries = list(range(100))
+    await kit.in_halves(entries, write, note_lost, RuntimeError("batch"))
+    assert lost == [13] and sorted(written) == [e for e in entries if e != 13]
+    assert len(writes) <= 2 * 7  # about 2 * log2(100) transactions, not 100
+    # a passing fault (the batch failed, its halves go through): two transactions
+    for seen in (writes, written, lost, poison):
+        seen.clear()
+    await kit.in_halves(entries, write, note_lost, RuntimeError("deadlock detected"))
+    assert writes == [entries[:50], entries[50:]] and written == entries and lost == []
+    # a batch of one that failed is lost at once; an unreachable Redis ends it all
+    await kit.in_halves([7], write, note_lost, RuntimeError("alone"))
+    assert lost == [7]
+    poison.add(0)
+
+    async def redis_gone(part: list[int]) -> None:
+        raise RedisConnectionError("gone")
+
+    with pytest.raises(RedisConnectionError):
+        await kit.in_halves(entries, redis_gone, note_lost, RuntimeError("batch"))

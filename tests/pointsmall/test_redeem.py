@@ -419,3 +419,34 @@ async def test_a_batch_the_database_stock_cannot_cover_keeps_the_first_units(
     assert await db_stock(item["id"]) == 0
     for m in members[2:]:
         assert not await points_service.PointsEntry.filter(member_id=m, delta__lt=0).exists()
+
+
+async def test_a_batch_that_fails_as_a_whole_is_written_in_halves(
+    make_item: MakeItem, new_member: NewMember, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One redemption breaks every transaction it is in: the batch of 16 fails, its
+    halves are tried and theirs, and the other 15 are written in a handful of
+    transactions; the bad one stays pending, and is written once it can be."""
+    item = await make_item(total_stock=100, points_price=10)
+    members = [(await new_member(points=100))[0] for _ in range(16)]
+    answers = [await pm_service.redeem(m, item["id"], 1, None, f"k{m}") for m in members]
+    bad = answers[5].reservation_id
+    tries: list[int] = []
+    real_batch = persist._batch
+
+    async def batch(item_row: Any, todo: list[Any]) -> Any:
+        tries.append(len(todo))
+        if any(e.rid == bad for e in todo):
+            raise RuntimeError("could not serialize access")
+        return await real_batch(item_row, todo)
+
+    monkeypatch.setattr(persist, "_batch", batch)
+    assert await persist.process_pending_once(count=16) == 15
+    assert len(tries) <= 1 + 2 * 4  # the batch, then about 2 * log2(16); not 1 + 16
+    issued = await PointsMallRedemption.filter(item_id=item["id"], status="issued")
+    assert {r.reservation_id for r in issued} == {a.reservation_id for a in answers} - {bad}
+    assert await points_service.get_balance(members[5]) == 100  # nothing spent yet
+    monkeypatch.setattr(persist, "_batch", real_batch)
+    assert await persist.process_pending_once(count=16, claim_idle_ms=0) == 1
+    assert await points_service.get_balance(members[5]) == 90
+    await _checks_pass()

@@ -43,7 +43,7 @@ from mall.kit.stock.pool import (
     warm_cold,
 )
 from mall.kit.stock.reply import COLD, DUP, OK, SHORT, WARM, Reply, parse
-from mall.kit.stock.stream import Entry, PersistBatch, Stream, StreamConsumer
+from mall.kit.stock.stream import Entry, PersistBatch, Stream, StreamConsumer, in_halves
 
 __all__ = [
     "COLD",
@@ -64,6 +64,7 @@ __all__ = [
     "balance",
     "decide",
     "give_back",
+    "in_halves",
     "parse",
     "repair",
     "repair_persistent",

@@ -37,7 +37,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -48,6 +48,7 @@ from mall.redis import get_redis
 log = logging.getLogger("mall.kit.stock")
 
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
+T = TypeVar("T")
 PersistBatch = Callable[[int, list[Entry]], Awaitable[Sequence[str]]]
 
 
@@ -155,6 +156,30 @@ class Stream:
             pipe.xack(stream, self.group, *entry_ids)
             pipe.xdel(stream, *entry_ids)
             await pipe.execute()
+
+
+async def in_halves(
+    entries: Sequence[T],
+    write: Callable[[list[T]], Awaitable[None]],
+    lost: Callable[[T, Exception], None],
+    failed: Exception,
+) -> None:
+    """After `write(entries)` (one transaction) failed with `failed`: write each half
+    the same way, and each half that fails in halves again, down to one entry, which is
+    `lost` (the domain logs it; it stays pending and is tried again). A passing fault (a
+    deadlock, a dropped connection) costs two writes, one bad entry about 2 * log2(n),
+    where one entry per transaction would cost n. An unreachable Redis ends it (raised)."""
+    if len(entries) == 1:
+        lost(entries[0], failed)
+        return
+    half = len(entries) // 2
+    for part in (entries[:half], entries[half:]):
+        try:
+            await write(list(part))
+        except Exception as exc:
+            if jobs.unreachable(exc):
+                raise
+            await in_halves(part, write, lost, exc)
 
 
 @dataclass(frozen=True)
