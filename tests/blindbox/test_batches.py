@@ -5,6 +5,7 @@ without leaving anything in the member's points history, and the others still la
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -116,5 +117,37 @@ async def test_a_batch_writes_every_column_as_the_orm_did(
     assert short["release_reason"] == "not_enough_points"
     assert short["stock_returned"] is True  # given back after the commit
     assert plush.drawn == 1
+    report = await check_blindbox()
+    assert report.ok, report.lines
+
+
+async def test_a_batch_that_fails_as_a_whole_is_written_in_halves(
+    make_series: MakeSeries, make_member: MakeMember, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One draw breaks every transaction it is in: the batch of 16 fails, its halves are
+    tried and theirs; the other 15 draws are written, the bad one stays pending."""
+    from mall.blindbox import draws
+
+    series = await make_series([prize("plush", 1, stock=50)])
+    members = [await make_member(points=100) for _ in range(16)]
+    told = [await service.draw(m.id, series.id, f"k{m.id}") for m in members]
+    bad = told[3].draw_id
+    tries: list[int] = []
+    real = draws._persist_in_transaction
+
+    async def persist(series_id: int, entries: list[dict[str, str]]) -> Any:
+        tries.append(len(entries))
+        if any(f["rid"] == bad for f in entries):
+            raise RuntimeError("connection reset by peer")
+        return await real(series_id, entries)
+
+    monkeypatch.setattr(draws, "_persist_in_transaction", persist)
+    assert await draws.process_pending_once(count=16) == 15
+    assert len(tries) <= 1 + 2 * 4  # the batch, then about 2 * log2(16); not 1 + 16
+    written = {r.draw_id for r in await BlindBoxDraw.all()}
+    assert written == {d.draw_id for d in told} - {bad}
+    monkeypatch.setattr(draws, "_persist_in_transaction", real)
+    assert await draws.process_pending_once(count=16, claim_idle_ms=0) == 1
+    assert await BlindBoxDraw.all().count() == 16
     report = await check_blindbox()
     assert report.ok, report.lines

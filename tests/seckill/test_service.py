@@ -322,3 +322,32 @@ def test_a_win_answer_is_the_bytes_pydantic_writes_in_every_locale() -> None:
             answer = Attempt("won", rid)
             assert answer_json(answer) == answer.out().model_dump_json().encode(), rid
     set_locale("zh_CN")
+
+
+async def test_a_batch_that_fails_as_a_whole_is_written_in_halves(
+    make_item: MakeItem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One win breaks every transaction it is in: the batch of 16 fails, its halves are
+    tried and theirs; the other 15 orders are written, the bad one stays pending."""
+    item = await make_item(stock=16)
+    members = await make_member_ids(16)
+    results = [await service.attempt(item.id, m) for m in members]
+    bad = results[9].reservation_id
+    tries: list[int] = []
+    real = winners.persist_wins
+
+    async def persist_wins(item_id: int, wins: list[winners.Win]) -> list[winners.Win]:
+        tries.append(len(wins))
+        if any(w.reservation_id == bad for w in wins):
+            raise RuntimeError("deadlock detected")
+        return await real(item_id, wins)
+
+    monkeypatch.setattr(winners, "persist_wins", persist_wins)
+    assert await winners.process_pending_once(count=16) == 15
+    assert len(tries) <= 1 + 2 * 4  # the batch, then about 2 * log2(16); not 1 + 16
+    orders = await SeckillOrder.filter(item_id=item.id)
+    assert {o.reservation_id for o in orders} == {r.reservation_id for r in results} - {bad}
+    monkeypatch.setattr(winners, "persist_wins", real)
+    assert await winners.process_pending_once(count=16, claim_idle_ms=0) == 1
+    assert await SeckillOrder.filter(item_id=item.id).count() == 16
+    await _assert_reconciled(item.id)
