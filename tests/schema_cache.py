@@ -11,6 +11,7 @@ still run, and find nothing to apply.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -25,6 +26,7 @@ from tortoise.migrations.api import migrate as run_migrations
 MIGRATIONS = Path(__file__).resolve().parent.parent / "mall" / "migrations"
 
 
+@functools.cache
 def key() -> str:
     digest = hashlib.sha256(tortoise.__version__.encode())
     for path in sorted(MIGRATIONS.glob("*.py")):
@@ -32,14 +34,27 @@ def key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _cache_dir() -> Path:
+def _cached_sqlite() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mall-tests"
+    return Path(base) / "mall-tests" / f"schema-{key()}.sqlite3"
+
+
+async def _from_template(server: asyncpg.Connection, name: str) -> bool:
+    """CREATE DATABASE `name` from the migrated template; False when there is none (or
+    another run is copying it right now) and nothing was created."""
+    template = f"mall_schema_{key()}"
+    if not await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", template):
+        return False
+    try:
+        await server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    except asyncpg.ObjectInUseError:
+        return False
+    return True
 
 
 async def migrate_sqlite(config: dict[str, Any], path: Path) -> None:
     """Lay the cached schema at `path` (a new file), or migrate it and keep a copy."""
-    cached = _cache_dir() / f"schema-{key()}.sqlite3"
+    cached = _cached_sqlite()
     if cached.is_file():
         shutil.copyfile(cached, path)
         await run_migrations(config=config)
@@ -57,23 +72,17 @@ async def migrate_sqlite(config: dict[str, Any], path: Path) -> None:
 async def migrate_postgres(config: dict[str, Any], dsn: str) -> None:
     """Create the database `dsn` names from the template, or migrate it and keep one."""
     base, _sep, name = dsn.rpartition("/")
-    template = f"mall_schema_{key()}"
     server = await asyncpg.connect(f"{base}/postgres")
     try:
-        if await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", template):
-            try:
-                await server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            except asyncpg.ObjectInUseError:  # another run is copying it right now
-                pass
-            else:
-                await run_migrations(config=config)
-                return
+        if await _from_template(server, name):
+            await run_migrations(config=config)
+            return
         await Tortoise.init(config=config, _create_db=True)
         await Tortoise.close_connections()
         await run_migrations(config=config)
         await connections.close_all()
         with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.ObjectInUseError):
-            await server.execute(f'CREATE DATABASE "{template}" TEMPLATE "{name}"')
+            await server.execute(f'CREATE DATABASE "mall_schema_{key()}" TEMPLATE "{name}"')
     finally:
         await server.close()
 
@@ -81,7 +90,7 @@ async def migrate_postgres(config: dict[str, Any], dsn: str) -> None:
 def lay_sqlite(path: Path) -> None:
     """Copy the migrated schema to `path`, a SQLite file a `mall` process will open, when
     an earlier run made one (else that process migrates, as on a first start)."""
-    cached = _cache_dir() / f"schema-{key()}.sqlite3"
+    cached = _cached_sqlite()
     if cached.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, path)
@@ -89,9 +98,5 @@ def lay_sqlite(path: Path) -> None:
 
 async def create_postgres_database(server: asyncpg.Connection, name: str) -> None:
     """CREATE DATABASE `name`, from the migrated template when there is one."""
-    template = f"mall_schema_{key()}"
-    if await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", template):
-        with contextlib.suppress(asyncpg.ObjectInUseError):
-            await server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            return
-    await server.execute(f'CREATE DATABASE "{name}"')
+    if not await _from_template(server, name):
+        await server.execute(f'CREATE DATABASE "{name}"')

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,21 +119,20 @@ def shared_database(tmp_path: Path) -> Iterator[str]:
     base, _sep, _name = PG_URL.rpartition("/")
     name = f"mall_scale_{secrets.token_hex(4)}"
 
-    async def admin(sql: str) -> None:
+    async def admin(act: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
         conn = await asyncpg.connect(PG_URL.replace("postgres://", "postgresql://", 1))
         try:
-            if sql == "create":
-                await schema_cache.create_postgres_database(conn, name)
-            else:
-                await conn.execute(sql)
+            await act(conn)
         finally:
             await conn.close()
 
-    asyncio.run(admin("create"))
+    asyncio.run(admin(lambda conn: schema_cache.create_postgres_database(conn, name)))
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(
+            admin(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        )
 
 
 @dataclass
