@@ -285,10 +285,9 @@ async def _load_deleted(_key: int) -> frozenset[int]:
 
 
 _deleted = Refreshing(_load_deleted, DELETED_REFRESH_SECONDS, max_size=1)
-# Redis unreachable before this process read the set once: not asked again until then
+# Redis unreachable before this process read the set once: not asked again until this
+# monotonic time; 0.0 outside such an outage (so its warning is said once, at its start)
 _unreadable_until = 0.0
-# one warning per outage, not one a second
-_unreadable_logged = False
 
 
 async def _deleted_ids() -> frozenset[int]:
@@ -296,19 +295,18 @@ async def _deleted_ids() -> frozenset[int]:
     the first read (down, or a cluster's failover): none, for a second at a time (the
     routes that need no Redis keep answering, as before deletions were written there;
     the hot routes need Redis anyway). Once read, a failed reload keeps the last copy."""
-    global _unreadable_until, _unreadable_logged
+    global _unreadable_until
     if _unreadable_until > time.monotonic():
         return frozenset()
     try:
         found = await _deleted.get(0)
     except UNAVAILABLE as exc:  # what the routes answer 503 for: an outage, a failover
-        _unreadable_until = time.monotonic() + DELETED_REFRESH_SECONDS
-        if not _unreadable_logged:
-            _unreadable_logged = True
+        if not _unreadable_until:
             log.warning("deleted accounts not read (Redis: %s); none refused until read", exc)
+        _unreadable_until = time.monotonic() + DELETED_REFRESH_SECONDS
         return frozenset()
-    if _unreadable_logged:
-        _unreadable_logged = False
+    if _unreadable_until:
+        _unreadable_until = 0.0
         log.info("deleted accounts read again; their tokens are refused")
     return found
 
@@ -344,9 +342,8 @@ async def member_of_header(authorization: str | None) -> tuple[int, dict[str, An
 
 def forget_deleted() -> None:
     """Read the deleted accounts from Redis again on the next check (tests)."""
-    global _unreadable_until, _unreadable_logged
+    global _unreadable_until
     _unreadable_until = 0.0
-    _unreadable_logged = False
     _deleted.forget()
 
 
