@@ -97,9 +97,7 @@ class Stream:
         stream = self.key(object_id)
         entries: list[Entry] = []
         if own_pending:
-            mine: Any = await redis.xreadgroup(self.group, consumer, {stream: "0"}, count=count)
-            for _stream, stream_entries in mine or []:
-                entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
+            entries += await self._read_group(stream, consumer, "0", count)
             count -= len(entries)
             if count <= 0:
                 return entries
@@ -127,10 +125,19 @@ class Stream:
         entries += [(str(entry_id), {}) for entry_id in (claimed[2] if len(claimed) > 2 else [])]
         room = count - len(entries)
         if room > 0:
-            fresh: Any = await redis.xreadgroup(self.group, consumer, {stream: ">"}, count=room)
-            for _stream, stream_entries in fresh or []:
-                entries.extend((entry_id, fields or {}) for entry_id, fields in stream_entries)
+            entries += await self._read_group(stream, consumer, ">", room)
         return entries
+
+    async def _read_group(self, stream: str, consumer: str, start: str, count: int) -> list[Entry]:
+        """XREADGROUP from `start`: ">" new entries, "0" those pending on `consumer`."""
+        found: Any = await get_redis().xreadgroup(
+            self.group, consumer, {stream: start}, count=count
+        )
+        return [
+            (entry_id, fields or {})
+            for _stream, stream_entries in found or []
+            for entry_id, fields in stream_entries
+        ]
 
     async def _deleted_pending(self, stream: str, consumer: str, count: int) -> list[Entry]:
         """Redis 6.2 claims an entry deleted while pending as (nil, nil), and keeps it
