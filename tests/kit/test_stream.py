@@ -207,3 +207,21 @@ async def test_a_failed_batch_is_written_in_halves_down_to_the_bad_entry() -> No
 
     with pytest.raises(RedisConnectionError):
         await kit.in_halves(entries, redis_gone, note_lost, RuntimeError("batch"))
+
+
+async def test_a_retry_fills_the_rest_of_its_batch_with_new_entries() -> None:
+    """Its own pending entries first, then new ones up to the batch: the room is counted
+    once, not twice."""
+    await _push(1, 3)
+    domain = Domain()
+    domain.raises = RuntimeError("deadlock detected")
+    consumer = kit.StreamConsumer(
+        STREAM, domain.persist_batch, lambda: 60_000, count=6, retry_seconds=0.05
+    )
+    assert await consumer.process_once("a") == 0
+    await _push(1, 5, start=3)
+    domain.raises = None
+    await asyncio.sleep(0.1)
+    assert await consumer.process_once("a") == 6
+    assert domain.batches[-1] == (1, ["1-0", "1-1", "1-2", "1-3", "1-4", "1-5"])
+    assert await STREAM.backlog(1) == 2

@@ -98,8 +98,7 @@ class Stream:
         entries: list[Entry] = []
         if own_pending:
             entries += await self._read_group(stream, consumer, "0", count)
-            count -= len(entries)
-            if count <= 0:
+            if len(entries) >= count:
                 return entries
         try:
             claimed: Any = await redis.xautoclaim(
@@ -108,7 +107,7 @@ class Stream:
                 consumer,
                 min_idle_time=claim_idle_ms,
                 start_id="0-0",
-                count=count,
+                count=count - len(entries),
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
