@@ -30,6 +30,7 @@ from mall.config import get_settings
 from mall.errors import FORBIDDEN, NOT_FOUND, TOKEN_INVALID, UNAUTHORIZED, ErrorCode
 from mall.i18n import _
 from mall.kit import clock, ratelimit
+from mall.kit.bulk import driver_sql
 from mall.kit.cache import Refreshing
 from mall.kit.clientip import rate_key
 from mall.kit.security import (
@@ -354,11 +355,22 @@ async def get_member(member_id: int) -> Member:
     return member
 
 
-async def levels(member_ids: list[int]) -> dict[int, int]:
+async def levels(member_ids: list[int], *, lock: bool = False) -> dict[int, int]:
     """The level of each member that exists, in one query (consumers' batches); a
-    missing member is left out."""
-    rows: list[Any] = await Member.filter(id__in=member_ids).values_list("id", "level")
-    return {int(member_id): int(level) for member_id, level in rows}
+    missing member is left out. `lock`: the rows are locked in id order for the open
+    transaction (PostgreSQL; SQLite's write transaction holds the whole database), so a
+    batch that takes them first never waits on a member while holding another lock."""
+    if not lock:
+        rows: list[Any] = await Member.filter(id__in=member_ids).values_list("id", "level")
+        return {int(member_id): int(level) for member_id, level in rows}
+    if not member_ids:
+        return {}
+    conn = Member._choose_db(for_write=True)
+    locking = " FOR UPDATE" if conn.capabilities.support_for_update else ""
+    marks = ", ".join("?" * len(member_ids))
+    sql = f"SELECT id, level FROM member WHERE id IN ({marks}) ORDER BY id{locking}"
+    _n, found = await conn.execute_query(driver_sql(conn, sql), list(member_ids))
+    return {int(row[0]): int(row[1]) for row in found}
 
 
 async def birthdays(member_ids: list[int]) -> dict[int, date | None]:

@@ -284,19 +284,22 @@ async def _batch(item: PointsMallItem, entries: list[Entry]) -> dict[str, Writte
     redemption, its `released` record, or None (the member no longer exists: nothing to
     record, the units go back).
 
-    Order: the level (read before any spend), then one `_pass`; a pass that refused a
-    redemption after spending its points is rolled back and run again without it (a
-    pass adds at least one refusal, so this ends; normally there is one pass)."""
+    Order: the members locked and their levels read (before any spend), then one
+    `_pass`; a pass that refused a redemption after spending its points is rolled back
+    and run again without it (a pass adds at least one refusal, so this ends; normally
+    there is one pass)."""
     refused: dict[str, str] = {}  # reservation id -> release reason
     gone: set[str] = set()
-    if item.level_required > 0:
-        levels = await members_service.levels(sorted({e.member_id for e in entries}))
-        for e in entries:
-            level = levels.get(e.member_id)
-            if level is None:
-                gone.add(e.rid)
-            elif level < item.level_required:
-                refused[e.rid] = LEVEL_TOO_LOW.code.lower()
+    # the members' rows first, in id order, before any other lock (the holds of points +
+    # cash lock them in the stream's order, the stock guard locks the item): two
+    # consumers' batches wait for each other here instead of deadlocking
+    levels = await members_service.levels(sorted({e.member_id for e in entries}), lock=True)
+    for e in entries:
+        level = levels.get(e.member_id)
+        if level is None:
+            gone.add(e.rid)
+        elif level < item.level_required:
+            refused[e.rid] = LEVEL_TOO_LOW.code.lower()
     # points + cash: each in its own savepoint, the points held until the cash is paid
     written_cash: dict[str, Written] = {}
     for e in entries:

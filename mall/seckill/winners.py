@@ -177,6 +177,9 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, Persisted], l
                 rows = [_held(item_id, w, deadline) for w in held]
                 await _insert_orders(held, rows, made, unresolved)
         else:
+            # the members' rows in id order first: a spend below locks its member in the
+            # stream's order, and another consumer may lock some of them in id order
+            await members_service.levels(sorted({w.member_id for w in wins}), lock=True)
             # in the stream's order, so the latest wins are the ones refused
             for win in wins:
                 try:

@@ -435,3 +435,38 @@ async def test_a_give_back_a_crash_left_undone_is_finished_by_the_job_once(
     assert await pm_service.expire_unpaid() == 0
     assert await redis_stock(item["id"]) == 1  # once
     await _checks_pass()
+
+
+async def test_two_consumers_holding_the_same_members_in_opposite_orders_never_deadlock(
+    make_item: MakeItem, new_member: NewMember, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two batches written at once (the worker's two consumer tasks), each holding the
+    points of the same two members, in opposite stream orders, and each taking the
+    item's stock guard: a batch locks its members in id order before anything else, so
+    the second waits for the first instead of deadlocking (on PostgreSQL the deadlock
+    would fail a batch and send it down in halves)."""
+    from mall.pointsmall import persist
+
+    item = await make_item(points_price=100, cash_price_fen=990, total_stock=40)
+    (a, _ha), (b, _hb) = [await new_member(points=10_000) for _ in range(2)]
+    for _round in range(3):
+        order = [a, b, b, a]  # batch one holds a then b, batch two b then a
+        for n, m in enumerate(order):
+            await pm_service.redeem(m, item["id"], 1, None, f"k{_round}-{n}")
+        first = await persist.read_entries(item["id"], "one", count=2, claim_idle_ms=60_000)
+        second = await persist.read_entries(item["id"], "two", count=2, claim_idle_ms=60_000)
+        batches = [
+            [e for i, f in raw if (e := persist._entry(i, f)) is not None]
+            for raw in (first, second)
+        ]
+        assert [[e.member_id for e in batch] for batch in batches] == [[a, b], [b, a]]
+        with caplog.at_level("WARNING", logger="mall.pointsmall"):
+            written = await asyncio.gather(
+                *(persist.persist_batch(item["id"], batch) for batch in batches)
+            )
+        assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+        assert [len(w) for w in written] == [2, 2]
+        assert {w.status for part in written for w in part.values() if w} == {"pending_payment"}
+        await persist.drain(claim_idle_ms=0)  # settle them in Redis
+    assert await PointsHold.filter(member_id=a).count() == 6
+    assert await PointsHold.filter(member_id=b).count() == 6

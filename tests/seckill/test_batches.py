@@ -252,3 +252,37 @@ async def test_a_free_win_whose_member_is_gone_leaves_the_rest_of_the_batch_whol
     assert (await SeckillItem.get(id=item.id)).sold == 2  # the batch's unit for it put back
     assert await _stock(item.id) == 8  # and its Redis unit
     assert await get_redis().sismember(key(item.id, "returned"), rids[1])
+
+
+async def test_two_consumers_spending_the_same_members_in_two_orders_never_deadlock(
+    make_item: MakeItem, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two items' batches written at once (the worker's two consumer tasks). One item has
+    fewer units in the database than Redis handed out, so its batch goes win by win and
+    spends in the stream's order (here: highest member id first); the other spends its
+    batch in one `spend_many` (id order). The win-by-win batch locks its members in id
+    order first, so one waits for the other instead of deadlocking (PostgreSQL)."""
+    short_item = await make_item(stock=10, points_price=100)
+    other_item = await make_item(stock=10, points_price=100)
+    low, mid, high = await make_member_ids(3)
+    for m in (low, mid, high):
+        await points_service.earn(m, 1000, idempotency_key=f"t:{m}", reason="test")
+    await SeckillItem.filter(id=short_item.id).update(stock=2)  # room for 2 of 3
+    await _win_all(short_item.id, [high, mid, low])
+    await _win_all(other_item.id, [mid, high])
+    batches = [
+        (item.id, await winners.read_entries(item.id, name, count=10, claim_idle_ms=60_000))
+        for item, name in ((short_item, "one"), (other_item, "two"))
+    ]
+    with caplog.at_level("WARNING", logger="mall.seckill"):
+        done = await asyncio.gather(*(winners.persist_batch(i, e) for i, e in batches))
+    # (the short item's oversell is logged as an error, as it should be)
+    assert not [r.getMessage() for r in caplog.records if "halves" in r.getMessage()]
+    assert [len(d) for d in done] == [3, 2]
+    short = {o.member_id: o for o in await SeckillOrder.filter(item_id=short_item.id)}
+    assert [short[m].status for m in (high, mid, low)] == [
+        OrderStatus.CONFIRMED,
+        OrderStatus.CONFIRMED,
+        OrderStatus.RELEASED,
+    ]
+    assert [await points_service.get_balance(m) for m in (low, mid, high)] == [1000, 800, 800]
