@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # Run background jobs and stream consumers inside `mall serve` (a separate
     # `mall worker` is the production shape).
     run_jobs_in_process: bool = True
+    # Batches of one stream persisted at once by each process's consumer (seckill wins,
+    # redemptions, draws): while one batch waits on the database, the next is read and
+    # prepared. None: 2 on PostgreSQL, 1 on SQLite (one connection: they would take
+    # turns anyway). Measured in docs/BENCHMARKS.md (round G).
+    stream_consumer_tasks: int | None = Field(default=None, ge=1, le=8)
 
     default_locale: str = "zh_CN"
 
@@ -271,6 +276,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_dsn.startswith("sqlite")
+
+    @property
+    def consumer_tasks(self) -> int:
+        """`stream_consumer_tasks`, or its default for the database."""
+        if self.stream_consumer_tasks is not None:
+            return self.stream_consumer_tasks
+        return 1 if self.is_sqlite else 2
 
     @property
     def dev_login_enabled(self) -> bool:

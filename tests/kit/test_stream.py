@@ -119,7 +119,7 @@ async def test_run_reads_full_batches_back_to_back_and_lets_a_trickle_gather() -
     )
     await _push(7, 120)  # a backlog: 50, 50, then 20
     stop = asyncio.Event()
-    running = asyncio.create_task(consumer.run(stop))
+    running = asyncio.create_task(consumer.run(stop, tasks=1))
     for _ in range(100):
         await asyncio.sleep(0.01)
         if sum(len(r) for _i, r in domain.batches) == 120:
@@ -225,3 +225,46 @@ async def test_a_retry_fills_the_rest_of_its_batch_with_new_entries() -> None:
     assert await consumer.process_once("a") == 6
     assert domain.batches[-1] == (1, ["1-0", "1-1", "1-2", "1-3", "1-4", "1-5"])
     assert await STREAM.backlog(1) == 2
+
+
+async def test_run_with_two_tasks_persists_two_batches_at_once_each_entry_once() -> None:
+    """Each task is its own consumer of the group: while one batch waits (on the
+    database, in a domain), the other task's batch is read and written."""
+    seen: list[str] = []
+    in_flight = most = 0
+
+    async def persist_batch(object_id: int, entries: list[kit.Entry]) -> Sequence[str]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)  # a transaction's round trips
+        seen.extend(fields["rid"] for _id, fields in entries)
+        in_flight -= 1
+        return [entry_id for entry_id, _fields in entries]
+
+    consumer = kit.StreamConsumer(STREAM, persist_batch, lambda: 60_000, count=10)
+    await _push(8, 100)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop, tasks=2))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(seen) == 100:
+            break
+    stop.set()
+    await running
+    assert sorted(seen) == sorted(f"8-{i}" for i in range(100))  # each once
+    assert most == 2
+    consumers = await get_redis().xinfo_consumers(STREAM.key(8), "orders")
+    assert len(consumers) == 2 and all(c["pending"] == 0 for c in consumers)
+    assert await STREAM.backlog(8) == 0
+
+
+def test_two_tasks_by_default_on_postgresql_one_on_sqlite() -> None:
+    from mall.config import Settings
+
+    assert Settings(database_url="postgres://u@h/db").consumer_tasks == 2
+    assert Settings(database_url="sqlite:///tmp/x.sqlite3").consumer_tasks == 1
+    assert (
+        Settings(database_url="sqlite:///tmp/x.sqlite3", stream_consumer_tasks=3).consumer_tasks
+        == 3
+    )

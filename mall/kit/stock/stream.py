@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from mall.config import get_settings
 from mall.kit import jobs
 from mall.kit.stock.pool import Pool
 from mall.redis import get_redis
@@ -271,9 +272,18 @@ class StreamConsumer:
             total += n
         return total
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Persist until `stop` (a `jobs.Consumer`'s body); a unique consumer name per
-        call, so a dead process's pending entries are claimed by the others."""
+    async def run(self, stop: asyncio.Event, tasks: int | None = None) -> None:
+        """Persist until `stop` (a `jobs.Consumer`'s body) with `tasks` loops (default:
+        the `stream_consumer_tasks` setting), each its own consumer of the group, so
+        while one loop's batch is in the database another's is read and prepared. The
+        domains' batches take their locks in one order (the object's row or the
+        members' in id order first), so two loops take turns instead of deadlocking."""
+        count = get_settings().consumer_tasks if tasks is None else tasks
+        await asyncio.gather(*(self._loop(stop) for _ in range(count)))
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        """One loop of `run`: a unique consumer name per loop, so a dead process's
+        pending entries are claimed by the others."""
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         while not stop.is_set():
             if await self.process_once(name) >= self.count:
