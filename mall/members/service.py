@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -355,20 +355,19 @@ async def get_member(member_id: int) -> Member:
     return member
 
 
-async def levels(member_ids: list[int], *, lock: bool = False) -> dict[int, int]:
-    """The level of each member that exists, in one query (consumers' batches); a
-    missing member is left out. `lock`: the rows are locked in id order for the open
-    transaction (PostgreSQL; SQLite's write transaction holds the whole database), so a
-    batch that takes them first never waits on a member while holding another lock."""
-    if not lock:
-        rows: list[Any] = await Member.filter(id__in=member_ids).values_list("id", "level")
-        return {int(member_id): int(level) for member_id, level in rows}
+async def locked(
+    member_ids: Sequence[int], column: Literal["level", "points_balance"]
+) -> dict[int, int]:
+    """`column` of each member that exists (a missing one is left out), their rows locked
+    in id order for the open transaction (PostgreSQL; SQLite's write transaction holds
+    the whole database). A consumer's batch takes them before any other lock, so two
+    batches wait for each other here instead of deadlocking."""
     if not member_ids:
         return {}
     conn = Member._choose_db(for_write=True)
     locking = " FOR UPDATE" if conn.capabilities.support_for_update else ""
     marks = ", ".join("?" * len(member_ids))
-    sql = f"SELECT id, level FROM member WHERE id IN ({marks}) ORDER BY id{locking}"
+    sql = f"SELECT id, {column} FROM member WHERE id IN ({marks}) ORDER BY id{locking}"
     _n, found = await conn.execute_query(driver_sql(conn, sql), list(member_ids))
     return {int(row[0]): int(row[1]) for row in found}
 

@@ -520,21 +520,14 @@ async def _spend_many(
     open_lots: dict[int, list[_Lot]] = {}
     if member_ids:
         # the lock first, then the keys: a twin that held the lock has committed its entry
-        lock = " FOR UPDATE" if conn.capabilities.support_for_update else ""
-        rows = await _select(
-            conn,
-            f"SELECT id, points_balance FROM member WHERE id IN ({_marks(member_ids)}) "
-            f"ORDER BY id{lock}",
-            member_ids,
-        )
-        balance = {member_id: points for member_id, points in rows}
+        balance = await members_service.locked(member_ids, "points_balance")
         wanted = sorted({k for k in keys if k})
         rows = await select_in(PointsEntry, "idempotency_key", wanted, _ENTRY_COLUMNS)
         existing = {e.idempotency_key: e for e in (SpentEntry(*row) for row in rows)}
     if balance:
         locked = list(balance)
-        rows = await _select(conn, _OPEN_LOTS_IN_SPEND_ORDER.format(_marks(locked)), locked)
-        for lot_id, member_id, remaining in rows:
+        lots = await _select(conn, _OPEN_LOTS_IN_SPEND_ORDER.format(_marks(locked)), locked)
+        for lot_id, member_id, remaining in lots:
             open_lots.setdefault(member_id, []).append(_Lot(lot_id, remaining, remaining))
     planned: dict[str, _Planned] = {}
     slots: dict[int, str] = {}  # request index -> key of the entry it gets

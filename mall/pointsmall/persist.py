@@ -293,7 +293,7 @@ async def _batch(item: PointsMallItem, entries: list[Entry]) -> dict[str, Writte
     # the members' rows first, in id order, before any other lock (the holds of points +
     # cash lock them in the stream's order, the stock guard locks the item): two
     # consumers' batches wait for each other here instead of deadlocking
-    levels = await members_service.levels(sorted({e.member_id for e in entries}), lock=True)
+    levels = await members_service.locked(sorted({e.member_id for e in entries}), "level")
     for e in entries:
         level = levels.get(e.member_id)
         if level is None:

@@ -179,7 +179,7 @@ async def _write(item_id: int, wins: list[Win]) -> tuple[dict[str, Persisted], l
         else:
             # the members' rows in id order first: a spend below locks its member in the
             # stream's order, and another consumer may lock some of them in id order
-            await members_service.levels(sorted({w.member_id for w in wins}), lock=True)
+            await members_service.locked(sorted({w.member_id for w in wins}), "level")
             # in the stream's order, so the latest wins are the ones refused
             for win in wins:
                 try:
