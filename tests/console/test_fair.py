@@ -129,7 +129,8 @@ async def test_session_form_sets_eligibility_and_the_live_page_shows_rules_and_b
     # and in English
     await page.click("button[data-lang=en]")
     await page.click("button[data-action=new]")
-    label = page.locator("form[data-form=seckill-session] label.check", has=page.locator("#f-require_booking"))
+    booking = page.locator("#f-require_booking")
+    label = page.locator("form[data-form=seckill-session] label.check", has=booking)
     assert (await label.text_content() or "").strip() == "Booked members only"
 
 
@@ -151,11 +152,12 @@ async def test_flag_from_a_suspicious_list_and_unflag_from_the_flags_list(
     await page.click(f"[data-chip='{farm[1].id}'] [data-action=flag]")
     dialog = page.locator("form[data-form=flag]")
     # the reason is filled in from the group (and may be changed)
-    assert await dialog.locator("#f-fair_reason").input_value() == "共用手机号 139****1111（3 个账号）"
+    reason = "共用手机号 139****1111（3 个账号）"
+    assert await dialog.locator("#f-fair_reason").input_value() == reason
     await dialog.locator("button[data-action=confirm-flag]").click()
     await page.wait_for_selector(f"[data-chip='{farm[1].id}'] [data-role=flagged]")
     flag = await MemberFlag.get(member_id=farm[1].id)
-    assert (flag.reason, flag.flagged_by) == ("共用手机号 139****1111（3 个账号）", staff.username)
+    assert (flag.reason, flag.flagged_by) == (reason, staff.username)
     assert await MemberFlag.all().count() == 1
     # two left in the group: flag them all at once
     await page.click("[data-role=shared-phones] [data-action=flag-all]:text-is('全部标记（2）')")
@@ -219,11 +221,11 @@ async def test_shared_logins_and_addresses_lists(console: Console) -> None:
     for member in office:
         await members_service.tokens_for(member, ip="203.0.113.7")
     shippers = [await make_member(f"ship{i}") for i in range(2)]
+    address = AddressIn(
+        name="张三", phone="13800138000", region="上海市浦东新区", detail="世纪大道100号"
+    )
     for member in shippers:
-        await addresses_service.create_address(
-            member.id,
-            AddressIn(name="张三", phone="13800138000", region="上海市浦东新区", detail="世纪大道100号"),
-        )
+        await addresses_service.create_address(member.id, address)
     page = console.page
     await console.sign_in("admin", "fair-sales/logins")
     group = page.locator("[data-role=shared-logins] tr[data-group='203.0.113.7']")
