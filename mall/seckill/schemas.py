@@ -207,6 +207,7 @@ class FlagIn(BaseModel):
 
 
 class FlagOut(BaseModel):
+    id: int = Field(description="The flag's id: `before_id` of the next page of flags")
     member_id: int
     reason: str
     flagged_by: str

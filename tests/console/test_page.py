@@ -88,10 +88,12 @@ def test_every_text_has_both_languages() -> None:
     source = (ADMIN / "js" / "i18n.js").read_text("utf-8")
     zh, en = _dict_keys(source, "zh"), _dict_keys(source, "en")
     assert zh == en, (zh - en, en - zh)
-    extra = (ADMIN / "js" / "i18n_ops.js").read_text("utf-8")
-    extra_zh, extra_en = _merged_keys(extra, "zh"), _merged_keys(extra, "en")
-    assert extra_zh and extra_zh == extra_en, (extra_zh - extra_en, extra_en - extra_zh)
-    zh |= extra_zh
+    # the pages' own texts (i18n_ops.js, ...), merged into the console's
+    for path in sorted((ADMIN / "js").glob("i18n_*.js")):
+        extra = path.read_text("utf-8")
+        extra_zh, extra_en = _merged_keys(extra, "zh"), _merged_keys(extra, "en")
+        assert extra_zh and extra_zh == extra_en, (path, extra_zh - extra_en, extra_en - extra_zh)
+        zh |= extra_zh
     used = set(DYNAMIC)
     for path in ADMIN.rglob("*.js"):
         text = path.read_text("utf-8")

@@ -9,6 +9,7 @@ import * as wallet from "./views/wallet.js";
 import * as products from "./views/products.js";
 import * as pointsmall from "./views/pointsmall.js";
 import * as seckill from "./views/seckill.js";
+import * as fairsales from "./views/fairsales.js";
 import * as blindbox from "./views/blindbox.js";
 import * as coupons from "./views/coupons.js";
 import * as importer from "./views/import.js";
@@ -27,6 +28,7 @@ const MENU = [
   { path: "products", label: "menu_products", view: products },
   { path: "points-mall", label: "menu_points_mall", view: pointsmall },
   { path: "seckill", label: "menu_seckill", view: seckill },
+  { path: "fair-sales", label: "menu_fair_sales", view: fairsales },
   { path: "blind-boxes", label: "menu_blind_boxes", view: blindbox },
   { path: "coupons", label: "menu_coupons", view: coupons },
   { path: "import", label: "menu_import", view: importer },
