@@ -36,6 +36,8 @@ log = logging.getLogger("mall.wechat.reconcile")
 
 # at most this many WeChat Pay queries to confirm what the bill lacks, per run
 MAX_CONFIRMATIONS = 100
+# payment numbers looked up per query, for ops' links
+REFS_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,15 @@ class MallRefund:
     failed: bool = False  # the mall gave the money back another way (refused, closed)
 
 
+@dataclass(frozen=True)
+class PayRef:
+    """What an out_trade_no is in the mall (any state), for ops to open it."""
+
+    member_id: int
+    order_id: int | None = None
+    top_up_id: int | None = None
+
+
 Window = Callable[[datetime, datetime], Awaitable[list[Any]]]
 
 
@@ -63,13 +74,15 @@ class Book:
     - `paid_between(start, end)`: WeChat Pay payments the mall counts paid in [start, end);
     - `payments(numbers)`: the paid ones among these out_trade_no (any day), by number;
     - `refunds_between(start, end)`: refunds sent to WeChat Pay in [start, end);
-    - `refunds(numbers)`: by the refund numbers WeChat reports (a replaced attempt too)."""
+    - `refunds(numbers)`: by the refund numbers WeChat reports (a replaced attempt too);
+    - `refs(numbers)`: what these out_trade_no are, paid or not (the console's links)."""
 
     prefix: str
     paid_between: Callable[[datetime, datetime], Awaitable[list[MallPayment]]]
     payments: Callable[[list[str]], Awaitable[dict[str, MallPayment]]]
     refunds_between: Callable[[datetime, datetime], Awaitable[list[MallRefund]]]
     refunds: Callable[[list[str]], Awaitable[dict[str, MallRefund]]]
+    refs: Callable[[list[str]], Awaitable[dict[str, PayRef]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,3 +329,20 @@ async def recent(limit: int) -> list[PayReconciliation]:
 
 async def of_day(day: date) -> PayReconciliation | None:
     return await PayReconciliation.get_or_none(bill_date=day)
+
+
+async def references(numbers: Iterable[str], books: Iterable[Book]) -> dict[str, PayRef]:
+    """What each out_trade_no is in the mall (an order, a top-up; its member), by number;
+    numbers no book knows are left out."""
+    by_prefix = {b.prefix: b for b in books}
+    grouped: dict[str, list[str]] = {}
+    for number in sorted(set(numbers)):
+        grouped.setdefault(number[:1], []).append(number)
+    found: dict[str, PayRef] = {}
+    for prefix, group in grouped.items():
+        book = by_prefix.get(prefix)
+        if book is None or book.refs is None:
+            continue
+        for at in range(0, len(group), REFS_CHUNK):
+            found.update(await book.refs(group[at : at + REFS_CHUNK]))
+    return found
