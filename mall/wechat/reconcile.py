@@ -22,13 +22,16 @@ before it is called a mismatch, so a payment at 23:59:59 recorded at 00:00:01 is
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from mall.errors import MallError
+from mall.errors import ErrorCode, MallError
+from mall.i18n import _
 from mall.kit import clock
+from mall.redis import get_redis
 from mall.wechat import bills, pay
 from mall.wechat.models import FAILED, MISMATCH, OK, PayReconciliation
 
@@ -36,8 +39,16 @@ log = logging.getLogger("mall.wechat.reconcile")
 
 # at most this many WeChat Pay queries to confirm what the bill lacks, per run
 MAX_CONFIRMATIONS = 100
+# one run of a day at a time (the job, `mall check pay`, ops); a crashed run's lock lapses
+RUN_LOCK_SECONDS = 600
 # payment numbers looked up per query, for ops' links
 REFS_CHUNK = 500
+
+RECONCILIATION_RUNNING = ErrorCode(
+    "PAY_RECONCILIATION_RUNNING",
+    409,
+    _("The bills of {day} are being reconciled right now; look again in a minute"),
+)
 
 
 @dataclass(frozen=True)
@@ -278,8 +289,20 @@ async def _confirm_payment(day: date, mine: MallPayment) -> Mismatch | None:
 
 async def run(day: date, books: Iterable[Book]) -> PayReconciliation:
     """Fetch the day's bills, compare, and keep the result (replacing an earlier run's).
-    A failure to fetch or read them is kept too (status failed) and raised."""
-    books = list(books)
+    A failure to fetch or read them is kept too (status failed) and raised. One run of a
+    day at a time: another one meanwhile is RECONCILIATION_RUNNING."""
+    redis = get_redis()
+    lock, owner = f"wechat:reconcile:{day.isoformat()}:run", secrets.token_hex(8)
+    if not await redis.set(lock, owner, nx=True, ex=RUN_LOCK_SECONDS):
+        raise RECONCILIATION_RUNNING(day=day.isoformat())
+    try:
+        return await _run(day, list(books))
+    finally:
+        if await redis.get(lock) == owner:
+            await redis.delete(lock)
+
+
+async def _run(day: date, books: list[Book]) -> PayReconciliation:
     try:
         trades = await bills.download(day, "ALL")
         refund_bill = await bills.download(day, "REFUND")
