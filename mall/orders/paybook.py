@@ -8,7 +8,7 @@ from datetime import datetime
 from mall.orders.common import TRADE_PREFIX, out_trade_no
 from mall.orders.models import Order, OrderRefund
 from mall.wechat import pay as wechat_pay
-from mall.wechat.reconcile import Book, MallPayment, MallRefund
+from mall.wechat.reconcile import Book, MallPayment, MallRefund, PayRef
 
 SENT = ("processing", "succeeded", "abnormal", "offline")
 
@@ -65,4 +65,14 @@ async def refunds(numbers: list[str]) -> dict[str, MallRefund]:
     return {n: _refund(r, r.order, attempt) for n, (r, attempt) in matched.items()}
 
 
-BOOK = Book(TRADE_PREFIX, paid_between, payments, refunds_between, refunds)
+async def refs(numbers: list[str]) -> dict[str, PayRef]:
+    """The orders these out_trade_no belong to, whatever their state."""
+    wanted = [n[len(TRADE_PREFIX) :] for n in numbers if n.startswith(TRADE_PREFIX)]
+    rows = await Order.filter(number__in=wanted).values_list("id", "number", "member_id")
+    return {
+        f"{TRADE_PREFIX}{number}": PayRef(member_id=member_id, order_id=order_id)
+        for order_id, number, member_id in rows
+    }
+
+
+BOOK = Book(TRADE_PREFIX, paid_between, payments, refunds_between, refunds, refs)

@@ -79,6 +79,7 @@ class RefundOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    order_id: int
     out_refund_no: str
     kind: str
     lines: list[dict[str, int]]
@@ -96,6 +97,7 @@ class RefundOut(BaseModel):
         description="none | pending | processing | succeeded | failed | abnormal | offline"
     )
     cash_attempt: int = Field(default=0, description="ops retries of an abnormal cash refund")
+    cash_error: str = Field(default="", description="what WeChat Pay answered, when it failed")
     resolution: str = Field(default="", description="'' | retry | offline")
     resolution_note: str = ""
     resolved_at: datetime | None = None

@@ -17,7 +17,7 @@ from mall.wallet.models import (
     TopUpRefund,
 )
 from mall.wechat import pay as wechat_pay
-from mall.wechat.reconcile import Book, MallPayment, MallRefund
+from mall.wechat.reconcile import Book, MallPayment, MallRefund, PayRef
 
 PREFIX = "T"
 SENT = (REFUND_PROCESSING, REFUND_SUCCEEDED, REFUND_ABNORMAL, REFUND_OFFLINE)
@@ -69,4 +69,15 @@ async def refunds(numbers: list[str]) -> dict[str, MallRefund]:
     return {n: _refund(r, r.top_up, attempt) for n, (r, attempt) in matched.items()}
 
 
-BOOK = Book(PREFIX, paid_between, payments, refunds_between, refunds)
+async def refs(numbers: list[str]) -> dict[str, PayRef]:
+    """The top-ups these out_trade_no belong to, whatever their state."""
+    rows = await TopUp.filter(out_trade_no__in=numbers).values_list(
+        "id", "out_trade_no", "member_id"
+    )
+    return {
+        number: PayRef(member_id=member_id, top_up_id=top_up_id)
+        for top_up_id, number, member_id in rows
+    }
+
+
+BOOK = Book(PREFIX, paid_between, payments, refunds_between, refunds, refs)

@@ -202,6 +202,7 @@ class TopUpRefundOut(BaseModel):
 
     id: int
     top_up_id: int
+    member_id: int
     out_refund_no: str
     principal_fen: int = Field(description="principal taken from the wallet")
     bonus_fen: int = Field(description="bonus forfeited from the wallet")

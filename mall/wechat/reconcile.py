@@ -22,13 +22,16 @@ before it is called a mismatch, so a payment at 23:59:59 recorded at 00:00:01 is
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from mall.errors import MallError
+from mall.errors import ErrorCode, MallError
+from mall.i18n import _
 from mall.kit import clock
+from mall.redis import get_redis
 from mall.wechat import bills, pay
 from mall.wechat.models import FAILED, MISMATCH, OK, PayReconciliation
 
@@ -36,6 +39,16 @@ log = logging.getLogger("mall.wechat.reconcile")
 
 # at most this many WeChat Pay queries to confirm what the bill lacks, per run
 MAX_CONFIRMATIONS = 100
+# one run of a day at a time (the job, `mall check pay`, ops); a crashed run's lock lapses
+RUN_LOCK_SECONDS = 600
+# payment numbers looked up per query, for ops' links
+REFS_CHUNK = 500
+
+RECONCILIATION_RUNNING = ErrorCode(
+    "PAY_RECONCILIATION_RUNNING",
+    409,
+    _("The bills of {day} are being reconciled right now; look again in a minute"),
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,15 @@ class MallRefund:
     failed: bool = False  # the mall gave the money back another way (refused, closed)
 
 
+@dataclass(frozen=True)
+class PayRef:
+    """What an out_trade_no is in the mall (any state), for ops to open it."""
+
+    member_id: int
+    order_id: int | None = None
+    top_up_id: int | None = None
+
+
 Window = Callable[[datetime, datetime], Awaitable[list[Any]]]
 
 
@@ -63,13 +85,15 @@ class Book:
     - `paid_between(start, end)`: WeChat Pay payments the mall counts paid in [start, end);
     - `payments(numbers)`: the paid ones among these out_trade_no (any day), by number;
     - `refunds_between(start, end)`: refunds sent to WeChat Pay in [start, end);
-    - `refunds(numbers)`: by the refund numbers WeChat reports (a replaced attempt too)."""
+    - `refunds(numbers)`: by the refund numbers WeChat reports (a replaced attempt too);
+    - `refs(numbers)`: what these out_trade_no are, paid or not (the console's links)."""
 
     prefix: str
     paid_between: Callable[[datetime, datetime], Awaitable[list[MallPayment]]]
     payments: Callable[[list[str]], Awaitable[dict[str, MallPayment]]]
     refunds_between: Callable[[datetime, datetime], Awaitable[list[MallRefund]]]
     refunds: Callable[[list[str]], Awaitable[dict[str, MallRefund]]]
+    refs: Callable[[list[str]], Awaitable[dict[str, PayRef]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -265,8 +289,20 @@ async def _confirm_payment(day: date, mine: MallPayment) -> Mismatch | None:
 
 async def run(day: date, books: Iterable[Book]) -> PayReconciliation:
     """Fetch the day's bills, compare, and keep the result (replacing an earlier run's).
-    A failure to fetch or read them is kept too (status failed) and raised."""
-    books = list(books)
+    A failure to fetch or read them is kept too (status failed) and raised. One run of a
+    day at a time: another one meanwhile is RECONCILIATION_RUNNING."""
+    redis = get_redis()
+    lock, owner = f"wechat:reconcile:{day.isoformat()}:run", secrets.token_hex(8)
+    if not await redis.set(lock, owner, nx=True, ex=RUN_LOCK_SECONDS):
+        raise RECONCILIATION_RUNNING(day=day.isoformat())
+    try:
+        return await _run(day, list(books))
+    finally:
+        if await redis.get(lock) == owner:
+            await redis.delete(lock)
+
+
+async def _run(day: date, books: list[Book]) -> PayReconciliation:
     try:
         trades = await bills.download(day, "ALL")
         refund_bill = await bills.download(day, "REFUND")
@@ -316,3 +352,20 @@ async def recent(limit: int) -> list[PayReconciliation]:
 
 async def of_day(day: date) -> PayReconciliation | None:
     return await PayReconciliation.get_or_none(bill_date=day)
+
+
+async def references(numbers: Iterable[str], books: Iterable[Book]) -> dict[str, PayRef]:
+    """What each out_trade_no is in the mall (an order, a top-up; its member), by number;
+    numbers no book knows are left out."""
+    by_prefix = {b.prefix: b for b in books}
+    grouped: dict[str, list[str]] = {}
+    for number in sorted(set(numbers)):
+        grouped.setdefault(number[:1], []).append(number)
+    found: dict[str, PayRef] = {}
+    for prefix, group in grouped.items():
+        book = by_prefix.get(prefix)
+        if book is None or book.refs is None:
+            continue
+        for at in range(0, len(group), REFS_CHUNK):
+            found.update(await book.refs(group[at : at + REFS_CHUNK]))
+    return found

@@ -14,6 +14,10 @@ class MismatchOut(BaseModel):
     wechat_fen: int | None = None
     mall_fen: int | None = None
     detail: str = ""
+    # what out_trade_no is in the mall, when it is known there (the console's links)
+    order_id: int | None = None
+    top_up_id: int | None = None
+    member_id: int | None = None
 
 
 class ReconciliationOut(BaseModel):

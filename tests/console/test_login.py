@@ -10,7 +10,8 @@ from mall.kit import clock
 from tests.console.conftest import Console
 
 OPS_MENU = [
-    "dashboard", "orders", "members", "wallet", "products", "points-mall", "seckill",
+    "dashboard", "orders", "members", "wallet", "pay-reconciliation", "products", "points-mall",
+    "seckill",
     "blind-boxes", "coupons", "import", "segments", "referral",
 ]  # fmt: skip
 ADMIN_ONLY = ["staff", "rules", "audit"]

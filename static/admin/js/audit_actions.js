@@ -74,5 +74,6 @@ export const AUDIT_ACTIONS = {
   "wallet.plan.update": { "zh": "修改充值方案", "en": "Top-up plan changed" },
   "wallet.topup.refund": { "zh": "退还充值", "en": "Top-up refunded" },
   "wallet.topup_refund.offline": { "zh": "充值退款标记为线下已退", "en": "Top-up refund marked paid out another way" },
-  "wallet.topup_refund.retry": { "zh": "重试充值退款", "en": "Top-up refund retried" }
+  "wallet.topup_refund.retry": { "zh": "重试充值退款", "en": "Top-up refund retried" },
+  "wechat.pay.reconcile": { "zh": "重新对账（微信支付）", "en": "WeChat Pay bills reconciled again" }
 };

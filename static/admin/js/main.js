@@ -6,6 +6,7 @@ import * as dashboard from "./views/dashboard.js";
 import * as orders from "./views/orders.js";
 import * as members from "./views/members.js";
 import * as wallet from "./views/wallet.js";
+import * as payrec from "./views/payrec.js";
 import * as products from "./views/products.js";
 import * as pointsmall from "./views/pointsmall.js";
 import * as seckill from "./views/seckill.js";
@@ -25,6 +26,7 @@ const MENU = [
   { path: "orders", label: "menu_orders", view: orders },
   { path: "members", label: "menu_members", view: members },
   { path: "wallet", label: "menu_wallet", view: wallet },
+  { path: "pay-reconciliation", label: "menu_pay_reconciliation", view: payrec },
   { path: "products", label: "menu_products", view: products },
   { path: "points-mall", label: "menu_points_mall", view: pointsmall },
   { path: "seckill", label: "menu_seckill", view: seckill },
