@@ -11,7 +11,7 @@ from tests.console.conftest import Console
 
 OPS_MENU = [
     "dashboard", "orders", "members", "wallet", "pay-reconciliation", "products", "points-mall",
-    "seckill",
+    "seckill", "fair-sales",
     "blind-boxes", "coupons", "import", "segments", "referral",
 ]  # fmt: skip
 ADMIN_ONLY = ["staff", "rules", "audit"]

@@ -10,8 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
+from mall.kit import clock
 from mall.orders.models import OrderRefund
 from mall.wallet.models import TopUpRefund
 from mall.wechat.models import PayReconciliation
@@ -25,6 +27,7 @@ from tests.wechat.payrec import paid_day
 NOTIFY = "/api/v1/wechat/pay-notify"
 
 
+@pytest.mark.clock
 async def test_ops_reconcile_yesterday_and_read_the_mismatches(
     console: Console,
     client: httpx.AsyncClient,
@@ -32,11 +35,13 @@ async def test_ops_reconcile_yesterday_and_read_the_mismatches(
     fake_pay: FakePay,  # noqa: F811
     artifacts: Path,
 ) -> None:
-    # the browser's clock is the real one: the payments are made at noon yesterday and
-    # the server's clock is left at noon today (not a `clock` test)
+    # the payments are made at noon yesterday and the server's clock is left at noon
+    # today; the browser's clock is set to the server's, so "yesterday" is the same day
+    # on both sides whatever the real date
     paid = await paid_day(client, fake_pay, member_headers)
     day = paid.day.isoformat()
     page = console.page
+    await page.clock.set_fixed_time(clock.now())
     await console.sign_in("ops", "pay-reconciliation")
     await page.wait_for_selector("[data-menu=pay-reconciliation]:text-is('支付对账')")
     await page.wait_for_selector("[data-role=days] td.empty:text-is('还没有任何对账记录')")
