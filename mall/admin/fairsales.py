@@ -4,7 +4,7 @@ address or one login address. Phones are masked like every ops answer."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -14,7 +14,6 @@ from mall.kit.masking import mask_text, phone_out
 from mall.kit.pagination import Page
 from mall.members import service as members_service
 from mall.seckill import fair
-from mall.seckill.models import MemberFlag
 from mall.seckill.schemas import AdminBookingOut, FlagIn, FlagOut, SharedMemberOut, SharedOut
 
 router = APIRouter(tags=["admin: fair sales"])
@@ -56,14 +55,11 @@ def _card_fields(card: members_service.MemberCard | None) -> dict[str, str | Non
     return {"member_nickname": card.nickname, "member_phone": card.phone}
 
 
-async def _flags_out(flags: list[MemberFlag]) -> list[FlagOut]:
-    cards = await members_service.cards([f.member_id for f in flags])
-    return [
-        FlagOut.model_validate(f, from_attributes=True).model_copy(
-            update=_card_fields(cards.get(f.member_id))
-        )
-        for f in flags
-    ]
+async def _flags_out(flags: list[Any]) -> list[FlagOut]:
+    """`flags`: MemberFlag rows (a router imports no other domain's models)."""
+    out = [FlagOut.model_validate(f, from_attributes=True) for f in flags]
+    cards = await members_service.cards([f.member_id for f in out])
+    return [f.model_copy(update=_card_fields(cards.get(f.member_id))) for f in out]
 
 
 @router.post("/seckill/members/{member_id}/flag", response_model=FlagOut)
