@@ -4,7 +4,7 @@ address or one login address. Phones are masked like every ops answer."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -12,8 +12,9 @@ from mall.deps import CurrentStaff
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.masking import mask_text, phone_out
 from mall.kit.pagination import Page
+from mall.members import service as members_service
 from mall.seckill import fair
-from mall.seckill.schemas import AdminBookingOut, FlagIn, FlagOut, SharedOut
+from mall.seckill.schemas import AdminBookingOut, FlagIn, FlagOut, SharedMemberOut, SharedOut
 
 router = APIRouter(tags=["admin: fair sales"])
 
@@ -29,11 +30,13 @@ async def bookings(
     """Bookings of a session (cancelled ones too), newest first, with the reminder state
     (`due`, `sending`, `sent`, `no_grant`, `capped`, `refused`, `cancelled`)."""
     rows, next_cursor = await fair.session_bookings(session_id, cursor, size)
+    cards = await members_service.cards([r.member_id for r in rows])
     return Page[AdminBookingOut](
         items=[
             AdminBookingOut(
                 id=r.id,
                 member_id=r.member_id,
+                **_card_fields(cards.get(r.member_id)),
                 created_at=r.created_at,
                 cancelled_at=r.cancelled_at,
                 reminder=r.reminder.value,
@@ -45,15 +48,25 @@ async def bookings(
     )
 
 
-def _flag_out(flag: object) -> FlagOut:
-    return FlagOut.model_validate(flag, from_attributes=True)
+def _card_fields(card: members_service.MemberCard | None) -> dict[str, str | None]:
+    """Who a listed member is (nothing for an account that no longer exists)."""
+    if card is None:
+        return {}
+    return {"member_nickname": card.nickname, "member_phone": card.phone}
+
+
+async def _flags_out(flags: list[Any]) -> list[FlagOut]:
+    """`flags`: MemberFlag rows (a router imports no other domain's models)."""
+    out = [FlagOut.model_validate(f, from_attributes=True) for f in flags]
+    cards = await members_service.cards([f.member_id for f in out])
+    return [f.model_copy(update=_card_fields(cards.get(f.member_id))) for f in out]
 
 
 @router.post("/seckill/members/{member_id}/flag", response_model=FlagOut)
 async def flag_member(member_id: Id, body: FlagIn, staff: CurrentStaff) -> FlagOut:
     """Flag a member as a suspected scalper (or change the reason). Sales that exclude
     flagged members turn them away from their next attempt, without a new login."""
-    return _flag_out(await fair.flag(member_id, body.reason, staff))
+    return (await _flags_out([await fair.flag(member_id, body.reason, staff)]))[0]
 
 
 @router.post("/seckill/members/{member_id}/unflag", status_code=204, response_class=Response)
@@ -70,16 +83,26 @@ async def flags(
     limit: Limit = 50,
 ) -> list[FlagOut]:
     """Flagged members, newest flag first."""
-    return [_flag_out(f) for f in await fair.flags(before_id, limit)]
+    return await _flags_out(await fair.flags(before_id, limit))
 
 
-def _shared_out(found: list[fair.Shared]) -> list[SharedOut]:
+async def _shared_out(found: list[fair.Shared]) -> list[SharedOut]:
+    # one look-up for the members of every group of the page
+    cards = await members_service.cards([m for s in found for m in s.member_ids])
+
+    def member(member_id: int) -> SharedMemberOut:
+        card = cards.get(member_id)
+        if card is None:
+            return SharedMemberOut(id=member_id)
+        return SharedMemberOut(id=member_id, nickname=card.nickname, phone=card.phone)
+
     return [
         SharedOut(
             value=s.value,
             member_count=len(s.member_ids),
             member_ids=s.member_ids,
             flagged_ids=s.flagged_ids,
+            members=[member(m) for m in s.member_ids],
         )
         for s in found
     ]
@@ -93,7 +116,7 @@ async def shared_phones(
     found = await fair.shared_phones(min_members, limit)
     for s in found:
         s.value = phone_out(s.value) or ""
-    return _shared_out(found)
+    return await _shared_out(found)
 
 
 @router.get("/seckill/suspicious/addresses", response_model=list[SharedOut])
@@ -105,7 +128,7 @@ async def shared_addresses(
     found = await fair.shared_addresses(min_members, limit)
     for s in found:
         s.value = mask_text(s.value)
-    return _shared_out(found)
+    return await _shared_out(found)
 
 
 @router.get("/seckill/suspicious/logins", response_model=list[SharedOut])
@@ -114,4 +137,4 @@ async def shared_logins(
 ) -> list[SharedOut]:
     """Client addresses (IPs) several accounts logged in from in the last `days`. One
     office or mobile carrier can put many honest members behind one address: a lead."""
-    return _shared_out(await fair.shared_login_ips(days, min_members, limit))
+    return await _shared_out(await fair.shared_login_ips(days, min_members, limit))

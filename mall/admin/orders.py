@@ -14,13 +14,13 @@ from mall.kit import clock, idempotency
 from mall.kit.bounds import Cursor, Id, Limit
 from mall.kit.text import SafeLine
 from mall.orders import service
-from mall.orders.models import STATUSES
+from mall.orders.models import STATUSES, OrderRefund
 from mall.orders.schemas import (
     AdminOrderOut,
     AdminOrderPage,
     AdminRefundIn,
+    AdminRefundOut,
     CancelIn,
-    RefundOut,
     ResolveRefundIn,
     ShipIn,
 )
@@ -176,13 +176,22 @@ async def refund(
     )
 
 
-@router.get("/order-refunds/abnormal", response_model=list[RefundOut])
-async def abnormal_refunds(_staff: CurrentStaff) -> list[RefundOut]:
-    """Cash refunds WeChat Pay could not pay out, waiting for ops to resolve."""
-    return [RefundOut.model_validate(r) for r in await service.abnormal_refunds()]
+async def _refunds_out(refunds: list[OrderRefund]) -> list[AdminRefundOut]:
+    members = await service.members_of_refunds(refunds)
+    return [
+        AdminRefundOut.model_validate(r).model_copy(update={"member_id": members.get(r.id)})
+        for r in refunds
+    ]
 
 
-@router.post("/order-refunds/{refund_id}/resolve", response_model=RefundOut)
+@router.get("/order-refunds/abnormal", response_model=list[AdminRefundOut])
+async def abnormal_refunds(_staff: CurrentStaff) -> list[AdminRefundOut]:
+    """Cash refunds WeChat Pay could not pay out, waiting for ops to resolve, with the
+    order's member."""
+    return await _refunds_out(await service.abnormal_refunds())
+
+
+@router.post("/order-refunds/{refund_id}/resolve", response_model=AdminRefundOut)
 async def resolve_refund(
     refund_id: Id,
     body: ResolveRefundIn,
@@ -193,11 +202,11 @@ async def resolve_refund(
     (`ORDER_REFUND_RETRY_REFUSED` if WeChat Pay will not), `offline` records that it was
     paid out another way (`note` says how). Admin only; audited; idempotent."""
 
-    async def work() -> RefundOut:
+    async def work() -> AdminRefundOut:
         refund = await service.resolve_abnormal_refund(
             refund_id, action=body.action, note=body.note, staff=admin
         )
-        return RefundOut.model_validate(refund)
+        return (await _refunds_out([refund]))[0]
 
     return await idempotency.run(
         f"admin.orders.refund_resolve:{admin.id}",

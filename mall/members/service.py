@@ -30,7 +30,7 @@ from mall.config import get_settings
 from mall.errors import FORBIDDEN, NOT_FOUND, TOKEN_INVALID, UNAUTHORIZED, ErrorCode
 from mall.i18n import _
 from mall.kit import clock, ratelimit
-from mall.kit.bulk import driver_sql
+from mall.kit.bulk import driver_sql, select_in
 from mall.kit.cache import Refreshing
 from mall.kit.clientip import rate_key
 from mall.kit.security import (
@@ -377,6 +377,26 @@ async def birthdays(member_ids: list[int]) -> dict[int, date | None]:
     first draws of a burst); a missing member is left out."""
     rows: list[Any] = await Member.filter(id__in=member_ids).values_list("id", "birthday")
     return {int(member_id): birthday for member_id, birthday in rows}
+
+
+@dataclass(frozen=True)
+class MemberCard:
+    """Who an account is, for ops lists that otherwise show member ids only."""
+
+    nickname: str
+    phone: str | None  # in full: answers type it `masking.Phone`, which masks it
+
+
+async def cards(member_ids: Sequence[int]) -> dict[int, MemberCard]:
+    """The nickname and phone of each live member among `member_ids`, in one query for
+    a page (a query per 1,000 ids beyond); a missing or deleted member is left out."""
+    ids = list(dict.fromkeys(member_ids))
+    rows = await select_in(Member, "id", ids, ["id", "nickname", "phone", "deleted_at"])
+    return {
+        int(member_id): MemberCard(str(nickname or ""), str(phone) if phone else None)
+        for member_id, nickname, phone, deleted_at in rows
+        if deleted_at is None
+    }
 
 
 async def bind_phone(member: Member, code: str) -> Member:

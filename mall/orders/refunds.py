@@ -531,3 +531,13 @@ async def _resolved_meanwhile(refund_id: int, action: str) -> OrderRefund:
 async def abnormal_refunds() -> list[OrderRefund]:
     """Cash refunds waiting for ops: WeChat Pay could not pay them out."""
     return await OrderRefund.filter(cash_status="abnormal").order_by("id")
+
+
+async def members_of_refunds(refunds: list[OrderRefund]) -> dict[int, int]:
+    """The member of each refund's order, by refund id, in one query."""
+    order_ids = {r.order_id for r in refunds}
+    if not order_ids:
+        return {}
+    rows: list[Any] = await Order.filter(id__in=order_ids).values_list("id", "member_id")
+    members = {int(order_id): int(member_id) for order_id, member_id in rows}
+    return {r.id: members[r.order_id] for r in refunds if r.order_id in members}

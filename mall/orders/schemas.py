@@ -104,6 +104,12 @@ class RefundOut(BaseModel):
     created_at: datetime
 
 
+class AdminRefundOut(RefundOut):
+    """A refund as ops see it: whose order it is, for a link to the member."""
+
+    member_id: int | None = Field(default=None, description="the order's member")
+
+
 class ResolveRefundIn(BaseModel):
     """How ops settle a cash refund WeChat Pay could not pay out (`abnormal`)."""
 

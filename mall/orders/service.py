@@ -88,6 +88,7 @@ from mall.orders.models import (
 from mall.orders.refunds import LineRefund as LineRefund
 from mall.orders.refunds import RefundPlan as RefundPlan
 from mall.orders.refunds import abnormal_refunds as abnormal_refunds
+from mall.orders.refunds import members_of_refunds as members_of_refunds
 from mall.orders.refunds import on_order_refund as on_order_refund
 from mall.orders.refunds import plan_refund as plan_refund
 from mall.orders.refunds import resolve_abnormal_refund as resolve_abnormal_refund

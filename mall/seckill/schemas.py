@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mall.kit.bounds import Id
+from mall.kit.masking import Phone
 from mall.kit.text import ImageRef, SafeLine
 from mall.pricing.calc import Delivery
 
@@ -191,9 +192,15 @@ class BookingOut(BaseModel):
     reminder: str
 
 
+_NICKNAME = "The member's nickname; null: the account no longer exists"
+_PHONE = "The member's phone, masked (138****8000); null: none bound"
+
+
 class AdminBookingOut(BaseModel):
     id: int
     member_id: int
+    member_nickname: str | None = Field(default=None, description=_NICKNAME)
+    member_phone: Phone | None = Field(default=None, description=_PHONE)
     created_at: datetime
     cancelled_at: datetime | None
     reminder: str
@@ -209,9 +216,17 @@ class FlagIn(BaseModel):
 class FlagOut(BaseModel):
     id: int = Field(description="The flag's id: `before_id` of the next page of flags")
     member_id: int
+    member_nickname: str | None = Field(default=None, description=_NICKNAME)
+    member_phone: Phone | None = Field(default=None, description=_PHONE)
     reason: str
     flagged_by: str
     flagged_at: datetime
+
+
+class SharedMemberOut(BaseModel):
+    id: int
+    nickname: str | None = Field(default=None, description=_NICKNAME)
+    phone: Phone | None = Field(default=None, description=_PHONE)
 
 
 class SharedOut(BaseModel):
@@ -221,3 +236,6 @@ class SharedOut(BaseModel):
     member_count: int
     member_ids: list[int] = Field(description="At most 200")
     flagged_ids: list[int]
+    members: list[SharedMemberOut] = Field(
+        default_factory=list, description="`member_ids` with who each account is"
+    )

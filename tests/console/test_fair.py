@@ -101,6 +101,13 @@ async def test_session_form_sets_eligibility_and_the_live_page_shows_rules_and_b
     await page.click("[data-role=bookings] [data-action=more]")
     await page.wait_for_selector(f"[data-role=bookings] a[data-member='{member.id}']")
     assert await rows.count() == 51
+    # who booked: nickname and masked phone next to the id; ids of no account stay bare
+    booked = page.locator(
+        "[data-role=bookings] tr[data-booking]", has=page.locator(f"a[data-member='{member.id}']")
+    )
+    assert await booked.locator("[data-role=member-name]").text_content() == "booker · 138****1234"
+    assert await page.locator("[data-role=bookings] [data-role=member-name]").count() == 1
+    assert "13800001234" not in (await page.text_content("[data-role=bookings]") or "")
     assert await page.locator("[data-role=bookings] [data-action=more]").is_hidden()
     await page.screenshot(path=str(artifacts / "console-seckill-rules.png"), full_page=True)
 
@@ -149,6 +156,12 @@ async def test_flag_from_a_suspicious_list_and_unflag_from_the_flags_list(
     await group.first.wait_for()
     assert await group.count() == 1
     assert "139****1111" in (await group.text_content() or "")
+    # each account's nickname by its id (the phone is the group's, not repeated)
+    chip = page.locator(f"[data-chip='{farm[1].id}']")
+    assert await chip.locator("[data-role=member-name]").text_content() == "farm1"
+    assert await chip.locator(f"a[href='#/members/{farm[1].id}']").text_content() == (
+        f"#{farm[1].id}"
+    )
     await page.click(f"[data-chip='{farm[1].id}'] [data-action=flag]")
     dialog = page.locator("form[data-form=flag]")
     # the reason is filled in from the group (and may be changed)
@@ -176,6 +189,11 @@ async def test_flag_from_a_suspicious_list_and_unflag_from_the_flags_list(
     await page.click("[data-tab=main]")
     await page.wait_for_selector(f"[data-role=flags] tr[data-flag='{farm[1].id}']")
     assert await page.locator("[data-role=flags] tr[data-flag]").count() == 3
+    flagged_row = page.locator(f"[data-role=flags] tr[data-flag='{farm[1].id}']")
+    assert await flagged_row.locator("[data-role=member-name]").text_content() == (
+        "farm1 · 139****1111"
+    )
+    assert "13900001111" not in (await page.text_content("[data-role=flags]") or "")
     await page.click(f"tr[data-flag='{farm[1].id}'] [data-action=unflag]")
     unflag = page.locator("form[data-form=unflag]")
     await unflag.locator("button[data-action=confirm-unflag]").click()  # no reason yet
@@ -232,6 +250,8 @@ async def test_shared_logins_and_addresses_lists(console: Console) -> None:
     await group.wait_for()
     for member in office:
         assert await group.locator(f"[data-chip='{member.id}'] [data-action=flag]").count() == 1
+        name = group.locator(f"[data-chip='{member.id}'] [data-role=member-name]")
+        assert await name.text_content() == member.nickname
     # a narrower search finds nothing
     await page.fill("#f-min_members", "3")
     await page.click("[data-action=find]")

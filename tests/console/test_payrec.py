@@ -14,7 +14,7 @@ import pytest
 
 from mall.audit.models import AuditLog
 from mall.kit import clock
-from mall.orders.models import OrderRefund
+from mall.orders.models import Order, OrderRefund
 from mall.wallet.models import TopUpRefund
 from mall.wechat.models import PayReconciliation
 from tests.conftest import MemberLogin
@@ -161,6 +161,10 @@ async def test_admin_resolves_abnormal_refunds(
     assert await by_order.locator("[data-figure=cash]").text_content() == "¥29.90"
     assert await by_order.locator("[data-role=order]").get_attribute("href") == (
         f"#/orders/{order_refund.order_id}"
+    )
+    order = await Order.get(id=order_refund.order_id)
+    assert await by_order.locator("[data-role=member]").get_attribute("href") == (
+        f"#/members/{order.member_id}"
     )
     assert await by_top_up.locator("[data-figure=cash]").text_content() == "¥500.00"
     assert await by_top_up.locator("[data-role=member]").get_attribute("href") == (

@@ -57,6 +57,10 @@ async def test_retry_to_the_original_payment_and_the_old_attempt_is_ignored(
     admin = await staff_token()
     listed = (await client.get("/api/admin/v1/order-refunds/abnormal", headers=admin)).json()
     assert [r["id"] for r in listed] == [refund["id"]]
+    order = await Order.get(id=(await OrderRefund.get(id=refund["id"])).order_id)
+    # ops see whose order it is (the console links the member)
+    assert listed[0]["member_id"] == order.member_id
+    assert "member_id" not in refund  # the member's own order answer does not carry it
     no = refund["out_refund_no"]
 
     refused = await _resolve(client, admin, refund["id"], action="retry")
@@ -103,6 +107,8 @@ async def test_paid_offline_is_recorded_once_and_closes_it(
     )
     assert first.status_code == 200, first.text
     assert (first.json()["cash_status"], first.json()["resolution"]) == ("offline", "offline")
+    order = await Order.get(id=(await OrderRefund.get(id=refund["id"])).order_id)
+    assert first.json()["member_id"] == order.member_id
     replay = await client.post(
         f"/api/admin/v1/order-refunds/{refund['id']}/resolve",
         json=body,

@@ -253,9 +253,17 @@ async def test_booking_required_sale(
     late = await client.post(url, headers=bob)
     assert late.status_code == 409 and late.json()["error"]["code"] == "SECKILL_BOOKING_CLOSED"
     assert (await client.delete(url, headers=alice)).status_code == 409
+    # ops see who booked: nickname and masked phone; an account gone shows its id only
+    await Member.filter(openid="dev_alice").update(nickname="爱丽丝", phone="13800138000")
+    await Member.filter(openid="dev_dave").update(deleted_at=clock.now(), nickname="")
     listing = await client.get(f"/api/admin/v1/seckill/sessions/{session_id}/bookings", headers=ops)
     rows = listing.json()["items"]
     assert len(rows) == 4 and sum(1 for b in rows if b["cancelled_at"]) == 2
+    alice_id = (await Member.get(openid="dev_alice")).id
+    dave_id = (await Member.get(openid="dev_dave")).id
+    who = {b["member_id"]: (b["member_nickname"], b["member_phone"]) for b in rows}
+    assert who[alice_id] == ("爱丽丝", "138****8000")
+    assert who[dave_id] == (None, None)
 
 
 @pytest.mark.clock
@@ -410,6 +418,11 @@ async def test_suspicious_patterns(
             "member_count": 3,
             "member_ids": [m.id for m in phone_farm],
             "flagged_ids": [phone_farm[0].id],
+            # who each account is, phones masked like the group's
+            "members": [
+                {"id": m.id, "nickname": f"p{i}", "phone": "139****1111"}
+                for i, m in enumerate(phone_farm)
+            ],
         }
     ]
     two = (await client.get("/api/admin/v1/seckill/suspicious/phones", headers=ops)).json()
@@ -434,6 +447,9 @@ async def test_suspicious_patterns(
     assert r.status_code == 200, r.text
     found = r.json()
     assert len(found) == 1 and found[0]["member_ids"] == [m.id for m in shippers[:3]]
+    assert [(m["id"], m["nickname"], m["phone"]) for m in found[0]["members"]] == [
+        (m.id, f"a{i}", None) for i, m in enumerate(shippers[:3])
+    ]
     assert found[0]["value"].startswith("上海市 浦东新区")
 
     # logins: two members from this test client's one address

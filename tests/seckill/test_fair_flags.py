@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import httpx
 
+from mall.kit import clock
+from mall.members.models import Member
 from mall.seckill import fair
+from mall.seckill.models import MemberFlag
 from tests.conftest import StaffLogin
 from tests.factories import make_member
 
@@ -34,3 +37,36 @@ async def test_flags_page_on_by_their_ids(
     )
     assert again.status_code == 200
     assert again.json()["id"] == flags[-1]["id"] and again.json()["reason"] == "x"
+
+
+async def test_flags_say_who_each_member_is(
+    client: httpx.AsyncClient, staff_headers: StaffLogin
+) -> None:
+    ops = await staff_headers(role="ops")
+    named = await make_member("黄牛甲", phone="13912345678")
+    no_phone = await make_member("scalper_b")
+    deleted = await make_member("gone", phone="13700001111")
+    for member in (named, no_phone, deleted):
+        await fair.flag(member.id, "farm", None)
+    # an account deleted on request, and a flag whose member row is gone altogether
+    await Member.filter(id=deleted.id).update(deleted_at=clock.now(), nickname="", phone=None)
+    vanished = await MemberFlag.create(
+        member_id=deleted.id + 1000, reason="old", flagged_by="x", flagged_at=clock.now()
+    )
+
+    listed = (await client.get("/api/admin/v1/seckill/flags", headers=ops)).json()
+    who = {f["member_id"]: (f["member_nickname"], f["member_phone"]) for f in listed}
+    assert who == {
+        named.id: ("黄牛甲", "139****5678"),  # masked, never the full number
+        no_phone.id: ("scalper_b", None),
+        deleted.id: (None, None),
+        vanished.member_id: (None, None),
+    }
+    flagged = await client.post(
+        f"/api/admin/v1/seckill/members/{named.id}/flag", json={"reason": "again"}, headers=ops
+    )
+    assert flagged.status_code == 200, flagged.text
+    assert (flagged.json()["member_nickname"], flagged.json()["member_phone"]) == (
+        "黄牛甲",
+        "139****5678",
+    )

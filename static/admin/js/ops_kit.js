@@ -5,6 +5,13 @@ import { h, clear, busy, table } from "./dom.js";
 import { t } from "./i18n.js";
 import "./i18n_ops.js";
 
+/** Who a member is, next to its id link: nickname and (masked) phone; nothing for an
+ * account that no longer exists (the API sends neither). */
+export function memberWho(nickname, phone) {
+  const text = [nickname, phone].filter(Boolean).join(" · ");
+  return text ? h("span", { class: "muted small", "data-role": "member-name" }, text) : null;
+}
+
 /** `load(cursor)` answers {items, next_cursor}. */
 export function pagedTable(columns, load, { role, rowAttrs, empty } = {}) {
   const box = h("div", { "data-role": role });

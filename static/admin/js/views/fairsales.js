@@ -5,7 +5,7 @@ import { api } from "../api.js";
 import { h, clear, busy, field, input, modal, table, badge, pageHead, num, when, toast, confirmDialog } from "../dom.js";
 import { t } from "../i18n.js";
 import "../i18n_fair.js";
-import { pagedTable, tabs } from "../ops_kit.js";
+import { pagedTable, tabs, memberWho } from "../ops_kit.js";
 
 const FLAGS_PAGE = 50;
 const REASON_MAX = 200;
@@ -93,7 +93,7 @@ async function flagsTab(main) {
     });
   list = pagedTable(
     [
-      [t("member"), (f) => memberLink(f.member_id)],
+      [t("member"), (f) => [memberLink(f.member_id), " ", memberWho(f.member_nickname, f.member_phone)]],
       [t("reason"), (f) => f.reason],
       [t("fair_flagged_by"), (f) => f.flagged_by || "—"],
       [t("fair_flagged_at"), (f) => when(f.flagged_at)],
@@ -179,16 +179,21 @@ async function sharedTab(main, kind) {
     });
   };
 
-  const memberChip = (g, id) =>
-    h(
+  // who each account is; on the phones tab the phone is the group's own, so not repeated
+  const memberChip = (g, id) => {
+    const who = (g.members || []).find((m) => m.id === id) || {};
+    return h(
       "span",
       { class: "badge", "data-chip": id },
       memberLink(id),
+      " ",
+      memberWho(who.nickname, kind === "phones" ? null : who.phone),
       " ",
       g.flagged_ids.includes(id)
         ? h("span", { class: "badge badge-bad", "data-role": "flagged" }, t("fair_flagged"))
         : h("button", { type: "button", class: "btn-link", "data-action": "flag", onClick: () => flagOne(g, id) }, t("fair_flag")),
     );
+  };
 
   const draw = () =>
     clear(box).append(

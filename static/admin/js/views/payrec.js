@@ -165,8 +165,9 @@ async function abnormalRefunds() {
 }
 
 function refundReference(r) {
-  if (r.source === "order") return h("a", { href: `#/orders/${r.order_id}`, "data-role": "order" }, `${t("order")} #${r.order_id}`);
-  return [t("payrec_top_up_n", { id: r.top_up_id }), h("br"), h("a", { href: `#/members/${r.member_id}`, "data-role": "member" }, t("member_n", { id: r.member_id }))];
+  const member = r.member_id ? [h("br"), h("a", { href: `#/members/${r.member_id}`, "data-role": "member" }, t("member_n", { id: r.member_id }))] : null;
+  if (r.source === "order") return [h("a", { href: `#/orders/${r.order_id}`, "data-role": "order" }, `${t("order")} #${r.order_id}`), member];
+  return [t("payrec_top_up_n", { id: r.top_up_id }), member];
 }
 
 async function listPage(main) {
