@@ -19,7 +19,7 @@ from mall.wallet.models import TopUpRefund
 from mall.wechat.models import PayReconciliation
 from tests.conftest import MemberLogin
 from tests.console.conftest import Console
-from tests.orders.helpers import make_shop
+from tests.orders.helpers import abnormal_refund
 from tests.wallet.fake_pay import FakePay, fake_pay, fake_pay_server  # noqa: F401
 from tests.wallet.helpers import paid_top_up, staff_token
 from tests.wechat.payrec import paid_day
@@ -107,26 +107,6 @@ async def test_ops_reconcile_yesterday_and_read_the_mismatches(
     assert await page.locator("[data-action=run]").count() == 1
 
 
-async def _abnormal_order_refund(
-    client: httpx.AsyncClient, pay: FakePay, member_headers: MemberLogin
-) -> OrderRefund:
-    """A towel paid with WeChat Pay and cancelled; WeChat reports the refund ABNORMAL."""
-    shop = await make_shop()
-    headers = await member_headers("payrec_abnormal")
-    r = await client.post(
-        "/api/v1/orders",
-        json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
-        headers=headers,
-    )
-    order = r.json()
-    await pay.deliver(client, pay.pay("O" + order["number"]))
-    r = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)
-    (refund,) = r.json()["refunds"]
-    h, body = pay.refund_notification(refund["out_refund_no"], "ABNORMAL")
-    assert (await client.post(NOTIFY, headers=h, content=body)).status_code == 204
-    return await OrderRefund.get(id=refund["id"], cash_status="abnormal")
-
-
 async def _abnormal_top_up_refund(
     client: httpx.AsyncClient, pay: FakePay, member_headers: MemberLogin
 ) -> TopUpRefund:
@@ -151,7 +131,8 @@ async def test_admin_resolves_abnormal_refunds(
     fake_pay: FakePay,  # noqa: F811
     artifacts: Path,
 ) -> None:
-    order_refund = await _abnormal_order_refund(client, fake_pay, member_headers)
+    refund = await abnormal_refund(client, fake_pay, member_headers, "payrec_abnormal")
+    order_refund = await OrderRefund.get(id=refund["id"])
     top_up_refund = await _abnormal_top_up_refund(client, fake_pay, member_headers)
     page = console.page
     await console.sign_in("admin", "pay-reconciliation")

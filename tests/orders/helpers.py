@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from mall.addresses import service as addresses_service
 from mall.addresses.schemas import AddressIn
 from mall.catalog.models import Category, Product, Sku
@@ -18,6 +20,8 @@ from mall.orders import service as orders_service
 from mall.orders.models import Order, OrderLine, OrderRefund
 from mall.points import service as points_service
 from mall.wechat import pay as wechat_pay
+from tests.conftest import MemberLogin
+from tests.wallet.fake_pay import FakePay
 
 # a Tuesday that is not member day (the 18th), noon in Shanghai
 NOT_MEMBER_DAY = datetime(2025, 3, 11, 4, tzinfo=UTC)
@@ -123,3 +127,29 @@ def paid_result(order: Order, **changes: Any) -> wechat_pay.PaymentResult:
 
 async def counts() -> tuple[int, int, int]:
     return await Order.all().count(), await OrderLine.all().count(), await OrderRefund.all().count()
+
+
+async def abnormal_refund(
+    client: httpx.AsyncClient, pay: FakePay, member_headers: MemberLogin, name: str
+) -> dict[str, Any]:
+    """A towel paid with WeChat Pay and cancelled, whose refund WeChat reports ABNORMAL:
+    the refund's answer (from the cancel)."""
+    shop = await make_shop()
+    headers = await member_headers(name)
+    r = await client.post(
+        "/api/v1/orders",
+        json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
+        headers=headers,
+    )
+    order = r.json()
+    await pay.deliver(client, pay.pay("O" + order["number"]))
+    r = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)
+    (refund,) = r.json()["refunds"]
+    assert refund["cash_status"] == "processing"
+    h, body = pay.refund_notification(refund["out_refund_no"], "ABNORMAL")
+    r = await client.post("/api/v1/wechat/pay-notify", headers=h, content=body)
+    assert r.status_code == 204, r.text
+    row = await OrderRefund.get(id=refund["id"])
+    assert (row.cash_status, row.cash_error) == ("abnormal", "ABNORMAL")
+    result: dict[str, Any] = refund
+    return result

@@ -4,42 +4,16 @@ and the order's own figures do not move."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from mall.audit.models import AuditLog
 from mall.orders.models import Order, OrderRefund
 from tests.conftest import MemberLogin
-from tests.orders.helpers import assert_books_clean, make_shop
+from tests.orders.helpers import abnormal_refund, assert_books_clean
 from tests.wallet.fake_pay import FakePay
 from tests.wallet.helpers import staff_token
 
 NOTIFY = "/api/v1/wechat/pay-notify"
-
-
-async def _abnormal(
-    client: httpx.AsyncClient, fake_pay: FakePay, member_headers: MemberLogin, name: str
-) -> dict[str, Any]:
-    """A towel paid with WeChat Pay, cancelled; WeChat reports the refund ABNORMAL."""
-    shop = await make_shop()
-    headers = await member_headers(name)
-    r = await client.post(
-        "/api/v1/orders",
-        json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
-        headers=headers,
-    )
-    order = r.json()
-    await fake_pay.deliver(client, fake_pay.pay("O" + order["number"]))
-    r = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)
-    (refund,) = r.json()["refunds"]
-    assert refund["cash_status"] == "processing"
-    h, body = fake_pay.refund_notification(refund["out_refund_no"], "ABNORMAL")
-    assert (await client.post(NOTIFY, headers=h, content=body)).status_code == 204
-    row = await OrderRefund.get(id=refund["id"])
-    assert (row.cash_status, row.cash_error) == ("abnormal", "ABNORMAL")
-    result: dict[str, Any] = refund
-    return result
 
 
 async def _resolve(
@@ -53,7 +27,7 @@ async def _resolve(
 async def test_retry_to_the_original_payment_and_the_old_attempt_is_ignored(
     client: httpx.AsyncClient, member_headers: MemberLogin, fake_pay: FakePay
 ) -> None:
-    refund = await _abnormal(client, fake_pay, member_headers, "towel1")
+    refund = await abnormal_refund(client, fake_pay, member_headers, "towel1")
     admin = await staff_token()
     listed = (await client.get("/api/admin/v1/order-refunds/abnormal", headers=admin)).json()
     assert [r["id"] for r in listed] == [refund["id"]]
@@ -92,7 +66,7 @@ async def test_retry_to_the_original_payment_and_the_old_attempt_is_ignored(
 async def test_paid_offline_is_recorded_once_and_closes_it(
     client: httpx.AsyncClient, member_headers: MemberLogin, fake_pay: FakePay
 ) -> None:
-    refund = await _abnormal(client, fake_pay, member_headers, "towel2")
+    refund = await abnormal_refund(client, fake_pay, member_headers, "towel2")
     admin = await staff_token()
     ops = await staff_token("ops")
     forbidden = await _resolve(client, ops, refund["id"], action="offline", note="现金")
