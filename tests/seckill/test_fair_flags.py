@@ -70,3 +70,13 @@ async def test_flags_say_who_each_member_is(
         "黄牛甲",
         "139****5678",
     )
+
+
+async def test_flags_among_more_ids_than_one_statement_takes() -> None:
+    # the largest suspicious page (200 groups of 200 accounts) asks about 40,000 ids:
+    # more than one statement's parameters on SQLite (32,766) and PostgreSQL (32,767)
+    flagged = [await make_member(f"farm{i}") for i in range(2)]
+    for member in flagged:
+        await fair.flag(member.id, "farm", None)
+    ids = [*range(10_000_000, 10_040_000), *(m.id for m in flagged)]
+    assert await fair.flagged_among(ids) == {m.id for m in flagged}
