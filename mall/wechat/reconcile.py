@@ -41,7 +41,8 @@ log = logging.getLogger("mall.wechat.reconcile")
 MAX_CONFIRMATIONS = 100
 # one run of a day at a time (the job, `mall check pay`, ops); a crashed run's lock lapses
 RUN_LOCK_SECONDS = 600
-# payment numbers looked up per query, for ops' links
+# payment and refund numbers looked up per query: a flash-sale day's bill can list more
+# than one statement takes (PostgreSQL: 32,767 arguments)
 REFS_CHUNK = 500
 
 RECONCILIATION_RUNNING = ErrorCode(
@@ -124,7 +125,8 @@ async def _payments(books: dict[str, Book], numbers: Iterable[str]) -> dict[str,
     found: dict[str, MallPayment] = {}
     for prefix, group in by_prefix.items():
         if prefix in books:
-            found.update(await books[prefix].payments(group))
+            for at in range(0, len(group), REFS_CHUNK):
+                found.update(await books[prefix].payments(group[at : at + REFS_CHUNK]))
     return found
 
 
@@ -135,7 +137,8 @@ async def _refunds(books: dict[str, Book], rows: list[bills.BillRow]) -> dict[st
     found: dict[str, MallRefund] = {}
     for prefix, group in by_prefix.items():
         if prefix in books:
-            found.update(await books[prefix].refunds(group))
+            for at in range(0, len(group), REFS_CHUNK):
+                found.update(await books[prefix].refunds(group[at : at + REFS_CHUNK]))
     return found
 
 

@@ -10,7 +10,7 @@ import pytest
 from mall import domains
 from mall.kit import clock
 from mall.orders.models import Order
-from mall.wechat import reconcile
+from mall.wechat import bills, reconcile
 from mall.wechat.models import MISMATCH, OK
 from tests.conftest import MemberLogin
 from tests.orders.helpers import make_shop
@@ -72,3 +72,37 @@ async def test_orders_paid_refunded_and_retried_reconcile_and_a_lost_payment_is_
     assert [(m["kind"], m["out_trade_no"]) for m in row.mismatches] == [
         ("paid_not_in_mall", "O" + other["number"])
     ]
+
+
+@pytest.mark.clock
+async def test_a_day_of_more_payments_than_one_statement_takes(
+    client: httpx.AsyncClient, member_headers: MemberLogin, fake_pay: FakePay
+) -> None:
+    # a flash-sale day's bill can list more payments and refunds than one statement's
+    # parameters (PostgreSQL: 32,767): the books are asked in chunks
+    clock.set_now(clock.now())
+    shop = await make_shop()
+    headers = await member_headers("busy")
+    order = (
+        await client.post(
+            "/api/v1/orders",
+            json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
+            headers=headers,
+        )
+    ).json()
+    await fake_pay.deliver(client, fake_pay.pay("O" + order["number"]))
+    (refund,) = (await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)).json()[
+        "refunds"
+    ]
+    books = {b.prefix: b for b in domains.pay_books()}
+    numbers = [f"O9{n:011d}" for n in range(40_000)] + ["O" + order["number"]]
+    assert list(await reconcile._payments(books, numbers)) == ["O" + order["number"]]
+
+    def refund_row(out_refund_no: str) -> bills.BillRow:
+        return bills.BillRow(
+            None, "", "", "", "O" + order["number"], "REFUND", 0, 0, out_refund_no=out_refund_no
+        )
+
+    rows = [refund_row(f"R9{n:011d}") for n in range(40_000)]
+    found = await reconcile._refunds(books, [*rows, refund_row(refund["out_refund_no"])])
+    assert list(found) == [refund["out_refund_no"]]
