@@ -34,6 +34,7 @@ from mall.errors import ErrorCode
 from mall.i18n import _
 from mall.kit import clock
 from mall.kit import stock as kit
+from mall.kit.bulk import select_in
 from mall.redis import get_redis
 
 log = logging.getLogger("mall.blindbox")
@@ -329,15 +330,10 @@ async def _reading(series: BlindBoxSeries) -> SeriesReconciliation:
     # draws decided up to the snapshot: persisted ones, plus the stream's backlog
     drawn = await drawn_counts(series.id, max_seq)
     flights = [entry_fields(e) for e in entries]
-    persisted = (
-        set(
-            await BlindBoxDraw.filter(draw_id__in=[f["rid"] for f in flights]).values_list(
-                "draw_id", flat=True
-            )
-        )
-        if flights
-        else set()
-    )
+    # in chunks: with the worker down through a busy launch the backlog can hold more
+    # draws than one statement's parameters (PostgreSQL: 32,767)
+    rids = [f["rid"] for f in flights]
+    persisted = {str(row[0]) for row in await select_in(BlindBoxDraw, "draw_id", rids, ["draw_id"])}
     backlog: dict[int, int] = {}
     for flight in flights:
         if flight["rid"] not in persisted:

@@ -47,6 +47,7 @@ from mall.errors import ErrorCode, MallError
 from mall.i18n import _, translate
 from mall.kit import clock
 from mall.kit import stock as kit
+from mall.kit.bulk import select_in
 from mall.kit.pagination import cursor_page
 from mall.members import service as members_service
 from mall.members.models import Member
@@ -91,13 +92,12 @@ async def issue_pack_to_members(
         query = Member.all()
         if min_level is not None:
             query = query.filter(level__gte=min_level)
-        ids: list[Any] = await query.order_by("id").values_list("id", flat=True)
-        segment = [int(m) for m in ids]
-        if tag is not None:
-            tagged = await Member.filter(id__in=segment).values_list("id", "tags")
-            segment = [int(m) for m, tags in tagged if tag in (tags or [])]
+        # ids and tags in the one read: a segment can be the whole member table, more
+        # ids than one statement's parameters take (PostgreSQL: 32,767)
+        rows: list[Any] = await query.order_by("id").values_list("id", "tags")
+        segment = [int(m) for m, tags in rows if tag is None or tag in (tags or [])]
         targets += [m for m in segment if m not in set(targets)]
-    existing = set(await Member.filter(id__in=targets).values_list("id", flat=True))
+    existing = {int(row[0]) for row in await select_in(Member, "id", targets, ["id"])}
     results: list[dict[str, Any]] = []
     for member_id in targets:
         if member_id not in existing:

@@ -26,6 +26,7 @@ from tortoise.functions import Count
 from mall.errors import ErrorCode
 from mall.i18n import _
 from mall.kit import stock as kit
+from mall.kit.bulk import select_in
 from mall.redis import get_redis
 from mall.seckill.models import (
     HOLDING,
@@ -251,9 +252,12 @@ async def check_item(item: SeckillItem) -> ItemCheck:
     )
     raw_initial = dict(zip(meta[::2], meta[1::2], strict=True)).get("initial")
     rids = [_rid(e) for e in entries]
-    persisted = set(
-        await SeckillOrder.filter(reservation_id__in=rids).values_list("reservation_id", flat=True)
-    )
+    # in chunks: with the worker down through a big sale the backlog can hold more
+    # reservations than one statement's parameters (PostgreSQL: 32,767)
+    persisted = {
+        str(row[0])
+        for row in await select_in(SeckillOrder, "reservation_id", rids, ["reservation_id"])
+    }
     fresh = await SeckillItem.get(id=item.id)
     held = await SeckillOrder.filter(item_id=item.id, status__in=HOLDING).count()
     returns_due = await SeckillOrder.filter(

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from mall.audit.models import AuditLog
-from mall.blindbox import service
+from mall.blindbox import service, stock
 from mall.blindbox.models import BlindBoxDraw, BlindBoxPrize
 from mall.blindbox.stock import keys as Keys
 from mall.blindbox.tasks import check_blindbox
@@ -315,3 +315,17 @@ async def test_the_reconcile_job_repairs_a_drift_that_persists(make_series: Make
     await job.run()
     assert await get_redis().hget(Keys(series.id).stock, str(a.id)) == "5"
     assert (await check_blindbox()).ok
+
+
+async def test_a_backlog_of_more_draws_than_one_statement_takes_is_reconciled(
+    make_series: MakeSeries,
+) -> None:
+    # the worker down through a busy launch: the draws stream's backlog can hold more
+    # draws than one statement's parameters (PostgreSQL: 32,767)
+    series = await make_series([prize("a", 1, stock=5), prize("b", 1)])
+    b = await BlindBoxPrize.get(series_id=series.id, name="b")
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for n in range(40_000):
+            pipe.xadd(Keys(series.id).draws, {"rid": f"backlog{n}", "prize": str(b.id)})
+        await pipe.execute()
+    assert (await stock._reading(series)).backlog == 40_000

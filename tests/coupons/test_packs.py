@@ -10,6 +10,7 @@ from mall.audit.models import AuditLog
 from mall.coupons import service
 from mall.coupons.models import Coupon, GiftPack, GiftPackIssue
 from mall.coupons.tasks import check_coupons
+from mall.kit.bulk import insert_rows
 from mall.members.models import Member
 from tests.conftest import MemberLogin, StaffLogin
 from tests.factories import make_members, make_template
@@ -155,3 +156,16 @@ async def test_template_validation_and_immutable_terms(
     )
     assert unknown.status_code == 422
     assert unknown.json()["error"]["code"] == "GIFT_PACK_TEMPLATE_UNKNOWN"
+
+
+async def test_ops_issue_pack_to_a_tag_among_more_members_than_one_statement_takes() -> None:
+    # a segment is the whole member table filtered: 40,000 members are more ids than one
+    # statement's parameters (PostgreSQL: 32,767)
+    pack, _cash_id, _gift_id = await _new_member_pack()
+    await insert_rows(Member, [{"openid": f"crowd{n}"} for n in range(40_000)])
+    await insert_rows(Member, [{"openid": "vip", "tags": ["vip"]}])
+    vip = await Member.get(openid="vip")
+    _pack, results = await service.issue_pack_to_members(
+        pack.id, member_ids=[], tag="vip", min_level=None, request_key="crowd", staff_id=None
+    )
+    assert [(r["member_id"], r["issued"]) for r in results] == [(vip.id, True)]

@@ -12,7 +12,7 @@ from mall.kit import clock
 from mall.members.models import Member
 from mall.points import service as points_service
 from mall.redis import get_redis
-from mall.seckill import service, winners
+from mall.seckill import service, stock, winners
 from mall.seckill.models import OrderStatus, SeckillItem, SeckillOrder
 from mall.seckill.service import key
 from tests.factories import make_member_ids
@@ -286,3 +286,17 @@ async def test_two_consumers_spending_the_same_members_in_two_orders_never_deadl
         OrderStatus.RELEASED,
     ]
     assert [await points_service.get_balance(m) for m in (low, mid, high)] == [1000, 800, 800]
+
+
+async def test_a_backlog_of_more_wins_than_one_statement_takes_is_checked(
+    make_item: MakeItem,
+) -> None:
+    # the worker down through a big sale: the wins stream's backlog can hold more
+    # reservations than one statement's parameters (PostgreSQL: 32,767)
+    item = await make_item(stock=10)
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for n in range(40_000):
+            pipe.xadd(key(item.id, "wins"), {"rid": f"backlog{n}"})
+        await pipe.execute()
+    check = await stock.check_item(item)
+    assert check.in_flight == 40_000
