@@ -30,6 +30,7 @@ from tortoise.functions import Sum
 
 from mall.kit import clock
 from mall.kit import stock as kit
+from mall.kit.bulk import select_in
 from mall.pointsmall.models import ACTIVE_STATUSES, PointsMallItem, PointsMallRedemption
 from mall.redis import get_redis
 
@@ -347,10 +348,12 @@ async def _reading(item_id: int) -> ItemBalance:
     if infos:
         # written and kept: counted as redeemed; a released one still in `res` has not
         # given its units back yet, so it is still in flight
-        found: list[Any] = await PointsMallRedemption.filter(
-            reservation_id__in=list(infos), status__in=ACTIVE_STATUSES
-        ).values_list("reservation_id", flat=True)
-        committed = {str(r) for r in found}
+        # in chunks: with the worker down through a busy drop `res` can hold more
+        # reservations than one statement's parameters (PostgreSQL: 32,767)
+        found = await select_in(
+            PointsMallRedemption, "reservation_id", list(infos), ["reservation_id", "status"]
+        )
+        committed = {str(rid) for rid, status in found if str(status) in ACTIVE_STATUSES}
     pending_ids = sorted(r for r in infos if r not in committed)
     return ItemBalance(
         name=f"item {item_id}",

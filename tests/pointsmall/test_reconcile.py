@@ -86,3 +86,21 @@ async def test_a_decision_for_a_member_who_is_gone_gives_the_unit_back(
     assert not await PointsMallRedemption.exists(reservation_id=answer.reservation_id)
     assert await redis_stock(item["id"]) == 2 and await db_stock(item["id"]) == 2
     await _clean()
+
+
+async def test_a_backlog_of_more_reservations_than_one_statement_takes_is_balanced(
+    make_item: MakeItem, new_member: NewMember
+) -> None:
+    # the worker down through a busy drop: `res` can hold more reservations than one
+    # statement's parameters (PostgreSQL: 32,767)
+    item = await make_item(total_stock=50_000, points_price=100)
+    member = (await new_member(points=1000))[0]
+    await pm_service.redeem(member, item["id"], 1, None, "k")
+    # written, still in `res` (the consumer died before settling): redeemed, not pending
+    claimed = await persist.read_entries(item["id"], "dead", count=10, claim_idle_ms=0)
+    entries = [e for i, f in claimed if (e := persist._entry(i, f)) is not None]
+    await persist.persist_batch(item["id"], entries)
+    backlog = {f"{item['id']}-backlog{n}": f"{member}|1|100|0|" for n in range(40_000)}
+    await get_redis().hset(item_keys(item["id"]).res, mapping=backlog)
+    balance = await pm_service.item_balance(item["id"])
+    assert (balance.redeemed, balance.pending) == (1, 40_000)
