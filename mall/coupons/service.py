@@ -96,7 +96,8 @@ async def issue_pack_to_members(
         # ids than one statement's parameters take (PostgreSQL: 32,767)
         rows: list[Any] = await query.order_by("id").values_list("id", "tags")
         segment = [int(m) for m, tags in rows if tag is None or tag in (tags or [])]
-        targets += [m for m in segment if m not in set(targets)]
+        given = set(targets)
+        targets += [m for m in segment if m not in given]
     existing = {int(row[0]) for row in await select_in(Member, "id", targets, ["id"])}
     results: list[dict[str, Any]] = []
     for member_id in targets:
