@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
@@ -41,9 +41,8 @@ log = logging.getLogger("mall.wechat.reconcile")
 MAX_CONFIRMATIONS = 100
 # one run of a day at a time (the job, `mall check pay`, ops); a crashed run's lock lapses
 RUN_LOCK_SECONDS = 600
-# payment and refund numbers looked up per query: a flash-sale day's bill can list more
-# than one statement takes (PostgreSQL: 32,767 arguments)
-REFS_CHUNK = 500
+# payment and refund numbers a book is asked about per query (`_ask_books`)
+NUMBERS_PER_QUERY = 500
 
 RECONCILIATION_RUNNING = ErrorCode(
     "PAY_RECONCILIATION_RUNNING",
@@ -77,6 +76,9 @@ class PayRef:
 
 
 Window = Callable[[datetime, datetime], Awaitable[list[Any]]]
+T = TypeVar("T")
+# a book's look-up by numbers (out_trade_no or refund numbers)
+Lookup = Callable[[list[str]], Awaitable[dict[str, T]]]
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ class Book:
 
     prefix: str
     paid_between: Callable[[datetime, datetime], Awaitable[list[MallPayment]]]
-    payments: Callable[[list[str]], Awaitable[dict[str, MallPayment]]]
+    payments: Lookup[MallPayment]
     refunds_between: Callable[[datetime, datetime], Awaitable[list[MallRefund]]]
-    refunds: Callable[[list[str]], Awaitable[dict[str, MallRefund]]]
-    refs: Callable[[list[str]], Awaitable[dict[str, PayRef]]] | None = None
+    refunds: Lookup[MallRefund]
+    refs: Lookup[PayRef] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,28 +120,37 @@ def _book(books: dict[str, Book], out_trade_no: str) -> Book | None:
     return books.get(out_trade_no[:1])
 
 
+async def _ask_books(
+    books: dict[str, Book],
+    by_prefix: dict[str, list[str]],
+    lookup: Callable[[Book], Lookup[T] | None],
+) -> dict[str, T]:
+    """Each book's `lookup` (None: the book has none) of the numbers under its prefix,
+    NUMBERS_PER_QUERY at a time: a flash-sale day's bill can list more numbers than one
+    statement takes (PostgreSQL: 32,767 arguments)."""
+    found: dict[str, T] = {}
+    for prefix, group in by_prefix.items():
+        book = books.get(prefix)
+        ask = None if book is None else lookup(book)
+        if ask is None:
+            continue
+        for at in range(0, len(group), NUMBERS_PER_QUERY):
+            found.update(await ask(group[at : at + NUMBERS_PER_QUERY]))
+    return found
+
+
 async def _payments(books: dict[str, Book], numbers: Iterable[str]) -> dict[str, MallPayment]:
     by_prefix: dict[str, list[str]] = {}
     for number in numbers:
         by_prefix.setdefault(number[:1], []).append(number)
-    found: dict[str, MallPayment] = {}
-    for prefix, group in by_prefix.items():
-        if prefix in books:
-            for at in range(0, len(group), REFS_CHUNK):
-                found.update(await books[prefix].payments(group[at : at + REFS_CHUNK]))
-    return found
+    return await _ask_books(books, by_prefix, lambda book: book.payments)
 
 
 async def _refunds(books: dict[str, Book], rows: list[bills.BillRow]) -> dict[str, MallRefund]:
     by_prefix: dict[str, list[str]] = {}
     for row in rows:
         by_prefix.setdefault(row.out_trade_no[:1], []).append(row.out_refund_no)
-    found: dict[str, MallRefund] = {}
-    for prefix, group in by_prefix.items():
-        if prefix in books:
-            for at in range(0, len(group), REFS_CHUNK):
-                found.update(await books[prefix].refunds(group[at : at + REFS_CHUNK]))
-    return found
+    return await _ask_books(books, by_prefix, lambda book: book.refunds)
 
 
 async def compare(
@@ -360,15 +371,7 @@ async def of_day(day: date) -> PayReconciliation | None:
 async def references(numbers: Iterable[str], books: Iterable[Book]) -> dict[str, PayRef]:
     """What each out_trade_no is in the mall (an order, a top-up; its member), by number;
     numbers no book knows are left out."""
-    by_prefix = {b.prefix: b for b in books}
     grouped: dict[str, list[str]] = {}
     for number in sorted(set(numbers)):
         grouped.setdefault(number[:1], []).append(number)
-    found: dict[str, PayRef] = {}
-    for prefix, group in grouped.items():
-        book = by_prefix.get(prefix)
-        if book is None or book.refs is None:
-            continue
-        for at in range(0, len(group), REFS_CHUNK):
-            found.update(await book.refs(group[at : at + REFS_CHUNK]))
-    return found
+    return await _ask_books({b.prefix: b for b in books}, grouped, lambda book: book.refs)
