@@ -129,11 +129,11 @@ async def counts() -> tuple[int, int, int]:
     return await Order.all().count(), await OrderLine.all().count(), await OrderRefund.all().count()
 
 
-async def abnormal_refund(
+async def paid_and_cancelled(
     client: httpx.AsyncClient, pay: FakePay, member_headers: MemberLogin, name: str
-) -> dict[str, Any]:
-    """A towel paid with WeChat Pay and cancelled, whose refund WeChat reports ABNORMAL:
-    the refund's answer (from the cancel)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A towel paid with WeChat Pay, then cancelled: the order's and its refund's answers
+    (the refund sent to WeChat Pay, `processing`)."""
     shop = await make_shop()
     headers = await member_headers(name)
     r = await client.post(
@@ -141,15 +141,23 @@ async def abnormal_refund(
         json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
         headers=headers,
     )
-    order = r.json()
+    order: dict[str, Any] = r.json()
     await pay.deliver(client, pay.pay("O" + order["number"]))
     r = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)
     (refund,) = r.json()["refunds"]
     assert refund["cash_status"] == "processing"
+    return order, refund
+
+
+async def abnormal_refund(
+    client: httpx.AsyncClient, pay: FakePay, member_headers: MemberLogin, name: str
+) -> dict[str, Any]:
+    """A towel paid with WeChat Pay and cancelled, whose refund WeChat reports ABNORMAL:
+    the refund's answer (from the cancel)."""
+    _order, refund = await paid_and_cancelled(client, pay, member_headers, name)
     h, body = pay.refund_notification(refund["out_refund_no"], "ABNORMAL")
     r = await client.post("/api/v1/wechat/pay-notify", headers=h, content=body)
     assert r.status_code == 204, r.text
     row = await OrderRefund.get(id=refund["id"])
     assert (row.cash_status, row.cash_error) == ("abnormal", "ABNORMAL")
-    result: dict[str, Any] = refund
-    return result
+    return refund

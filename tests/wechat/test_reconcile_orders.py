@@ -13,7 +13,7 @@ from mall.orders.models import Order
 from mall.wechat import bills, reconcile
 from mall.wechat.models import MISMATCH, OK
 from tests.conftest import MemberLogin
-from tests.orders.helpers import make_shop
+from tests.orders.helpers import make_shop, paid_and_cancelled
 from tests.wallet.fake_pay import FakePay
 from tests.wallet.helpers import staff_token
 
@@ -81,19 +81,7 @@ async def test_a_day_of_more_payments_than_one_statement_takes(
     # a flash-sale day's bill can list more payments and refunds than one statement's
     # parameters (PostgreSQL: 32,767): the books are asked in chunks
     clock.set_now(clock.now())
-    shop = await make_shop()
-    headers = await member_headers("busy")
-    order = (
-        await client.post(
-            "/api/v1/orders",
-            json={"items": [{"sku_id": shop.towel.id, "quantity": 1}], "delivery": "pickup"},
-            headers=headers,
-        )
-    ).json()
-    await fake_pay.deliver(client, fake_pay.pay("O" + order["number"]))
-    (refund,) = (await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=headers)).json()[
-        "refunds"
-    ]
+    order, refund = await paid_and_cancelled(client, fake_pay, member_headers, "busy")
     books = {b.prefix: b for b in domains.pay_books()}
     numbers = [f"O9{n:011d}" for n in range(40_000)] + ["O" + order["number"]]
     assert list(await reconcile._payments(books, numbers)) == ["O" + order["number"]]
