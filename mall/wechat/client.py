@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import httpx
 from mall.config import get_settings
 from mall.errors import ErrorCode
 from mall.i18n import _
-from mall.kit import clock
+from mall.kit import clock, lock
 from mall.redis import get_redis
 
 log = logging.getLogger("mall.wechat")
@@ -241,17 +240,15 @@ async def access_token(*, stale: str | None = None) -> str:
         return local[0]
     redis = get_redis()
     key = _token_key(appid)
-    lock = key + ":lock"
     lock_seconds = int(get_settings().wechat_timeout_seconds) + 5
     deadline = time.monotonic() + lock_seconds + 1  # outlive a crashed holder's lock
-    owner = secrets.token_hex(8)
     while True:
         found = _usable(await redis.get(key), stale)
         if found:
             _local_tokens[appid] = found
             return found[0]
-        if await redis.set(lock, owner, nx=True, ex=lock_seconds):
-            try:
+        async with lock.held(key + ":lock", lock_seconds) as mine:
+            if mine:
                 found = _usable(await redis.get(key), stale)
                 if found:
                     _local_tokens[appid] = found
@@ -264,9 +261,6 @@ async def access_token(*, stale: str | None = None) -> str:
                 await redis.set(key, entry, ex=max(expires_in, 1))
                 _local_tokens[appid] = (token, refresh_at)
                 return token
-            finally:
-                if await redis.get(lock) == owner:
-                    await redis.delete(lock)
         if time.monotonic() > deadline:
             raise WECHAT_BUSY(retry_after=1)
         await asyncio.sleep(0.05)

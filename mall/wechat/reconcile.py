@@ -22,7 +22,6 @@ before it is called a mismatch, so a payment at 23:59:59 recorded at 00:00:01 is
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -30,8 +29,7 @@ from typing import Any, TypeVar
 
 from mall.errors import ErrorCode, MallError
 from mall.i18n import _
-from mall.kit import clock
-from mall.redis import get_redis
+from mall.kit import clock, lock
 from mall.wechat import bills, pay
 from mall.wechat.models import FAILED, MISMATCH, OK, PayReconciliation
 
@@ -305,15 +303,10 @@ async def run(day: date, books: Iterable[Book]) -> PayReconciliation:
     """Fetch the day's bills, compare, and keep the result (replacing an earlier run's).
     A failure to fetch or read them is kept too (status failed) and raised. One run of a
     day at a time: another one meanwhile is RECONCILIATION_RUNNING."""
-    redis = get_redis()
-    lock, owner = f"wechat:reconcile:{day.isoformat()}:run", secrets.token_hex(8)
-    if not await redis.set(lock, owner, nx=True, ex=RUN_LOCK_SECONDS):
-        raise RECONCILIATION_RUNNING(day=day.isoformat())
-    try:
+    async with lock.held(f"wechat:reconcile:{day.isoformat()}:run", RUN_LOCK_SECONDS) as mine:
+        if not mine:
+            raise RECONCILIATION_RUNNING(day=day.isoformat())
         return await _run(day, list(books))
-    finally:
-        if await redis.get(lock) == owner:
-            await redis.delete(lock)
 
 
 async def _run(day: date, books: list[Book]) -> PayReconciliation:
