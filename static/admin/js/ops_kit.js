@@ -5,6 +5,9 @@ import { h, clear, busy, table } from "./dom.js";
 import { t } from "./i18n.js";
 import "./i18n_ops.js";
 
+/** A member's id, linking to the member's page. */
+export const memberLink = (id) => h("a", { href: `#/members/${id}`, "data-member": id }, `#${id}`);
+
 /** Who a member is, next to its id link: nickname and (masked) phone; nothing for an
  * account that no longer exists (the API sends neither). */
 export function memberWho(nickname, phone) {

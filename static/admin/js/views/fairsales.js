@@ -5,12 +5,10 @@ import { api } from "../api.js";
 import { h, clear, busy, field, input, modal, table, badge, pageHead, num, when, toast, confirmDialog } from "../dom.js";
 import { t } from "../i18n.js";
 import "../i18n_fair.js";
-import { pagedTable, tabs, memberWho } from "../ops_kit.js";
+import { pagedTable, tabs, memberLink, memberWho } from "../ops_kit.js";
 
 const FLAGS_PAGE = 50;
 const REASON_MAX = 200;
-
-const memberLink = (id) => h("a", { href: `#/members/${id}`, "data-member": id }, `#${id}`);
 
 /** Asks for a reason (the API wants one, for the audit log), then runs `work(reason)`. */
 function reasonDialog({ title, hint, reason = "", action, form, work }) {

@@ -4,7 +4,7 @@
 import { api, newKey, session } from "../api.js";
 import { h, clear, busy, field, input, table, badge, pageHead, yuan, num, when, toast, showError, toFen } from "../dom.js";
 import { t } from "../i18n.js";
-import { pagedTable, facts } from "../ops_kit.js";
+import { pagedTable, facts, memberLink } from "../ops_kit.js";
 import { orderColumns } from "./orders.js";
 
 const isAdmin = () => Boolean(session.staff && session.staff.role === "admin");
@@ -15,7 +15,7 @@ async function searchPage(main) {
   let reveal = false;
   const paged = pagedTable(
     [
-      ["ID", (m) => h("a", { href: `#/members/${m.id}`, "data-member": m.id }, `#${m.id}`)],
+      ["ID", (m) => memberLink(m.id)],
       [t("nickname"), (m) => m.nickname || "—"],
       [t("phone"), (m) => h("span", { "data-role": "phone" }, m.phone || "—")],
       [t("level"), (m) => `Lv${m.level}`],

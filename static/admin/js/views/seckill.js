@@ -4,7 +4,7 @@ import { api } from "../api.js";
 import { h, clear, busy, field, input, modal, table, badge, pageHead, yuan, toFen, num, when, toast, showError, localToIso, isoToLocal, poll, confirmDialog } from "../dom.js";
 import { t } from "../i18n.js";
 import "../i18n_fair.js";
-import { pagedTable, facts, memberWho } from "../ops_kit.js";
+import { pagedTable, facts, memberLink, memberWho } from "../ops_kit.js";
 import { pictureField } from "../upload.js";
 
 const STATE_KIND = { live: "good", upcoming: "warn", ended: "", closed: "" };
@@ -144,7 +144,7 @@ const REMINDER = {
 function bookings(sessionId) {
   const paged = pagedTable(
     [
-      [t("member"), (b) => [h("a", { href: `#/members/${b.member_id}`, "data-member": b.member_id }, `#${b.member_id}`), " ", memberWho(b.member_nickname, b.member_phone)]],
+      [t("member"), (b) => [memberLink(b.member_id), " ", memberWho(b.member_nickname, b.member_phone)]],
       [t("fair_booked_at"), (b) => when(b.created_at)],
       [t("fair_booking_state"), (b) => (b.cancelled_at ? [badge(t("fair_booking_cancelled")), " ", when(b.cancelled_at)] : badge(t("fair_booking_live"), "good"))],
       [t("fair_reminder"), (b) => (REMINDER[b.reminder] ? REMINDER[b.reminder]() : badge(b.reminder))],
