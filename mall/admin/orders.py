@@ -21,9 +21,9 @@ from mall.orders.schemas import (
     AdminRefundIn,
     AdminRefundOut,
     CancelIn,
-    ResolveRefundIn,
     ShipIn,
 )
+from mall.wechat.schemas import ResolveRefundIn
 
 router = APIRouter(tags=["admin: orders"])
 

@@ -21,10 +21,10 @@ from mall.wallet.schemas import (
     PlanIn,
     PlanOut,
     PlanPatch,
-    ResolveRefundIn,
     TopUpRefundIn,
     TopUpRefundOut,
 )
+from mall.wechat.schemas import ResolveRefundIn
 
 router = APIRouter(tags=["admin: wallet"])
 

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mall.addresses.schemas import AddressSnapshot
 from mall.kit.bounds import Id, Points
@@ -108,26 +107,6 @@ class AdminRefundOut(RefundOut):
     """A refund as ops see it: whose order it is, for a link to the member."""
 
     member_id: int | None = Field(default=None, description="the order's member")
-
-
-class ResolveRefundIn(BaseModel):
-    """How ops settle a cash refund WeChat Pay could not pay out (`abnormal`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["retry", "offline"] = Field(
-        description="`retry`: send it to the original payment again; `offline`: it was "
-        "paid out another way"
-    )
-    note: SafeLine = Field(
-        default="", max_length=255, description="required for offline: how it was paid"
-    )
-
-    @model_validator(mode="after")
-    def _offline_says_how(self) -> ResolveRefundIn:
-        if self.action == "offline" and len(self.note.strip()) < 2:
-            raise ValueError("say how the refund was paid out (note)")
-        return self
 
 
 class PaymentParams(BaseModel):

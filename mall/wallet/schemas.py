@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mall.kit.bounds import MAX_COUNT, Fen, Id, SignedFen, SortOrder
 from mall.kit.text import SafeLine
@@ -220,23 +219,3 @@ class TopUpRefundOut(BaseModel):
     resolution_note: str = ""
     resolved_at: datetime | None = None
     created_at: datetime
-
-
-class ResolveRefundIn(BaseModel):
-    """How ops settle a refund WeChat Pay could not pay out (status `abnormal`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["retry", "offline"] = Field(
-        description="`retry`: send it to the original payment again; `offline`: it was "
-        "paid out another way"
-    )
-    note: SafeLine = Field(
-        default="", max_length=255, description="required for offline: how it was paid"
-    )
-
-    @model_validator(mode="after")
-    def _offline_says_how(self) -> ResolveRefundIn:
-        if self.action == "offline" and len(self.note.strip()) < 2:
-            raise ValueError("say how the refund was paid out (note)")
-        return self

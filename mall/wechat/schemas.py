@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mall.kit.text import SafeLine
 
 
 class MismatchOut(BaseModel):
@@ -34,3 +37,24 @@ class ReconciliationOut(BaseModel):
     mismatches: list[MismatchOut]
     error: str
     ran_at: datetime
+
+
+class ResolveRefundIn(BaseModel):
+    """How ops settle a refund WeChat Pay could not pay out (status `abnormal`): an order's
+    cash refund or a wallet top-up's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "offline"] = Field(
+        description="`retry`: send it to the original payment again; `offline`: it was "
+        "paid out another way"
+    )
+    note: SafeLine = Field(
+        default="", max_length=255, description="required for offline: how it was paid"
+    )
+
+    @model_validator(mode="after")
+    def _offline_says_how(self) -> ResolveRefundIn:
+        if self.action == "offline" and len(self.note.strip()) < 2:
+            raise ValueError("say how the refund was paid out (note)")
+        return self
