@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     # --- coupons and the touch cap ---
     # relative validity of a new template unless ops set another (calendar months)
     coupon_default_valid_months: int = 3
+    # ops give a pack to at most this many members in one request (by id and/or a tag
+    # or level); more go out as a segment campaign, which the campaign job runs
+    gift_pack_issue_max: int = 1000
     # expiry reminders: coupons expiring within this many days, sent once a day after
     # this Asia/Shanghai hour, on this WeChat subscribe-message template ("" = off)
     coupon_reminder_days: int = 7

@@ -68,6 +68,14 @@ COUPON_NOT_VOIDABLE = ErrorCode(
     _("This coupon has been used or is held by an unpaid order; it cannot be voided"),
 )
 GIFT_PACK_NOT_FOUND = ErrorCode("GIFT_PACK_NOT_FOUND", 404, _("Gift pack not found"))
+GIFT_PACK_TOO_MANY_MEMBERS = ErrorCode(
+    "GIFT_PACK_TOO_MANY_MEMBERS",
+    422,
+    _(
+        "This gives the pack to {members} members, more than {max} at once: send it as a "
+        "campaign to a segment"
+    ),
+)
 GIFT_PACK_TEMPLATE_UNKNOWN = ErrorCode(
     "GIFT_PACK_TEMPLATE_UNKNOWN", 422, _("Coupon template {template_id} does not exist")
 )
@@ -98,6 +106,11 @@ async def issue_pack_to_members(
         segment = [int(m) for m, tags in rows if tag is None or tag in (tags or [])]
         given = set(targets)
         targets += [m for m in segment if m not in given]
+    # each member is issued inside this request: a segment the size of the member table
+    # would outlast it, half given (a campaign is queued and run by its job instead)
+    limit = get_settings().gift_pack_issue_max
+    if len(targets) > limit:
+        raise GIFT_PACK_TOO_MANY_MEMBERS(members=len(targets), max=limit)
     existing = {int(row[0]) for row in await select_in(Member, "id", targets, ["id"])}
     results: list[dict[str, Any]] = []
     for member_id in targets:
@@ -180,15 +193,21 @@ async def list_templates(active: bool | None = None) -> list[CouponTemplate]:
     return await query.order_by("-id")
 
 
+_FIGURES_CHUNK = 500
+
+
 async def template_figures(template_ids: list[int]) -> dict[int, tuple[int, int]]:
     """(issued, used) per template, from the database."""
     figures: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    rows = (
-        await Coupon.filter(template_id__in=template_ids)
-        .annotate(n=Count("id"))
-        .group_by("template_id", "status")
-        .values_list("template_id", "status", "n")
-    )
+    rows: list[Any] = []
+    # the templates list is not paged: in chunks, under any statement's parameter limit
+    for start in range(0, len(template_ids), _FIGURES_CHUNK):
+        rows += (
+            await Coupon.filter(template_id__in=template_ids[start : start + _FIGURES_CHUNK])
+            .annotate(n=Count("id"))
+            .group_by("template_id", "status")
+            .values_list("template_id", "status", "n")
+        )
     for template_id, status, n in rows:
         figures[int(template_id)][0] += int(n)
         if status == "used":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from mall.audit.models import AuditLog
 from mall.coupons import service
@@ -169,3 +170,63 @@ async def test_ops_issue_pack_to_a_tag_among_more_members_than_one_statement_tak
         pack.id, member_ids=[], tag="vip", min_level=None, request_key="crowd", staff_id=None
     )
     assert [(r["member_id"], r["issued"]) for r in results] == [(vip.id, True)]
+
+
+async def test_ops_pack_to_more_members_than_one_request_gives_is_refused_whole(
+    client: httpx.AsyncClient, staff_headers: StaffLogin
+) -> None:
+    # a segment the size of the member table would be issued member by member inside the
+    # request and outlast it half given: over the bound nothing is given and ops are sent
+    # to a campaign (queued, run by its job)
+    from mall.config import get_settings
+
+    settings = get_settings()
+    saved = settings.gift_pack_issue_max
+    settings.gift_pack_issue_max = 3
+    try:
+        pack, cash_id, _gift_id = await _new_member_pack()
+        members = await make_members(4)
+        await Member.filter(id__in=[m.id for m in members]).update(level=2)
+        staff = await staff_headers(role="ops")
+        url = f"/api/admin/v1/gift-packs/{pack.id}/issue"
+        over = await client.post(
+            url,
+            json={"min_level": 1},
+            headers={**staff, "Idempotency-Key": "all", "Accept-Language": "zh-CN"},
+        )
+        assert over.status_code == 422, over.text
+        assert over.json()["error"]["code"] == "GIFT_PACK_TOO_MANY_MEMBERS"
+        assert "4" in over.json()["error"]["message"] and "3" in over.json()["error"]["message"]
+        assert "营销活动" in over.json()["error"]["message"]
+        assert await Coupon.filter(template_id=cash_id).count() == 0
+        assert await GiftPackIssue.all().count() == 0
+        # ids given and a segment count together; at the bound it is given
+        ids = list(await Member.all().order_by("id").values_list("id", flat=True))
+        at = await client.post(
+            url, json={"member_ids": ids[:3]}, headers={**staff, "Idempotency-Key": "three"}
+        )
+        assert at.status_code == 200, at.text
+        assert at.json()["issued"] == 3
+    finally:
+        settings.gift_pack_issue_max = saved
+
+
+async def test_template_figures_add_up_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the templates list is not paged, so its figures are read in chunks of ids
+    monkeypatch.setattr(service, "_FIGURES_CHUNK", 2)
+    templates = [await make_template(name=f"t{n}", per_member_limit=5) for n in range(5)]
+    (member,) = await make_members(1)
+    for n, t in enumerate(templates):
+        for i in range(n):
+            await service.grant(member.id, t.id, grant_key=f"f:{t.id}:{i}", source="ops")
+    used = await Coupon.filter(template_id=templates[4].id).first()
+    assert used is not None
+    await Coupon.filter(id=used.id).update(status="used")
+    figures = await service.template_figures([t.id for t in templates])
+    assert [figures.get(t.id, (0, 0)) for t in templates] == [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (4, 1),
+    ]
