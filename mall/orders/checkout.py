@@ -34,6 +34,8 @@ from mall.orders.common import (
     _points_key,
     _ref,
     _wallet_key,
+    line_money,
+    order_money,
     out_trade_no,
     own_order,
 )
@@ -109,18 +111,7 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
                 status=PENDING_PAYMENT,
                 delivery=data.delivery,
                 address=address,
-                breakdown=breakdown.model_dump(mode="json"),
-                list_total_fen=breakdown.list_total_fen,
-                member_total_fen=breakdown.member_total_fen,
-                coupon_id=breakdown.coupon_id,
-                coupon_fen=breakdown.coupon_fen,
-                goods_fen=breakdown.goods_after_coupon_fen,
-                points_used=breakdown.points_used,
-                points_fen=breakdown.points_fen,
-                shipping_fen=breakdown.shipping_fen,
-                amount_due_fen=breakdown.amount_due_fen,
-                wallet_fen=breakdown.wallet_fen,
-                cash_fen=breakdown.cash_fen,
+                **order_money(breakdown),
                 pay_deadline=now + timedelta(minutes=minutes) if breakdown.cash_fen else None,
             )
             points_shares = spread(breakdown.points_used, [ln.points_fen for ln in breakdown.lines])
@@ -140,14 +131,8 @@ async def place_order(member: Member, data: OrderIn, idempotency_key: str | None
                     specs=specs,
                     quantity=line.quantity,
                     is_gift=line.is_gift,
-                    unit_list_fen=line.unit_list_fen,
-                    unit_member_fen=line.unit_member_fen,
-                    list_total_fen=line.list_total_fen,
-                    member_total_fen=line.member_total_fen,
-                    coupon_fen=line.coupon_fen,
-                    points_fen=line.points_fen,
+                    **line_money(line),
                     points_used=points_used,
-                    due_fen=line.due_fen,
                 )
                 stock[line.sku_id] += line.quantity
                 names.setdefault(line.sku_id, line.name)

@@ -6,6 +6,7 @@ Re-exported by mall.orders.service, which other domains and tests import."""
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING, Any
 
 from mall.errors import ErrorCode
 from mall.i18n import _
@@ -13,6 +14,10 @@ from mall.kit import clock
 from mall.orders.models import (
     Order,
 )
+
+if TYPE_CHECKING:
+    from mall.orders.schemas import CheckoutBreakdown
+    from mall.pricing.calc import PricedLine
 
 ITEM_UNAVAILABLE = ErrorCode("ORDER_ITEM_UNAVAILABLE", 409, _("{name} is not on sale now"))
 DELIVERY_UNAVAILABLE = ErrorCode(
@@ -122,3 +127,35 @@ async def get_order(order_id: int) -> Order:
     if order is None:
         raise ORDER_NOT_FOUND()
     return order
+
+
+def order_money(b: CheckoutBreakdown) -> dict[str, Any]:
+    """An order's columns read from its breakdown (a copy of which it keeps), for a cart's
+    checkout and a held unit's order alike."""
+    return {
+        "breakdown": b.model_dump(mode="json"),
+        "list_total_fen": b.list_total_fen,
+        "member_total_fen": b.member_total_fen,
+        "coupon_id": b.coupon_id,
+        "coupon_fen": b.coupon_fen,
+        "goods_fen": b.goods_after_coupon_fen,
+        "points_used": b.points_used,
+        "points_fen": b.points_fen,
+        "shipping_fen": b.shipping_fen,
+        "amount_due_fen": b.amount_due_fen,
+        "wallet_fen": b.wallet_fen,
+        "cash_fen": b.cash_fen,
+    }
+
+
+def line_money(line: PricedLine) -> dict[str, Any]:
+    """An order line's money columns, from its priced line."""
+    return {
+        "unit_list_fen": line.unit_list_fen,
+        "unit_member_fen": line.unit_member_fen,
+        "list_total_fen": line.list_total_fen,
+        "member_total_fen": line.member_total_fen,
+        "coupon_fen": line.coupon_fen,
+        "points_fen": line.points_fen,
+        "due_fen": line.due_fen,
+    }

@@ -20,7 +20,14 @@ from mall.addresses import service as addresses_service
 from mall.kit import clock
 from mall.members.models import Member
 from mall.orders.checkout import _create_prepay, _mark_paid
-from mall.orders.common import ADDRESS_REQUIRED, PAYMENT_EXPIRED, _new_number, _wallet_key
+from mall.orders.common import (
+    ADDRESS_REQUIRED,
+    PAYMENT_EXPIRED,
+    _new_number,
+    _wallet_key,
+    line_money,
+    order_money,
+)
 from mall.orders.common import _ref as order_ref
 from mall.orders.holders import source_ref
 from mall.orders.models import PENDING_PAYMENT, Order, OrderLine
@@ -123,13 +130,7 @@ async def place_held_order(
                 address=address,
                 source=unit.source,
                 source_ref=ref,
-                breakdown=breakdown.model_dump(mode="json"),
-                list_total_fen=breakdown.list_total_fen,
-                member_total_fen=breakdown.member_total_fen,
-                goods_fen=breakdown.goods_after_coupon_fen,
-                amount_due_fen=breakdown.amount_due_fen,
-                wallet_fen=breakdown.wallet_fen,
-                cash_fen=breakdown.cash_fen,
+                **order_money(breakdown),
                 pay_deadline=unit.pay_deadline if breakdown.cash_fen else None,
             )
             line = breakdown.lines[0]
@@ -140,11 +141,7 @@ async def place_held_order(
                 name=line.name,
                 specs={},
                 quantity=line.quantity,
-                unit_list_fen=line.unit_list_fen,
-                unit_member_fen=line.unit_member_fen,
-                list_total_fen=line.list_total_fen,
-                member_total_fen=line.member_total_fen,
-                due_fen=line.due_fen,
+                **line_money(line),
             )
             await unit.claim(order.id)
             if order.wallet_fen > 0:
