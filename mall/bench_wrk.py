@@ -47,7 +47,8 @@ function request()
 end
 function response(status, headers, body)
   codes[status] = (codes[status] or 0) + 1
-  local result = body and string.match(body, '"result":%s*"(%w+)"')
+  -- [%w_]: the answers limit_reached, sold_out and rate_limited have an underscore
+  local result = body and string.match(body, '"result":%s*"([%w_]+)"')
   if result then results[result] = (results[result] or 0) + 1 end
 end
 function done(summary, latency, requests)
