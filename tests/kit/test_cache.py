@@ -117,6 +117,38 @@ async def test_batching_sends_the_reads_of_one_tick_as_one() -> None:
     assert await reads.get(4, "none") == "row-4" and calls[-1] == [4]
 
 
+async def test_batching_keeps_one_load_in_flight_and_sends_what_came_meanwhile_as_one() -> None:
+    # under a burst requests arrive a few to a tick: a load per tick would queue on the
+    # one database connection, so the keys of the ticks during a load wait for it
+    from mall.kit.cache import Batching
+
+    calls: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def load_many(keys: list[int]) -> dict[int, str]:
+        calls.append(sorted(keys))
+        if len(calls) == 1:
+            await release.wait()
+        return {k: f"row-{k}" for k in keys}
+
+    reads: Batching[int, str] = Batching(load_many)
+    first = asyncio.ensure_future(reads.get(1, "none"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [[1]]
+    later = []
+    for key in (2, 3, 4):  # each in a tick of its own, while the first load runs
+        later.append(asyncio.ensure_future(reads.get(key, "none")))
+        await asyncio.sleep(0)
+    assert calls == [[1]]
+    release.set()
+    assert await first == "row-1"
+    assert await asyncio.gather(*later) == ["row-2", "row-3", "row-4"]
+    assert calls == [[1], [2, 3, 4]]
+    # idle again: the next read goes out in its own tick
+    assert await reads.get(5, "none") == "row-5" and calls[-1] == [5]
+
+
 async def test_batching_fails_every_read_of_a_failed_load() -> None:
     from mall.kit.cache import Batching
 
