@@ -197,8 +197,10 @@ def draw_args(
     )
 
 
-def parse_decision(raw: str) -> Decision:
-    """Read the draw script's answer (the kit's reply format)."""
+def parse_decision(raw: str, *, table: bool = True) -> Decision:
+    """Read the draw script's answer (the kit's reply format); `table=False` leaves out
+    the table of effective weights (the request's answer never shows it, and a series of
+    many prizes makes it the longest part to read)."""
     status, v = kit.parse(raw)
     if status == "cap":
         return Decision(status, draws_today=int(v[0]), cap=int(v[1]))
@@ -206,9 +208,9 @@ def parse_decision(raw: str) -> Decision:
         return Decision(status, min_age=int(v[0]))
     if status != kit.OK:
         return Decision(status)
-    table: tuple[TableRow, ...] = ()
-    if len(v) > 11 and v[11]:
-        table = tuple(
+    rows: tuple[TableRow, ...] = ()
+    if table and len(v) > 11 and v[11]:
+        rows = tuple(
             TableRow(int(pid), tier, int(w))
             for pid, tier, w in (item.split(":") for item in v[11].split(","))
         )
@@ -224,7 +226,7 @@ def parse_decision(raw: str) -> Decision:
         draws_today=int(v[7]),
         cost=int(v[8]),
         member_id=int(v[9]),
-        table=table,
+        table=rows,
     )
 
 
@@ -387,7 +389,7 @@ async def draw(member_id: int, series_id: int, idempotency_key: str | None = Non
             if idem:
                 prior = await _prior_answer(series_id, idem)
                 if prior:
-                    return await _answer(series_id, parse_decision(prior))
+                    return await _answer(series_id, parse_decision(prior, table=False))
             raise SERIES_SOLD_OUT()
         stock.sold_out_until.pop(series_id, None)
     unknown = stock.unknown_until.get(series_id)
@@ -410,7 +412,8 @@ async def draw(member_id: int, series_id: int, idempotency_key: str | None = Non
     decision = parse_decision(
         await kit.decide(
             lambda: pipeline.run(run, keys, args), lambda: stock.warm_if_cold(series_id)
-        )
+        ),
+        table=False,
     )
     match decision.status:
         case kit.OK:

@@ -18,6 +18,7 @@ per limited prize:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -87,7 +88,10 @@ def keys(series_id: int) -> SeriesKeys:
     return POOL.keys(series_id)
 
 
+@functools.lru_cache(maxsize=16)
 def day_label(day: date) -> str:
+    # three a draw (today's keys, yesterday's idempotency answers): strftime each time
+    # was a visible part of the request's CPU
     return day.strftime("%Y%m%d")
 
 

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
@@ -95,6 +96,9 @@ async def test_100k_draws_match_the_disclosed_weights(make_series: MakeSeries) -
         # every 50th draw is re-derived from its random value and table
         for r, answer in list(zip(rs, answers, strict=True))[::50]:
             decision = service.parse_decision(answer)
+            # the request's reading leaves out only the table (its answer never shows it)
+            assert decision.table
+            assert service.parse_decision(answer, table=False) == replace(decision, table=())
             logged = {
                 "random_value": r,
                 "probability_table": service.table_json(decision.table, forced=False, tier=None),

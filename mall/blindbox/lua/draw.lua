@@ -114,12 +114,13 @@ if today == 1 then redis.call('EXPIRE', KEYS[DAY], ARGV[4]) end
 
 local tbl = {}
 for i, p in ipairs(prizes) do tbl[i] = p[1] .. ':' .. p[3] .. ':' .. eff[i] end
+local shown = table.concat(tbl, ',')
 local mode = 'normal'
 if forced == 1 then mode = 'guarantee' end
 redis.call('XADD', KEYS[DRAWS], '*', 'rid', rid, 'member', member, 'prize', prize[1],
   'tier', prize[3], 'pb', pity, 'pa', after, 'forced', forced, 'seq', seq, 'day', ARGV[6],
   'r', ARGV[2], 'cost', conf.cost, 'ts', ARGV[5], 'mode', mode, 'gtier', gtier,
-  'table', table.concat(tbl, ','))
+  'table', shown)
 local answer = reply('ok', rid, prize[1], prize[3], pity, after, forced, seq, today, conf.cost, member)
 redis.call('HSET', KEYS[RES], rid, answer)
 if idem ~= '' then
@@ -127,4 +128,4 @@ if idem ~= '' then
     redis.call('EXPIRE', KEYS[IDEM], ARGV[4])
   end
 end
-return answer .. '|' .. total .. '|' .. table.concat(tbl, ',')
+return answer .. '|' .. total .. '|' .. shown
