@@ -450,3 +450,18 @@ async def test_a_batch_that_fails_as_a_whole_is_written_in_halves(
     assert await persist.process_pending_once(count=16, claim_idle_ms=0) == 1
     assert await points_service.get_balance(members[5]) == 90
     await _checks_pass()
+
+
+@pytest.mark.parametrize(
+    "name", ['星巴克 "中杯" 券', "back\\slash\ttab\nline", "emoji 🎁 \u2028 \x01 </script>"]
+)
+def test_the_reservation_answer_is_the_same_json_as_the_standard_library_wrote(name: str) -> None:
+    # orjson writes the hot answer; what a client reads must not change with it
+    import json
+
+    from mall.pointsmall.redeem import Reservation
+
+    r = Reservation("12-abcdef", 12, name, "voucher", 2, 200, cash_fen=150)
+    expected = json.dumps(r.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    assert r.json() == expected
+    assert json.loads(r.json())["item_name"] == name
