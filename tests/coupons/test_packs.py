@@ -173,42 +173,37 @@ async def test_ops_issue_pack_to_a_tag_among_more_members_than_one_statement_tak
 
 
 async def test_ops_pack_to_more_members_than_one_request_gives_is_refused_whole(
-    client: httpx.AsyncClient, staff_headers: StaffLogin
+    client: httpx.AsyncClient, staff_headers: StaffLogin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a segment the size of the member table would be issued member by member inside the
     # request and outlast it half given: over the bound nothing is given and ops are sent
     # to a campaign (queued, run by its job)
     from mall.config import get_settings
 
-    settings = get_settings()
-    saved = settings.gift_pack_issue_max
-    settings.gift_pack_issue_max = 3
-    try:
-        pack, cash_id, _gift_id = await _new_member_pack()
-        members = await make_members(4)
-        await Member.filter(id__in=[m.id for m in members]).update(level=2)
-        staff = await staff_headers(role="ops")
-        url = f"/api/admin/v1/gift-packs/{pack.id}/issue"
-        over = await client.post(
-            url,
-            json={"min_level": 1},
-            headers={**staff, "Idempotency-Key": "all", "Accept-Language": "zh-CN"},
-        )
-        assert over.status_code == 422, over.text
-        assert over.json()["error"]["code"] == "GIFT_PACK_TOO_MANY_MEMBERS"
-        assert "4" in over.json()["error"]["message"] and "3" in over.json()["error"]["message"]
-        assert "营销活动" in over.json()["error"]["message"]
-        assert await Coupon.filter(template_id=cash_id).count() == 0
-        assert await GiftPackIssue.all().count() == 0
-        # ids given and a segment count together; at the bound it is given
-        ids = list(await Member.all().order_by("id").values_list("id", flat=True))
-        at = await client.post(
-            url, json={"member_ids": ids[:3]}, headers={**staff, "Idempotency-Key": "three"}
-        )
-        assert at.status_code == 200, at.text
-        assert at.json()["issued"] == 3
-    finally:
-        settings.gift_pack_issue_max = saved
+    monkeypatch.setattr(get_settings(), "gift_pack_issue_max", 3)
+    pack, cash_id, _gift_id = await _new_member_pack()
+    members = await make_members(4)
+    await Member.filter(id__in=[m.id for m in members]).update(level=2)
+    staff = await staff_headers(role="ops")
+    url = f"/api/admin/v1/gift-packs/{pack.id}/issue"
+    over = await client.post(
+        url,
+        json={"min_level": 1},
+        headers={**staff, "Idempotency-Key": "all", "Accept-Language": "zh-CN"},
+    )
+    assert over.status_code == 422, over.text
+    assert over.json()["error"]["code"] == "GIFT_PACK_TOO_MANY_MEMBERS"
+    assert "4" in over.json()["error"]["message"] and "3" in over.json()["error"]["message"]
+    assert "营销活动" in over.json()["error"]["message"]
+    assert await Coupon.filter(template_id=cash_id).count() == 0
+    assert await GiftPackIssue.all().count() == 0
+    # ids given and a segment count together; at the bound it is given
+    ids = list(await Member.all().order_by("id").values_list("id", flat=True))
+    at = await client.post(
+        url, json={"member_ids": ids[:3]}, headers={**staff, "Idempotency-Key": "three"}
+    )
+    assert at.status_code == 200, at.text
+    assert at.json()["issued"] == 3
 
 
 async def test_template_figures_add_up_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
